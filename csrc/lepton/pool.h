@@ -1,0 +1,59 @@
+// lepton/pool.h -- 2-D max and average pooling, NCHW, forward and backward.
+//
+// Geometry (one descriptor for all four entry points). For output row oh the
+// window starts at ih0 = oh*stride_h - pad_top; tap i reads row
+// ih0 + i*dilation_h (max) or ih0 + i (average: no dilation, dilation_h must be 1).
+// Columns likewise with pad_left / stride_w / dilation_w. Taps outside
+// [0, h) x [0, w) are padding: ignored by max (as -inf), zero for average.
+// out_h/out_w are given (the caller applies floor/ceil mode); padding may be
+// asymmetric and larger than half the kernel.
+//
+// max: the first strictly greater value wins (row-major tap order); the first
+//      NaN in a window wins and makes the output NaN. A window with no tap
+//      inside the input gives -inf and index -1. indices hold ih*w + iw
+//      (flat position in the input plane, as PyTorch).
+// avg: per axis, hend = min(ih0 + kernel, h + pad_bottom) (clip to the padded
+//      input), then pool = (hend - ih0) rows with padding, count = rows inside
+//      [0, h). divisor = divisor_override if > 0, else pool_h*pool_w when
+//      count_include_pad, else count_h*count_w. A window with count 0 gives 0.
+#pragma once
+#include <cstdint>
+#include "lepton/status.h"
+
+namespace lepton {
+
+struct Pool2dDesc {
+  int64_t n = 0, c = 0, h = 0, w = 0;  // input NCHW
+  int64_t out_h = 0, out_w = 0;
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  bool count_include_pad = true;  // average pooling only
+  int64_t divisor_override = 0;   // average pooling only; 0 = none
+};
+
+// Checks sizes/strides/paddings are in range and out_h/out_w are consistent
+// with some floor/ceil rounding; every entry point calls it first.
+Status validate(const Pool2dDesc& d);
+
+// y: (n, c, out_h, out_w); indices (nullable): same shape, int64.
+Status max_pool2d(const Pool2dDesc& d, const float* x, float* y, int64_t* indices);
+Status max_pool2d(const Pool2dDesc& d, const double* x, double* y, int64_t* indices);
+
+// grad_in (n, c, h, w) is overwritten: zero, then grad_out scattered to indices.
+// An index of -1 is skipped; any other index outside [0, h*w) -> invalid_argument
+// (grad_in contents are then unspecified, nothing outside it is written).
+Status max_pool2d_backward(const Pool2dDesc& d, const float* grad_out, const int64_t* indices,
+                           float* grad_in);
+Status max_pool2d_backward(const Pool2dDesc& d, const double* grad_out, const int64_t* indices,
+                           double* grad_in);
+
+Status avg_pool2d(const Pool2dDesc& d, const float* x, float* y);
+Status avg_pool2d(const Pool2dDesc& d, const double* x, double* y);
+
+// grad_in (n, c, h, w) is overwritten with the sum over windows of grad_out / divisor.
+Status avg_pool2d_backward(const Pool2dDesc& d, const float* grad_out, float* grad_in);
+Status avg_pool2d_backward(const Pool2dDesc& d, const double* grad_out, double* grad_in);
+
+}  // namespace lepton

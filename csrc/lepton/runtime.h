@@ -1,0 +1,30 @@
+// lepton/runtime.h -- CPU feature dispatch, threads, and the machine-limit probes
+// the benchmark harness divides by.
+#pragma once
+#include <cstdint>
+#include <string>
+#include "lepton/status.h"
+
+namespace lepton {
+
+enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
+
+const char* isa_name(Isa isa);
+Isa detected_isa();  // best variant this CPU and OS support (cpuid + xgetbv)
+Isa active_isa();    // the one kernels use now (detected_isa() at start-up)
+// Forces a variant (tests use it to run every variant on one machine).
+// Refuses an ISA the CPU does not support.
+Status set_active_isa(Isa isa);
+std::string cpu_features();  // e.g. "sse4.2 avx avx2 fma avx512f avx512bw ..."
+
+int num_threads();  // OpenMP threads kernels use
+void set_num_threads(int n);
+
+// Peak fp32 FMA throughput of the active ISA over `threads` threads, GFLOP/s
+// (2 flops per lane per FMA), measured for about `seconds`.
+double measure_fma_gflops(int threads, double seconds);
+// Sustained copy bandwidth (bytes read + bytes written per second, GB/s)
+// copying a buffer of `bytes` with all threads, best of `repeats`.
+double measure_copy_gbs(int64_t bytes, int repeats);
+
+}  // namespace lepton
