@@ -1,0 +1,47 @@
+"""lepton_kernels: hand-written C++/CUDA kernels for small CNN and linear models.
+
+``import lepton_kernels as lk`` and call kernels on NumPy arrays, CuPy arrays
+or DLPack tensors (torch, JAX); results come back in the caller's type.
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _dist_version
+
+from . import reference
+from ._backend import backends, use_backend
+from ._threads import apply_environment as _apply_thread_environment
+from ._threads import get_num_threads, set_num_threads
+from .ops import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    bias_relu,
+    bias_relu_backward,
+    max_pool2d,
+    max_pool2d_backward,
+    relu,
+    relu_backward,
+)
+
+try:
+    __version__ = _dist_version("lepton-kernels")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+src"
+
+_apply_thread_environment()
+
+__all__ = [
+    "__version__",
+    "backends",
+    "use_backend",
+    "set_num_threads",
+    "get_num_threads",
+    "reference",
+    "relu",
+    "relu_backward",
+    "bias_relu",
+    "bias_relu_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+]

@@ -1,0 +1,191 @@
+"""Backend registry and selection.
+
+A *backend* is a module that computes the kernels on already-validated
+arguments. ``lepton_kernels.ops`` validates every call, allocates the outputs
+and then calls one backend function, which writes into those outputs in place.
+Every backend module exposes the same functions (the *kernel interface*)::
+
+    relu(x, out)
+    relu_backward(grad_out, x, out)
+    bias_relu(x3, bias, out3)                        # x3, out3: (N, C, S); bias: (C,)
+    bias_relu_backward(grad_out3, y3, grad_x3, grad_bias)   # grad_bias may be None
+    max_pool2d(x, out, indices, p)                   # indices: int64 like out, or None
+    max_pool2d_backward(grad_out, indices, grad_in, p)
+    avg_pool2d(x, out, p)
+    avg_pool2d_backward(grad_out, grad_in, p)
+
+Arrays are C-contiguous, of one float dtype (float32 or float64; indices
+int64), non-empty, and the outputs are writeable and do not overlap the
+inputs (``out`` may be exactly ``x`` for the element-wise forwards). ``p`` is a
+:class:`PoolParams`; output sizes come from ``out.shape``. The semantics are
+those of ``lepton_kernels.reference`` (and ``csrc/lepton/pool.h``).
+
+CPU backends take NumPy arrays. CUDA backends take objects exposing
+``__cuda_array_interface__`` (CuPy arrays or Numba device arrays) and run on
+the current stream.
+
+Selection: the array's device picks the family, then the first available
+backend in this order (``LEPTON_BACKEND`` or :func:`use_backend` overrides):
+
+    cpu : native (_lepton_cpu) -> numba -> reference
+    cuda: native (_lepton_cuda) -> cupy -> numba (numba.cuda)
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import NamedTuple
+
+KERNEL_NAMES = (
+    "relu",
+    "relu_backward",
+    "bias_relu",
+    "bias_relu_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+)
+
+
+class PoolParams(NamedTuple):
+    """Pooling geometry handed to every backend (see ``csrc/lepton/pool.h``)."""
+
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    dilation_h: int = 1
+    dilation_w: int = 1
+    count_include_pad: bool = True
+    divisor_override: int = 0  # 0 = none
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str  # "native", "numba", "cupy", "reference"
+    device: str  # "cpu" or "cuda"
+    module: str  # module implementing the kernel interface
+
+
+# In order of preference per device.
+_SPECS = (
+    BackendSpec("native", "cpu", "lepton_kernels._native_cpu"),
+    BackendSpec("numba", "cpu", "lepton_kernels.numba_backend"),
+    BackendSpec("reference", "cpu", "lepton_kernels._reference_backend"),
+    BackendSpec("native", "cuda", "lepton_kernels._native_cuda"),
+    BackendSpec("cupy", "cuda", "lepton_kernels.cupy_backend"),
+    BackendSpec("numba", "cuda", "lepton_kernels.numba_backend.cuda"),
+)
+BACKEND_NAMES = ("native", "numba", "cupy", "reference")
+
+_lock = threading.Lock()
+_loaded: dict[tuple[str, str], object] = {}
+_errors: dict[tuple[str, str], str] = {}
+_forced: str | None = None
+
+
+def _load(spec: BackendSpec):
+    """Import a backend once; remember why it is unavailable if it fails."""
+    key = (spec.name, spec.device)
+    with _lock:
+        if key in _loaded:
+            return _loaded[key]
+        if key in _errors:
+            return None
+        try:
+            module = importlib.import_module(spec.module)
+            check = getattr(module, "unavailable_reason", None)
+            reason = check() if check is not None else None
+            if reason:
+                raise ImportError(reason)
+            missing = [n for n in KERNEL_NAMES if not hasattr(module, n)]
+            if missing:
+                raise ImportError(f"{spec.module} lacks {', '.join(missing)}")
+        except Exception as exc:  # any failure means "not available", with the reason
+            _errors[key] = f"{type(exc).__name__}: {exc}"
+            return None
+        _loaded[key] = module
+        return module
+
+
+def backends() -> dict[str, dict[str, str]]:
+    """Which backends this machine has.
+
+    Returns
+    -------
+    dict
+        ``{"cpu": {name: "available" | "unavailable: <reason>"}, "cuda": {...}}``
+        in order of preference.
+    """
+    report: dict[str, dict[str, str]] = {"cpu": {}, "cuda": {}}
+    for spec in _SPECS:
+        module = _load(spec)
+        status = "available" if module is not None else f"unavailable: {_errors[(spec.name, spec.device)]}"
+        report[spec.device][spec.name] = status
+    return report
+
+
+def use_backend(name: str | None) -> None:
+    """Force one backend by name (``None`` restores automatic choice).
+
+    Overrides the ``LEPTON_BACKEND`` environment variable for this process.
+    """
+    global _forced
+    if name is not None and name not in BACKEND_NAMES:
+        raise ValueError(f"use_backend: name must be one of {BACKEND_NAMES} or None, got {name!r}")
+    _forced = name
+
+
+def forced_backend() -> str | None:
+    if _forced is not None:
+        return _forced
+    env = os.environ.get("LEPTON_BACKEND", "").strip().lower()
+    if env in ("", "auto"):
+        return None
+    if env not in BACKEND_NAMES:
+        raise ValueError(f"LEPTON_BACKEND must be one of {BACKEND_NAMES} or 'auto', got {env!r}")
+    return env
+
+
+def get_backend(device: str, op: str = "lepton_kernels"):
+    """The backend module that runs ``op`` on ``device`` ("cpu" or "cuda")."""
+    forced = forced_backend()
+    for spec in _SPECS:
+        if spec.device != device or (forced is not None and spec.name != forced):
+            continue
+        module = _load(spec)
+        if module is not None:
+            return module
+        if forced is not None:
+            raise RuntimeError(
+                f"{op}: backend {forced!r} was requested for {device} arrays but is unavailable: "
+                f"{_errors[(spec.name, spec.device)]}"
+            )
+    if forced is not None:
+        raise RuntimeError(f"{op}: backend {forced!r} does not exist for {device} arrays")
+    reasons = "; ".join(
+        f"{s.name}: {_errors.get((s.name, s.device), '?')}" for s in _SPECS if s.device == device
+    )
+    raise RuntimeError(f"{op}: no backend available for {device} arrays ({reasons})")
+
+
+def get_named_backend(name: str, device: str):
+    """A specific backend module, or None if unavailable (tests and benchmarks)."""
+    for spec in _SPECS:
+        if spec.name == name and spec.device == device:
+            return _load(spec)
+    return None
+
+
+def unavailable_reason(name: str, device: str) -> str | None:
+    for spec in _SPECS:
+        if spec.name == name and spec.device == device:
+            return None if _load(spec) is not None else _errors[(name, device)]
+    return f"no backend {name!r} for {device}"

@@ -1,0 +1,45 @@
+"""CPU backend over the compiled C++ module ``_lepton_cpu`` (kernel interface of _backend)."""
+from __future__ import annotations
+
+from . import _lepton_cpu as _cpu
+
+
+def unavailable_reason():
+    return None  # importing _lepton_cpu succeeded
+
+
+def relu(x, out):
+    _cpu.relu(x, out)
+
+
+def relu_backward(grad_out, x, out):
+    _cpu.relu_backward(grad_out, x, out)
+
+
+def bias_relu(x3, bias, out3):
+    _cpu.bias_relu(x3, bias, out3)
+
+
+def bias_relu_backward(grad_out3, y3, grad_x3, grad_bias):
+    _cpu.bias_relu_backward(grad_out3, y3, grad_x3, grad_bias)
+
+
+def _window(p):
+    return (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w,
+            p.pad_top, p.pad_bottom, p.pad_left, p.pad_right)
+
+
+def max_pool2d(x, out, indices, p):
+    _cpu.max_pool2d(x, out, indices, *_window(p), p.dilation_h, p.dilation_w)
+
+
+def max_pool2d_backward(grad_out, indices, grad_in, p):
+    _cpu.max_pool2d_backward(grad_out, indices, grad_in)
+
+
+def avg_pool2d(x, out, p):
+    _cpu.avg_pool2d(x, out, *_window(p), p.count_include_pad, p.divisor_override)
+
+
+def avg_pool2d_backward(grad_out, grad_in, p):
+    _cpu.avg_pool2d_backward(grad_out, grad_in, *_window(p), p.count_include_pad, p.divisor_override)

@@ -1,0 +1,81 @@
+"""The float64 reference as a CPU backend (``LEPTON_BACKEND=reference``): slow, for debugging.
+
+Adapts the kernel interface of _backend to the public-signature functions of
+:mod:`lepton_kernels.reference` and casts results to the output dtype.
+"""
+from __future__ import annotations
+
+
+
+from . import reference as ref
+
+
+def unavailable_reason():
+    return None
+
+
+def relu(x, out):
+    out[...] = ref.relu(x)
+
+
+def relu_backward(grad_out, x, out):
+    out[...] = ref.relu_backward(grad_out, x)
+
+
+def bias_relu(x3, bias, out3):
+    out3[...] = ref.bias_relu(x3, bias)
+
+
+def bias_relu_backward(grad_out3, y3, grad_x3, grad_bias):
+    gx, gb = ref.bias_relu_backward(grad_out3, y3, needs_bias_grad=grad_bias is not None)
+    grad_x3[...] = gx
+    if grad_bias is not None:
+        grad_bias[...] = gb
+
+
+def _args(p):
+    padding = ((p.pad_top, p.pad_bottom), (p.pad_left, p.pad_right))
+    return (p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w), padding
+
+
+def _fit(result, shape):
+    """The reference sizes its outputs itself; they must agree with the op's."""
+    if result.shape[2:] == tuple(shape[2:]):
+        return result
+    raise ValueError(f"reference produced {result.shape}, expected {tuple(shape)}")
+
+
+def max_pool2d(x, out, indices, p):
+    k, s, pad = _args(p)
+    ceil = _needs_ceil(x.shape, out.shape, p)
+    y, idx = ref.max_pool2d(x, k, s, pad, (p.dilation_h, p.dilation_w), ceil, return_indices=True)
+    out[...] = _fit(y, out.shape)
+    if indices is not None:
+        indices[...] = idx
+
+
+def max_pool2d_backward(grad_out, indices, grad_in, p):
+    grad_in[...] = ref.max_pool2d_backward(grad_out, indices, grad_in.shape)
+
+
+def avg_pool2d(x, out, p):
+    k, s, pad = _args(p)
+    ceil = _needs_ceil(x.shape, out.shape, p)
+    out[...] = _fit(ref.avg_pool2d(x, k, s, pad, ceil, p.count_include_pad, p.divisor_override or None),
+                    out.shape)
+
+
+def avg_pool2d_backward(grad_out, grad_in, p):
+    k, s, pad = _args(p)
+    ceil = _needs_ceil(grad_in.shape, grad_out.shape, p)
+    grad_in[...] = ref.avg_pool2d_backward(grad_out, grad_in.shape, k, s, pad, ceil,
+                                           p.count_include_pad, p.divisor_override or None)
+
+
+def _needs_ceil(in_shape, out_shape, p) -> bool:
+    """Whether the op's output size came from ceil mode (the interface passes sizes, not the flag)."""
+    floor_h = ref.pool_output_size(in_shape[2], p.kernel_h, p.stride_h, p.pad_top, p.pad_bottom,
+                                   p.dilation_h, False)
+    floor_w = ref.pool_output_size(in_shape[3], p.kernel_w, p.stride_w, p.pad_left, p.pad_right,
+                                   p.dilation_w, False)
+    return (floor_h, floor_w) != tuple(out_shape[2:])

@@ -1,0 +1,217 @@
+"""Array intake and output handling shared by every op.
+
+Turns whatever the user passed (NumPy array, CuPy array, an object with
+``__cuda_array_interface__``, or any ``__dlpack__`` tensor such as torch or
+JAX) into the array a backend computes on, zero-copy where the layout allows,
+and turns results back into the caller's array type. Also checks dtypes,
+``out=`` arguments and aliasing, raising errors that name the op and argument.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_DLPACK_CPU = 1
+_DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
+
+
+@dataclass(frozen=True)
+class ArrayKind:
+    """Where an argument lives and how to hand results back in its type."""
+
+    device: str  # "cpu" or "cuda"
+    wrap: Callable[[Any], Any]  # backend array -> the caller's array type
+
+
+def _identity(a):
+    return a
+
+
+def _cupy():
+    try:
+        import cupy
+    except Exception:  # cupy missing or its CUDA libraries unusable
+        return None
+    return cupy
+
+
+def _dlpack_wrapper(obj) -> Callable[[Any], Any]:
+    """A function turning a NumPy/CuPy result into obj's framework via DLPack."""
+    root = type(obj).__module__.split(".")[0]
+    module = sys.modules.get(root)
+    if root == "jax" or root == "jaxlib":
+        import jax.numpy as jnp
+
+        return jnp.from_dlpack
+    from_dlpack = getattr(module, "from_dlpack", None)
+    if from_dlpack is None:  # unknown producer: hand back the array we computed on
+        return _identity
+    return from_dlpack
+
+
+def intake(op: str, name: str, obj) -> tuple[Any, ArrayKind]:
+    """The array to compute on (NumPy or CUDA array) and the caller's kind."""
+    if isinstance(obj, np.ndarray):
+        return obj, ArrayKind("cpu", _identity)
+    cupy = _cupy() if "cupy" in sys.modules or hasattr(obj, "__cuda_array_interface__") else None
+    if cupy is not None and isinstance(obj, cupy.ndarray):
+        return obj, ArrayKind("cuda", _identity)
+    if hasattr(obj, "__cuda_array_interface__") and not hasattr(obj, "__dlpack__"):
+        return _cuda_interface_intake(op, name, obj, cupy)
+    if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
+        return _dlpack_intake(op, name, obj, cupy)
+    raise TypeError(
+        f"{op}: {name} must be an array (numpy.ndarray, cupy.ndarray, or a DLPack tensor such as "
+        f"torch.Tensor), got {type(obj).__name__}"
+    )
+
+
+def _cuda_interface_intake(op, name, obj, cupy):
+    if cupy is not None:
+        return cupy.asarray(obj), ArrayKind("cuda", _identity)
+    from numba import cuda  # numba.cuda arrays without CuPy
+
+    return cuda.as_cuda_array(obj), ArrayKind("cuda", _identity)
+
+
+def _dlpack_intake(op, name, obj, cupy):
+    device_type = int(obj.__dlpack_device__()[0])
+    try:
+        if device_type == _DLPACK_CPU:
+            array = np.from_dlpack(obj)
+            device = "cpu"
+        elif device_type in _DLPACK_CUDA:
+            if cupy is None:
+                raise TypeError("CUDA DLPack tensors need CuPy installed")
+            array = cupy.from_dlpack(obj)
+            device = "cuda"
+        else:
+            raise TypeError(f"DLPack device type {device_type} is not supported (CPU or CUDA only)")
+    except (RuntimeError, BufferError, TypeError) as exc:
+        raise TypeError(f"{op}: {name} could not be read through DLPack: {exc}") from exc
+    return array, ArrayKind(device, _dlpack_wrapper(obj))
+
+
+def check_same_device(op: str, kinds: dict[str, ArrayKind]) -> str:
+    devices = {k.device for k in kinds.values()}
+    if len(devices) > 1:
+        where = ", ".join(f"{n} on {k.device}" for n, k in kinds.items())
+        raise ValueError(f"{op}: all arrays must be on one device, got {where}")
+    return devices.pop()
+
+
+def check_float(op: str, name: str, a) -> np.dtype:
+    dtype = np.dtype(a.dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def check_same_dtype(op: str, name: str, a, expected: np.dtype, ref_name: str) -> None:
+    if np.dtype(a.dtype) != expected:
+        raise TypeError(f"{op}: {name} dtype must match {ref_name} ({expected}), got {np.dtype(a.dtype)}")
+
+
+def check_ndim(op: str, name: str, a, allowed: tuple[int, ...], what: str) -> None:
+    if a.ndim not in allowed:
+        raise ValueError(f"{op}: {name} must be {what}, got {a.ndim}-D array of shape {tuple(a.shape)}")
+
+
+def xp_of(a):
+    """The array module that allocates like ``a`` (numpy, cupy, or a numba.cuda shim)."""
+    if isinstance(a, np.ndarray):
+        return np
+    cupy = _cupy()
+    if cupy is not None and isinstance(a, cupy.ndarray):
+        return cupy
+    return _NumbaCudaAlloc
+
+
+class _NumbaCudaAlloc:
+    """Minimal allocation namespace for numba.cuda device arrays (no CuPy)."""
+
+    @staticmethod
+    def empty(shape, dtype):
+        from numba import cuda
+
+        return cuda.device_array(shape, dtype=dtype)
+
+    @staticmethod
+    def ascontiguousarray(a):
+        if a.is_c_contiguous():
+            return a
+        from numba import cuda
+
+        return cuda.to_device(np.ascontiguousarray(a.copy_to_host()))
+
+
+def contiguous(a):
+    """C-contiguous view or copy (a copy never touches the caller's array)."""
+    return xp_of(a).ascontiguousarray(a)
+
+
+def _data_span(a) -> tuple[int, int]:
+    """[first byte, last byte + 1) an array's elements occupy."""
+    if isinstance(a, np.ndarray):
+        lo, hi = np.byte_bounds(a) if hasattr(np, "byte_bounds") else np.lib.array_utils.byte_bounds(a)
+        return lo, hi
+    iface = a.__cuda_array_interface__
+    start = iface["data"][0]
+    itemsize = np.dtype(iface["typestr"]).itemsize
+    strides = iface.get("strides") or None
+    shape = iface["shape"]
+    if strides is None:
+        return start, start + itemsize * int(np.prod(shape))
+    low = start + sum(s * (n - 1) for s, n in zip(strides, shape) if s < 0)
+    high = start + itemsize + sum(s * (n - 1) for s, n in zip(strides, shape) if s > 0)
+    return low, high
+
+
+def overlaps(a, b) -> bool:
+    if a.size == 0 or b.size == 0:
+        return False
+    (a0, a1), (b0, b1) = _data_span(a), _data_span(b)
+    return a0 < b1 and b0 < a1
+
+
+def same_memory(a, b) -> bool:
+    """Exactly the same elements in the same layout (an allowed in-place alias)."""
+    return _data_span(a) == _data_span(b) and tuple(a.shape) == tuple(b.shape) and tuple(
+        a.strides) == tuple(b.strides)
+
+
+def check_out(op: str, out, shape: tuple, dtype: np.dtype, device: str, inputs: dict,
+              may_alias: tuple[str, ...] = (), name: str = "out"):
+    """Validate a user ``out=`` array; returns (backend array, kind)."""
+    array, kind = intake(op, name, out)
+    if kind.device != device:
+        raise ValueError(f"{op}: {name} must be on {device} like the inputs, got {kind.device}")
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(array.shape)}")
+    if np.dtype(array.dtype) != dtype:
+        raise TypeError(f"{op}: {name} must have dtype {dtype}, got {np.dtype(array.dtype)}")
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        raise ValueError(f"{op}: {name} is read-only")
+    if not _is_c_contiguous(array):
+        raise ValueError(f"{op}: {name} must be C-contiguous (it is written in place)")
+    for input_name, a in inputs.items():
+        if a is None or not overlaps(array, a):
+            continue
+        if input_name in may_alias and same_memory(array, a):
+            continue
+        raise ValueError(f"{op}: {name} overlaps input {input_name}; pass a separate array")
+    return array, kind
+
+
+def _is_c_contiguous(a) -> bool:
+    flags = getattr(a, "flags", None)
+    if flags is not None and hasattr(flags, "c_contiguous"):
+        return bool(flags.c_contiguous)
+    if flags is not None:
+        return bool(flags["C_CONTIGUOUS"])
+    return bool(a.is_c_contiguous())

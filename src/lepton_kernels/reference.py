@@ -1,0 +1,218 @@
+"""float64 NumPy reference of every lepton_kernels op: the executable spec.
+
+Each function has the same signature as the public op in ``lepton_kernels``
+and returns float64 NumPy arrays (indices as int64). The code favours being
+obviously right over being fast: loops over kernel taps, explicit window
+bounds. Every backend is tested against these functions.
+
+Layouts are NCHW for pooling; bias_relu broadcasts its bias over axis 1.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "relu",
+    "relu_backward",
+    "bias_relu",
+    "bias_relu_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "pool_output_size",
+]
+
+
+def _f64(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- element-wise
+def relu(x, *, out=None):
+    """max(x, 0); NaN stays NaN."""
+    x = _f64(x)
+    return np.where(x <= 0, 0.0, x)  # NaN <= 0 is False, so NaN passes through
+
+
+def relu_backward(grad_out, x, *, out=None):
+    """grad_out where x is not <= 0, else 0 (a NaN activation passes its gradient, as torch)."""
+    x = _f64(x)
+    return np.where(x <= 0, 0.0, _f64(grad_out))
+
+
+def _bias_view(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return bias.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def bias_relu(x, bias, *, out=None):
+    """relu(x + bias[None, :, None, ...])."""
+    x = _f64(x)
+    return relu(x + _bias_view(x, _f64(bias)))
+
+
+def bias_relu_backward(grad_out, out, *, needs_bias_grad=True):
+    """Gradients of bias_relu from its output: (grad_x, grad_bias)."""
+    grad_x = relu_backward(grad_out, out)
+    if not needs_bias_grad:
+        return grad_x, None
+    axes = (0,) + tuple(range(2, grad_x.ndim))
+    return grad_x, grad_x.sum(axis=axes)
+
+
+# --------------------------------------------------------------------------- pooling geometry
+def _pair(v):
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _pads(padding):
+    """-> (top, bottom, left, right) from int, (ph, pw) or ((t, b), (l, r))."""
+    if isinstance(padding, (tuple, list)) and any(isinstance(p, (tuple, list)) for p in padding):
+        (t, b), (l, r) = padding
+        return int(t), int(b), int(l), int(r)
+    ph, pw = _pair(padding)
+    return ph, ph, pw, pw
+
+
+def pool_output_size(size, kernel, stride, pad_before, pad_after, dilation, ceil_mode):
+    """Output length along one axis, with PyTorch's rule for ceil mode.
+
+    floor/ceil((size + pads - dilation*(kernel-1) - 1) / stride) + 1, and in ceil
+    mode the last window must start inside the input or the leading padding.
+    """
+    span = size + pad_before + pad_after - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad_before:
+        out -= 1
+    return out
+
+
+def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None or stride == () else stride)
+    pt, pb, pl, pr = _pads(padding)
+    dh, dw = _pair(dilation)
+    H, W = x_shape[-2], x_shape[-1]
+    oh = pool_output_size(H, kh, sh, pt, pb, dh, ceil_mode)
+    ow = pool_output_size(W, kw, sw, pl, pr, dw, ceil_mode)
+    return (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw), (oh, ow)
+
+
+# --------------------------------------------------------------------------- max pooling
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, out=None):
+    """Max over each window; padding never wins. Ties: first tap in row-major order.
+
+    A window containing NaN gives NaN and its index points at the first NaN.
+    A window lying entirely in padding gives -inf and index -1.
+    """
+    x = _f64(x)
+    (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw), (oh, ow) = _geometry(
+        x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    N, C, H, W = x.shape
+    y = np.full((N, C, oh, ow), -np.inf)
+    idx = np.full((N, C, oh, ow), -1, dtype=np.int64)
+    for i in range(oh):
+        for j in range(ow):
+            best = np.full((N, C), -np.inf)
+            best_idx = np.full((N, C), -1, dtype=np.int64)
+            done = np.zeros((N, C), dtype=bool)  # a NaN was found: stop updating
+            for a in range(kh):
+                r = i * sh - pt + a * dh
+                if not 0 <= r < H:
+                    continue
+                for b in range(kw):
+                    c = j * sw - pl + b * dw
+                    if not 0 <= c < W:
+                        continue
+                    v = x[:, :, r, c]
+                    take = ~done & (np.isnan(v) | (v > best) | (best_idx < 0))
+                    best = np.where(take, v, best)
+                    best_idx = np.where(take, r * W + c, best_idx)
+                    done |= np.isnan(v) & take
+            y[:, :, i, j] = best
+            idx[:, :, i, j] = best_idx
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
+    """Scatter-add grad_out into the input plane at indices (-1 is skipped)."""
+    g = _f64(grad_out)
+    indices = np.asarray(indices, dtype=np.int64)
+    N, C, H, W = tuple(input_shape)
+    grad_in = np.zeros((N, C, H * W))
+    for n in range(N):
+        for c in range(C):
+            flat = indices[n, c].ravel()
+            keep = flat >= 0
+            np.add.at(grad_in[n, c], flat[keep], g[n, c].ravel()[keep])
+    return grad_in.reshape(N, C, H, W)
+
+
+# --------------------------------------------------------------------------- average pooling
+def _avg_windows(length, out_len, kernel, stride, pad_before, pad_after):
+    """Per output position: (first, last+1) inside the input, and the pool size with padding."""
+    spans = []
+    for o in range(out_len):
+        start = o * stride - pad_before
+        end_padded = min(start + kernel, length + pad_after)
+        lo, hi = max(start, 0), min(start + kernel, length)
+        spans.append((lo, hi, end_padded - start))
+    return spans
+
+
+def _avg_divisor(rows, cols, count_include_pad, divisor_override):
+    (r0, r1, rpool), (c0, c1, cpool) = rows, cols
+    if divisor_override:
+        return float(divisor_override)
+    return float(rpool * cpool) if count_include_pad else float((r1 - r0) * (c1 - c0))
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, out=None):
+    """Mean over each window, with PyTorch's divisor rules.
+
+    divisor = divisor_override, else the window size clipped to the padded input
+    (count_include_pad) or the number of taps inside the input. A window with
+    no tap inside the input gives 0.
+    """
+    x = _f64(x)
+    (kh, kw), (sh, sw), (pt, pb, pl, pr), _, (oh, ow) = _geometry(
+        x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    N, C, H, W = x.shape
+    rows = _avg_windows(H, oh, kh, sh, pt, pb)
+    cols = _avg_windows(W, ow, kw, sw, pl, pr)
+    y = np.zeros((N, C, oh, ow))
+    for i, rw in enumerate(rows):
+        for j, cl in enumerate(cols):
+            if rw[1] <= rw[0] or cl[1] <= cl[0]:
+                continue
+            total = x[:, :, rw[0]:rw[1], cl[0]:cl[1]].sum(axis=(2, 3))
+            y[:, :, i, j] = total / _avg_divisor(rw, cl, count_include_pad, divisor_override)
+    return y
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        out=None):
+    """Each window spreads grad_out / divisor over its taps inside the input."""
+    g = _f64(grad_out)
+    N, C, H, W = tuple(input_shape)
+    (kh, kw), (sh, sw), (pt, pb, pl, pr), _, (oh, ow) = _geometry(
+        (N, C, H, W), kernel_size, stride, padding, 1, ceil_mode)
+    rows = _avg_windows(H, oh, kh, sh, pt, pb)
+    cols = _avg_windows(W, ow, kw, sw, pl, pr)
+    grad_in = np.zeros((N, C, H, W))
+    for i, rw in enumerate(rows):
+        for j, cl in enumerate(cols):
+            if rw[1] <= rw[0] or cl[1] <= cl[0]:
+                continue
+            share = g[:, :, i, j] / _avg_divisor(rw, cl, count_include_pad, divisor_override)
+            grad_in[:, :, rw[0]:rw[1], cl[0]:cl[1]] += share[:, :, None, None]
+    return grad_in

@@ -1,0 +1,94 @@
+"""Shared fixtures: every CPU backend (and every native ISA variant) as a parameter,
+plus the comparison helper used against the float64 reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lepton_kernels as lk
+from lepton_kernels import _backend
+
+
+def _cpu_backend_params():
+    params = []
+    native = _backend.get_named_backend("native", "cpu")
+    if native is not None:
+        from lepton_kernels import _lepton_cpu
+
+        order = ["generic", "avx2", "avx512"]
+        best = order.index(_lepton_cpu.detected_isa())
+        params += [f"native-{isa}" for isa in order[: best + 1]]
+    else:
+        params.append(pytest.param("native", marks=pytest.mark.skip(
+            reason=_backend.unavailable_reason("native", "cpu"))))
+    for name in ("numba", "reference"):
+        reason = _backend.unavailable_reason(name, "cpu")
+        params.append(name if reason is None else pytest.param(name, marks=pytest.mark.skip(reason=reason)))
+    return params
+
+
+CPU_BACKENDS = _cpu_backend_params()
+FAST_CPU_BACKENDS = [p for p in CPU_BACKENDS if p != "reference"]
+
+
+def _activate(name: str):
+    if name.startswith("native-"):
+        from lepton_kernels import _lepton_cpu
+
+        _lepton_cpu.set_isa(name.split("-", 1)[1])
+        lk.use_backend("native")
+    else:
+        lk.use_backend(name)
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def cpu_backend(request):
+    """Forces one CPU backend (native per ISA variant, numba, reference) for the test."""
+    _activate(request.param)
+    yield request.param
+    _restore()
+
+
+@pytest.fixture(params=FAST_CPU_BACKENDS)
+def fast_cpu_backend(request):
+    """Like cpu_backend without the slow reference backend (for larger shapes)."""
+    _activate(request.param)
+    yield request.param
+    _restore()
+
+
+def _restore():
+    lk.use_backend(None)
+    native = _backend.get_named_backend("native", "cpu")
+    if native is not None:
+        from lepton_kernels import _lepton_cpu
+
+        _lepton_cpu.set_isa(_lepton_cpu.detected_isa())
+
+
+TOLERANCES = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-13)}
+
+
+def assert_close(got, expected, dtype, rtol=None, atol=None, what=""):
+    """max|got - ref| <= atol + rtol*|ref|, NaN where the reference has NaN, same infs."""
+    base_rtol, base_atol = TOLERANCES[np.dtype(dtype).type]
+    rtol = base_rtol if rtol is None else rtol
+    atol = base_atol if atol is None else atol
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"{what}: NaN positions")
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(expected)], expected[~finite & ~np.isnan(expected)],
+                                  err_msg=f"{what}: infinities")
+    err = np.abs(got[finite] - expected[finite])
+    bound = atol + rtol * np.abs(expected[finite])
+    if err.size and not np.all(err <= bound):
+        worst = np.argmax(err - bound)
+        raise AssertionError(f"{what}: max error {err[worst]:.3e} exceeds bound {bound[worst]:.3e} "
+                             f"(rtol={rtol}, atol={atol})")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
