@@ -1,0 +1,197 @@
+"""CUDA backend over the compiled module ``_lepton_cuda`` (kernel interface of
+``lepton_kernels._backend``).
+
+Takes device arrays exposing ``__cuda_array_interface__`` (CuPy arrays, Numba
+device arrays), already validated by ``lepton_kernels.ops``: C-contiguous,
+float32/float64 (indices int64), non-empty. ``_lepton_cuda`` sees only raw
+device pointers, sizes, a dtype code and a stream handle, so this module turns
+arrays into those. Kernels run on CuPy's current stream when CuPy is importable,
+else on the legacy default stream (0), and, like every CUDA launch, return
+before the kernel finishes. Layouts: NCHW for pooling, (N, C, S) for bias_relu.
+"""
+from __future__ import annotations
+
+import math
+
+try:
+    from . import _lepton_cuda as _cu
+
+    _IMPORT_ERROR: str | None = None
+except Exception as exc:  # not built (no nvcc at build time), or a broken install
+    _cu = None
+    _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+
+__all__ = [
+    "unavailable_reason",
+    "relu",
+    "relu_backward",
+    "bias_relu",
+    "bias_relu_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+]
+
+_DTYPE_CODES = {"f4": 0, "f8": 1}
+_cupy_module = None  # None: not looked up yet; False: not importable
+
+
+def unavailable_reason() -> str | None:
+    """None when the CUDA module is built and a device is visible, else why not."""
+    if _cu is None:
+        return f"_lepton_cuda not built ({_IMPORT_ERROR})"
+    try:
+        count = _cu.device_count()
+    except Exception as exc:  # device_count never raises by design; be defensive anyway
+        return f"_lepton_cuda cannot query devices: {exc}"
+    if count == 0:
+        driver = _cu.driver_version()
+        return "no CUDA device" + ("" if driver else " (no CUDA driver)")
+    return None
+
+
+# ---------------------------------------------------------------- arrays -> pointers
+
+def _stream() -> int:
+    """The handle of CuPy's current stream (0 = legacy default) or 0 without CuPy."""
+    global _cupy_module
+    if _cupy_module is None:
+        try:
+            import cupy
+
+            _cupy_module = cupy
+        except Exception:
+            _cupy_module = False
+    if _cupy_module is False:
+        return 0
+    return int(_cupy_module.cuda.get_current_stream().ptr)
+
+
+def _iface(a, name: str):
+    """(pointer, shape, dtype code) of a C-contiguous device array."""
+    try:
+        ai = a.__cuda_array_interface__
+    except AttributeError:
+        raise TypeError(f"_native_cuda: {name} must expose __cuda_array_interface__, "
+                        f"got {type(a).__name__}") from None
+    shape = tuple(int(s) for s in ai["shape"])
+    typestr = ai["typestr"]
+    strides = ai.get("strides")
+    if strides is not None:
+        itemsize = int(typestr[2:])
+        expected, step = [], itemsize
+        for s in reversed(shape):
+            expected.append(step)
+            step *= s
+        if any(st != ex for st, ex, s in zip(strides, reversed(expected), shape) if s > 1):
+            raise ValueError(f"_native_cuda: {name} must be C-contiguous, got strides {strides}")
+    if typestr[0] == ">":
+        raise TypeError(f"_native_cuda: {name} must be little-endian, got {typestr}")
+    return int(ai["data"][0]), shape, typestr[1:]
+
+
+def _float(a, name: str):
+    ptr, shape, t = _iface(a, name)
+    code = _DTYPE_CODES.get(t)
+    if code is None:
+        raise TypeError(f"_native_cuda: {name} must be float32 or float64, got typestr {t!r}")
+    return ptr, shape, code
+
+
+def _same(op: str, code: int, **codes):
+    for name, c in codes.items():
+        if c != code:
+            raise TypeError(f"{op}: {name} has a different dtype from the first input")
+
+
+def _index_ptr(a, name: str) -> int:
+    ptr, _, t = _iface(a, name)
+    if t != "i8":
+        raise TypeError(f"_native_cuda: {name} must be int64, got typestr {t!r}")
+    return ptr
+
+
+# ---------------------------------------------------------------- element-wise
+
+def relu(x, out):
+    xp, shape, code = _float(x, "x")
+    op, _, oc = _float(out, "out")
+    _same("relu", code, out=oc)
+    _cu.relu(xp, op, math.prod(shape), code, _stream())
+
+
+def relu_backward(grad_out, x, out):
+    gp, shape, code = _float(grad_out, "grad_out")
+    xp, _, xc = _float(x, "x")
+    op, _, oc = _float(out, "out")
+    _same("relu_backward", code, x=xc, out=oc)
+    _cu.relu_backward(gp, xp, op, math.prod(shape), code, _stream())
+
+
+def bias_relu(x3, bias, out3):
+    xp, (n, c, s), code = _float(x3, "x")
+    bp, _, bc = _float(bias, "bias")
+    op, _, oc = _float(out3, "out")
+    _same("bias_relu", code, bias=bc, out=oc)
+    _cu.bias_relu(xp, bp, op, n, c, s, code, _stream())
+
+
+def bias_relu_backward(grad_out3, y3, grad_x3, grad_bias):
+    gp, (n, c, s), code = _float(grad_out3, "grad_out")
+    yp, _, yc = _float(y3, "out")
+    gxp, _, gxc = _float(grad_x3, "grad_x")
+    codes = {"out": yc, "grad_x": gxc}
+    gbp = 0
+    if grad_bias is not None:
+        gbp, _, codes["grad_bias"] = _float(grad_bias, "grad_bias")
+    _same("bias_relu_backward", code, **codes)
+    _cu.bias_relu_backward(gp, yp, gxp, gbp, n, c, s, code, _stream())
+
+
+# ---------------------------------------------------------------- pooling
+
+def _window(p):
+    return (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w,
+            p.pad_top, p.pad_bottom, p.pad_left, p.pad_right)
+
+
+def _no_dilation(op: str, p):
+    if p.dilation_h != 1 or p.dilation_w != 1:
+        raise ValueError(f"{op}: average pooling has no dilation, got ({p.dilation_h}, {p.dilation_w})")
+
+
+def max_pool2d(x, out, indices, p):
+    xp, (n, c, h, w), code = _float(x, "x")
+    op, (_, _, oh, ow), oc = _float(out, "out")
+    _same("max_pool2d", code, out=oc)
+    ip = 0 if indices is None else _index_ptr(indices, "indices")
+    _cu.max_pool2d(xp, op, ip, n, c, h, w, oh, ow, *_window(p), p.dilation_h, p.dilation_w,
+                   code, _stream())
+
+
+def max_pool2d_backward(grad_out, indices, grad_in, p):
+    gp, (_, _, oh, ow), code = _float(grad_out, "grad_out")
+    ip = _index_ptr(indices, "indices")
+    gip, (n, c, h, w), gic = _float(grad_in, "grad_in")
+    _same("max_pool2d_backward", code, grad_in=gic)
+    _cu.max_pool2d_backward(gp, ip, gip, n, c, h, w, oh, ow, *_window(p), p.dilation_h,
+                            p.dilation_w, code, _stream())
+
+
+def avg_pool2d(x, out, p):
+    _no_dilation("avg_pool2d", p)
+    xp, (n, c, h, w), code = _float(x, "x")
+    op, (_, _, oh, ow), oc = _float(out, "out")
+    _same("avg_pool2d", code, out=oc)
+    _cu.avg_pool2d(xp, op, n, c, h, w, oh, ow, *_window(p), bool(p.count_include_pad),
+                   int(p.divisor_override or 0), code, _stream())
+
+
+def avg_pool2d_backward(grad_out, grad_in, p):
+    _no_dilation("avg_pool2d_backward", p)
+    gp, (_, _, oh, ow), code = _float(grad_out, "grad_out")
+    gip, (n, c, h, w), gic = _float(grad_in, "grad_in")
+    _same("avg_pool2d_backward", code, grad_in=gic)
+    _cu.avg_pool2d_backward(gp, gip, n, c, h, w, oh, ow, *_window(p), bool(p.count_include_pad),
+                            int(p.divisor_override or 0), code, _stream())

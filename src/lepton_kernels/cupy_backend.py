@@ -1,0 +1,244 @@
+"""CuPy backend: the CUDA kernels of ``cuda/kernels/*.cuh`` compiled at run time
+by NVRTC through ``cupy.RawModule`` (kernel interface of ``lepton_kernels._backend``).
+
+The compiled module ``_lepton_cuda`` and this backend run the very same kernel
+source; this one needs no CUDA toolkit at build time, only CuPy (whose NVRTC
+compiles each file once per device and caches the result on disk). The sources
+ship in the package as ``lepton_kernels/cuda_kernels/*.cuh``; in a source
+checkout ``cuda/kernels/`` is used. Kernels run on CuPy's current stream.
+Arrays: anything with ``__cuda_array_interface__``, C-contiguous, float32 or
+float64 (indices int64), already validated by ``lepton_kernels.ops``. Layouts:
+NCHW for pooling, (N, C, S) for bias_relu. The launch shapes and the choice of
+32-bit index kernels mirror ``cuda/launch.h`` and ``cuda/pool.cu``.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "unavailable_reason",
+    "relu",
+    "relu_backward",
+    "bias_relu",
+    "bias_relu_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+]
+
+_SOURCES = ("elementwise.cuh", "pool.cuh")
+_OPTIONS = ("--std=c++17",)
+_BLOCK = 256  # as kBlock in cuda/launch.h
+_MAX_GRID = 65536  # as kMaxGrid
+_REDUCE_THREADS = 512  # LK_REDUCE_THREADS in elementwise.cuh
+_I32_LIMIT = 1 << 31
+
+_lock = threading.Lock()
+_modules: dict[tuple[int, str], object] = {}  # (device id, file) -> RawModule
+_kernels: dict[tuple[int, str], object] = {}  # (device id, kernel name) -> RawKernel
+
+
+def _cupy():
+    import cupy
+
+    return cupy
+
+
+def kernel_dir() -> Path:
+    """Where the .cuh sources are: the installed package, else the source tree."""
+    try:
+        installed = importlib.resources.files("lepton_kernels") / "cuda_kernels"
+        if installed.is_dir() and (installed / _SOURCES[0]).is_file():
+            return Path(str(installed))
+    except (ModuleNotFoundError, TypeError, NotImplementedError):
+        pass
+    tree = Path(__file__).resolve().parents[2] / "cuda" / "kernels"
+    if (tree / _SOURCES[0]).is_file():
+        return tree
+    raise FileNotFoundError(
+        "CUDA kernel sources not found: neither lepton_kernels/cuda_kernels/ (installed) "
+        f"nor {tree} (source checkout)")
+
+
+def _module(source: str):
+    cupy = _cupy()
+    key = (cupy.cuda.Device().id, source)
+    with _lock:
+        mod = _modules.get(key)
+        if mod is None:
+            code = (kernel_dir() / source).read_text(encoding="utf-8")
+            mod = cupy.RawModule(code=code, options=_OPTIONS)
+            _modules[key] = mod
+        return mod
+
+
+def _kernel(source: str, name: str):
+    cupy = _cupy()
+    key = (cupy.cuda.Device().id, name)
+    kern = _kernels.get(key)
+    if kern is None:
+        kern = _module(source).get_function(name)  # compiles the module on first use
+        _kernels[key] = kern
+    return kern
+
+
+def unavailable_reason() -> str | None:
+    """None when CuPy, a device and a working NVRTC are present, else why not."""
+    try:
+        cupy = _cupy()
+    except Exception as exc:
+        return f"cupy not installed or not importable ({type(exc).__name__}: {exc})"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            return "no CUDA device"
+    except Exception as exc:
+        return f"no CUDA device ({type(exc).__name__}: {exc})"
+    try:
+        _kernel("elementwise.cuh", "lk_relu_f32")
+        _kernel("pool.cuh", "lk_max_pool2d_f32")
+    except Exception as exc:  # missing sources, NVRTC failure, driver too old
+        return f"cannot compile the CUDA kernels with NVRTC ({type(exc).__name__}: {exc})"
+    return None
+
+
+# ---------------------------------------------------------------- launching
+
+def _iface(a):
+    ai = a.__cuda_array_interface__
+    return np.uint64(ai["data"][0]), tuple(int(s) for s in ai["shape"]), ai["typestr"][1:]
+
+
+def _suffix(typestr: str) -> str:
+    if typestr == "f4":
+        return "f32"
+    if typestr == "f8":
+        return "f64"
+    raise TypeError(f"cupy_backend: expected float32 or float64 arrays, got typestr {typestr!r}")
+
+
+def _grid(work: int) -> int:
+    return max(1, min(_MAX_GRID, -(-work // _BLOCK)))
+
+
+def _fits_i32(largest: int) -> bool:
+    return 0 <= largest and largest + _MAX_GRID * _BLOCK < _I32_LIMIT
+
+
+def _launch(source: str, name: str, grid: int, block: int, args) -> None:
+    _kernel(source, name)((grid,), (block,), args)
+
+
+_ll = np.int64
+
+
+# ---------------------------------------------------------------- element-wise
+
+def relu(x, out):
+    xp, shape, t = _iface(x)
+    op = _iface(out)[0]
+    count = math.prod(shape)
+    _launch("elementwise.cuh", f"lk_relu_{_suffix(t)}", _grid(count), _BLOCK, (xp, op, _ll(count)))
+
+
+def relu_backward(grad_out, x, out):
+    gp, shape, t = _iface(grad_out)
+    count = math.prod(shape)
+    _launch("elementwise.cuh", f"lk_relu_backward_{_suffix(t)}", _grid(count), _BLOCK,
+            (gp, _iface(x)[0], _iface(out)[0], _ll(count)))
+
+
+def bias_relu(x3, bias, out3):
+    xp, (n, c, s), t = _iface(x3)
+    count = n * c * s
+    name = f"lk_bias_relu_{_suffix(t)}" + ("_i32" if _fits_i32(count) else "")
+    _launch("elementwise.cuh", name, _grid(count), _BLOCK,
+            (xp, _iface(bias)[0], _iface(out3)[0], _ll(n), _ll(c), _ll(s)))
+
+
+def bias_relu_backward(grad_out3, y3, grad_x3, grad_bias):
+    gp, (n, c, s), t = _iface(grad_out3)
+    sfx = _suffix(t)
+    gxp = _iface(grad_x3)[0]
+    count = n * c * s
+    if count > 0:
+        _launch("elementwise.cuh", f"lk_bias_relu_backward_{sfx}", _grid(count), _BLOCK,
+                (gp, _iface(y3)[0], gxp, _ll(count)))
+    if grad_bias is None or c == 0:
+        return
+    # One block per channel, after grad_x on the same stream; fixed summation order.
+    name = f"lk_bias_relu_backward_bias_{sfx}" + ("_i32" if _fits_i32(max(count, c)) else "")
+    _launch("elementwise.cuh", name, min(c, _MAX_GRID), _REDUCE_THREADS,
+            (gxp, _iface(grad_bias)[0], _ll(n), _ll(c), _ll(s)))
+
+
+# ---------------------------------------------------------------- pooling
+
+def _largest_index(n, c, h, w, oh, ow, p) -> int:
+    """Mirror of largest_index() in cuda/pool.cu: decides the 32-bit index kernels."""
+    sizes = (h, w, oh, ow, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_top,
+             p.pad_bottom, p.pad_left, p.pad_right, p.dilation_h, p.dilation_w,
+             p.divisor_override or 0)
+    if max(sizes) >= _I32_LIMIT:
+        return max(sizes)
+    span_h = (oh + 1) * p.stride_h + (p.kernel_h + 1) * p.dilation_h + h + p.pad_top + p.pad_bottom
+    span_w = (ow + 1) * p.stride_w + (p.kernel_w + 1) * p.dilation_w + w + p.pad_left + p.pad_right
+    pool = ((p.kernel_h + p.pad_top + p.pad_bottom + h)
+            * (p.kernel_w + p.pad_left + p.pad_right + w))
+    return max(n * c * h * w, n * c * oh * ow, span_h, span_w, pool, p.divisor_override or 0)
+
+
+def _pool_name(op: str, t: str, n, c, h, w, oh, ow, p) -> str:
+    i32 = _fits_i32(_largest_index(n, c, h, w, oh, ow, p))
+    return f"lk_{op}_{_suffix(t)}" + ("_i32" if i32 else "")
+
+
+def _max_geom(n, c, h, w, oh, ow, p):
+    return tuple(_ll(v) for v in (n * c, h, w, oh, ow, p.kernel_h, p.kernel_w, p.stride_h,
+                                  p.stride_w, p.pad_top, p.pad_left, p.dilation_h, p.dilation_w))
+
+
+def _avg_geom(n, c, h, w, oh, ow, p):
+    if p.dilation_h != 1 or p.dilation_w != 1:
+        raise ValueError(f"avg_pool2d: average pooling has no dilation, got ({p.dilation_h}, {p.dilation_w})")
+    sizes = tuple(_ll(v) for v in (n * c, h, w, oh, ow, p.kernel_h, p.kernel_w, p.stride_h,
+                                   p.stride_w, p.pad_top, p.pad_bottom, p.pad_left, p.pad_right))
+    return sizes + (np.int32(1 if p.count_include_pad else 0), _ll(p.divisor_override or 0))
+
+
+def max_pool2d(x, out, indices, p):
+    xp, (n, c, h, w), t = _iface(x)
+    op, (_, _, oh, ow), _ = _iface(out)
+    ip = np.uint64(0) if indices is None else _iface(indices)[0]  # null pointer: no indices
+    work = n * c * oh * ow
+    _launch("pool.cuh", _pool_name("max_pool2d", t, n, c, h, w, oh, ow, p), _grid(work), _BLOCK,
+            (xp, op, ip) + _max_geom(n, c, h, w, oh, ow, p))
+
+
+def max_pool2d_backward(grad_out, indices, grad_in, p):
+    gp, (_, _, oh, ow), t = _iface(grad_out)
+    gip, (n, c, h, w), _ = _iface(grad_in)
+    work = n * c * h * w  # gather: one thread per input element
+    _launch("pool.cuh", _pool_name("max_pool2d_backward", t, n, c, h, w, oh, ow, p), _grid(work),
+            _BLOCK, (gp, _iface(indices)[0], gip) + _max_geom(n, c, h, w, oh, ow, p))
+
+
+def avg_pool2d(x, out, p):
+    xp, (n, c, h, w), t = _iface(x)
+    op, (_, _, oh, ow), _ = _iface(out)
+    work = n * c * oh * ow
+    _launch("pool.cuh", _pool_name("avg_pool2d", t, n, c, h, w, oh, ow, p), _grid(work), _BLOCK,
+            (xp, op) + _avg_geom(n, c, h, w, oh, ow, p))
+
+
+def avg_pool2d_backward(grad_out, grad_in, p):
+    gp, (_, _, oh, ow), t = _iface(grad_out)
+    gip, (n, c, h, w), _ = _iface(grad_in)
+    work = n * c * h * w
+    _launch("pool.cuh", _pool_name("avg_pool2d_backward", t, n, c, h, w, oh, ow, p), _grid(work),
+            _BLOCK, (gp, gip) + _avg_geom(n, c, h, w, oh, ow, p))

@@ -1,0 +1,175 @@
+"""Checks of the CUDA side that need no GPU: the shared kernel sources
+(cuda/kernels/*.cuh) stay free of host headers and compile standalone with nvcc,
+every kernel name the CuPy backend launches exists unmangled, and the CUDA
+backends report "unavailable" (rather than raising) on a machine without a GPU.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = sorted((ROOT / "cuda" / "kernels").glob("*.cuh"))
+NVCC = shutil.which("nvcc")
+HAVE_GPU_NODE = os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+
+ENTRY = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+
+
+def _strip_comments(text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def _expand_entries(text: str) -> set[str]:
+    """Kernel names defined in a source, expanding the LK_*_DEFINE(SUFFIX, ...) macros
+    that stamp out one extern "C" wrapper per dtype (NAME##SUFFIX[##_i32])."""
+    code = _strip_comments(text)
+    names = set(ENTRY.findall(code))
+    defines = re.findall(r"#define\s+(LK_\w+_DEFINE)\((\w+)[^)]*\)((?:[^\n]*\\\n)*[^\n]*)", code)
+    for macro, param, body in defines:
+        templates = re.findall(r"void\s+(lk_\w+?)##" + param + r"(##_i32)?\s*\(", body)
+        for suffix in re.findall(r"^" + re.escape(macro) + r"\((\w+)\s*,", code, flags=re.M):
+            names |= {prefix + suffix + ("_i32" if i32 else "") for prefix, i32 in templates}
+    return names
+
+
+def test_kernel_sources_exist():
+    assert {p.name for p in KERNELS} >= {"elementwise.cuh", "pool.cuh"}
+
+
+@pytest.mark.parametrize("path", KERNELS, ids=lambda p: p.name)
+def test_kernel_sources_include_no_host_headers(path):
+    """NVRTC (CuPy) has no host headers: the shared sources include nothing from the host."""
+    code = _strip_comments(path.read_text(encoding="utf-8"))
+    includes = re.findall(r"^\s*#\s*include\s*([<\"][^>\"]+[>\"])", code, flags=re.M)
+    local = {p.name for p in KERNELS}
+    bad = [inc for inc in includes if inc.startswith("<") or inc.strip('"') not in local]
+    assert not bad, f"{path.name} includes host headers {bad}; kernels must be self-contained"
+
+
+def test_cupy_backend_kernel_names_exist():
+    """Every kernel the CuPy backend may launch is defined in the sources."""
+    names = set()
+    for path in KERNELS:
+        names |= _expand_entries(path.read_text(encoding="utf-8"))
+    wanted = []
+    for sfx in ("f32", "f64"):
+        wanted += [f"lk_relu_{sfx}", f"lk_relu_backward_{sfx}", f"lk_bias_relu_backward_{sfx}"]
+        for op in ("bias_relu", "bias_relu_backward_bias", "max_pool2d", "max_pool2d_backward",
+                   "avg_pool2d", "avg_pool2d_backward"):
+            wanted += [f"lk_{op}_{sfx}", f"lk_{op}_{sfx}_i32"]
+    missing = sorted(set(wanted) - names)
+    assert not missing, f"kernels missing from cuda/kernels: {missing}"
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+@pytest.mark.parametrize("path", KERNELS, ids=lambda p: p.name)
+def test_kernel_sources_compile_standalone_with_nvcc(path, tmp_path):
+    """Each .cuh compiles on its own (as NVRTC sees it), and its kernels keep C names."""
+    ptx = tmp_path / (path.stem + ".ptx")
+    cmd = [NVCC, "-std=c++17", "-arch=sm_90", "-x", "cu", "-ptx", "-o", str(ptx), str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    entries = set(re.findall(r"\.entry\s+(\w+)\s*\(", ptx.read_text()))
+    expected = _expand_entries(path.read_text(encoding="utf-8"))
+    assert expected and expected <= entries, f"mangled or missing entries: {sorted(expected - entries)}"
+
+
+# ---------------------------------------------------------------- backends without a GPU
+
+def test_native_cuda_backend_reports_instead_of_raising():
+    from lepton_kernels import _native_cuda
+
+    reason = _native_cuda.unavailable_reason()
+    assert reason is None or isinstance(reason, str)
+    if _native_cuda._cu is None:
+        assert "not built" in reason
+    elif not HAVE_GPU_NODE:
+        assert reason is not None and "no CUDA device" in reason
+
+
+def test_cupy_backend_reports_instead_of_raising():
+    from lepton_kernels import cupy_backend
+
+    reason = cupy_backend.unavailable_reason()
+    assert reason is None or isinstance(reason, str)
+    if not HAVE_GPU_NODE:
+        assert reason is not None
+    assert (cupy_backend.kernel_dir() / "pool.cuh").is_file()
+
+
+def test_registry_lists_cuda_backends_without_raising():
+    from lepton_kernels import _backend
+
+    report = _backend.backends()
+    assert set(report["cuda"]) == {"native", "cupy", "numba"}
+    if not HAVE_GPU_NODE:
+        assert report["cuda"]["native"].startswith("unavailable")
+        assert report["cuda"]["cupy"].startswith("unavailable")
+
+
+def _lepton_cuda():
+    try:
+        from lepton_kernels import _lepton_cuda
+    except ImportError:
+        pytest.skip("_lepton_cuda not built")
+    return _lepton_cuda
+
+
+def test_lepton_cuda_imports_and_queries_without_gpu():
+    m = _lepton_cuda()
+    count = m.device_count()
+    assert isinstance(count, int) and count >= 0
+    assert m.runtime_version() > 0
+    assert m.driver_version() >= 0
+    if not HAVE_GPU_NODE:
+        assert count == 0
+        assert m.driver_version() == 0
+    for i in range(count):
+        assert m.device_name(i)
+    with pytest.raises(ValueError, match="device_name"):
+        m.device_name(count)
+
+
+def test_lepton_cuda_validates_before_touching_the_device():
+    """Bad arguments raise ValueError naming the op, on any machine; nothing launches."""
+    m = _lepton_cuda()
+    with pytest.raises(ValueError, match="relu: x_ptr is a null pointer"):
+        m.relu(0, 0, 10, 0)
+    with pytest.raises(ValueError, match="dtype_code"):
+        m.relu(8, 8, 10, 2)
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        m.relu(8, 8, -1, 0)
+    with pytest.raises(ValueError, match="bias_ptr"):
+        m.bias_relu(8, 0, 8, 2, 3, 4, 0)
+    geom = dict(n=1, c=1, h=4, w=4, out_h=2, out_w=2, kernel_h=2, kernel_w=2, stride_h=2, stride_w=2,
+                pad_top=0, pad_bottom=0, pad_left=0, pad_right=0, dilation_h=1, dilation_w=1)
+    with pytest.raises(ValueError, match="kernel_h must be >= 1"):
+        m.max_pool2d(8, 8, 0, **{**geom, "kernel_h": 0}, dtype_code=0)
+    with pytest.raises(ValueError, match="pad_left must be >= 0"):
+        m.max_pool2d(8, 8, 0, **{**geom, "pad_left": -1}, dtype_code=0)
+    with pytest.raises(ValueError, match="out_h = 3 does not match"):
+        m.max_pool2d(8, 8, 0, **{**geom, "out_h": 3}, dtype_code=0)
+    with pytest.raises(ValueError, match="indices_ptr"):
+        m.max_pool2d_backward(8, 0, 8, **geom, dtype_code=1)
+    with pytest.raises(ValueError, match="overflow"):
+        m.bias_relu(8, 8, 8, 1 << 40, 1 << 40, 1, 0)
+    avg = {k: v for k, v in geom.items() if not k.startswith("dilation")}
+    with pytest.raises(ValueError, match="divisor_override"):
+        m.avg_pool2d(8, 8, **avg, count_include_pad=True, divisor_override=-1, dtype_code=0)
+    # Nothing to compute: returns without touching the device, even without a GPU.
+    m.relu(0, 0, 0, 0)
+    m.max_pool2d(0, 0, 0, **{**geom, "n": 0}, dtype_code=0)
+
+
+@pytest.mark.skipif(HAVE_GPU_NODE, reason="checks the no-GPU error path")
+def test_lepton_cuda_launch_without_gpu_is_a_runtime_error():
+    m = _lepton_cuda()
+    with pytest.raises(RuntimeError, match="^relu: "):
+        m.relu(16, 16, 4, 0)
