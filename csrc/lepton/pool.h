@@ -36,12 +36,16 @@ struct Pool2dDesc {
 // Checks sizes/strides/paddings are in range and out_h/out_w are consistent
 // with some floor/ceil rounding; every entry point calls it first.
 Status validate(const Pool2dDesc& d);
+// Only the sizes (non-negative, < 2^31, products fit int64).
+Status validate_sizes(const Pool2dDesc& d);
 
 // y: (n, c, out_h, out_w); indices (nullable): same shape, int64.
 Status max_pool2d(const Pool2dDesc& d, const float* x, float* y, int64_t* indices);
 Status max_pool2d(const Pool2dDesc& d, const double* x, double* y, int64_t* indices);
 
 // grad_in (n, c, h, w) is overwritten: zero, then grad_out scattered to indices.
+// Uses only n, c, h, w, out_h, out_w of the descriptor (the indices carry the
+// window geometry), so a caller that kept only the indices can call it.
 // An index of -1 is skipped; any other index outside [0, h*w) -> invalid_argument
 // (grad_in contents are then unspecified, nothing outside it is written).
 Status max_pool2d_backward(const Pool2dDesc& d, const float* grad_out, const int64_t* indices,

@@ -9,8 +9,6 @@ Layouts are NCHW for pooling; bias_relu broadcasts its bias over axis 1.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 __all__ = [
@@ -81,15 +79,17 @@ def _pads(padding):
 def pool_output_size(size, kernel, stride, pad_before, pad_after, dilation, ceil_mode):
     """Output length along one axis, with PyTorch's rule for ceil mode.
 
-    floor/ceil((size + pads - dilation*(kernel-1) - 1) / stride) + 1, and in ceil
-    mode the last window must start inside the input or the leading padding.
+    floor/ceil((size + pads - dilation*(kernel-1) - 1) / stride) + 1, where the
+    extra window of ceil mode must start inside the input or the leading padding
+    (PyTorch's rule, applied to that window only so ceil never gives less than floor).
     """
     span = size + pad_before + pad_after - dilation * (kernel - 1) - 1
     if span < 0:
         return 0
-    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + pad_before:
-        out -= 1
+    out = span // stride + 1
+    extra_start = out * stride  # where the window ceil mode would add starts
+    if ceil_mode and span % stride and extra_start < size + pad_before:
+        out += 1
     return out
 
 

@@ -49,10 +49,13 @@ def _padding(op, padding):
 
 def _out_size(size, kernel, stride, before, after, dilation, ceil_mode):
     span = size + before + after - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + before:
-        out -= 1  # PyTorch: the last window must start inside the input or left padding
-    return out
+    floor_out = span // stride + 1
+    if not ceil_mode or span % stride == 0:
+        return floor_out
+    # PyTorch's rule: the extra window ceil mode adds must start inside the input or the
+    # leading padding. Applied to that window only, so ceil never gives fewer than floor
+    # (which it otherwise could with a large trailing padding).
+    return floor_out + 1 if floor_out * stride < size + before else floor_out
 
 
 def _geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad=True,
