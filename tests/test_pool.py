@@ -207,3 +207,39 @@ def test_pooling_matches_torch(fast_cpu_backend, case, rng):
         for cip in (True, False):
             ta = torch.nn.functional.avg_pool2d(t, k, s, p, ceil, cip)
             assert_close(lk.avg_pool2d(x, k, s, p, ceil, cip), ta.numpy(), np.float32, rtol=2e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ random geometries (hypothesis)
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def pool_geometry(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    pads = tuple(draw(st.integers(0, 5)) for _ in range(4))
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[1]), 20))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - pads[2] - pads[3]), 40))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w)
+    return shape, (kh, kw), stride, ((pads[0], pads[1]), (pads[2], pads[3])), (dh, dw), draw(st.booleans())
+
+
+@settings(max_examples=150, deadline=None)
+@given(geometry=pool_geometry(), seed=st.integers(0, 2**31 - 1))
+def test_native_pooling_random_geometries(geometry, seed):
+    shape, k, s, p, d, ceil = geometry
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    y, idx = lk.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    ry, ridx = ref.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    assert_close(y, ry, np.float32, rtol=0, atol=0)
+    np.testing.assert_array_equal(idx, ridx)
+    g = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(np.float32)
+    assert_close(lk.max_pool2d_backward(g, idx, shape), ref.max_pool2d_backward(g, idx, shape), np.float32)
+    if k[0] <= shape[2] + p[0][0] + p[0][1] and k[1] <= shape[3] + p[1][0] + p[1][1]:
+        for cip in (True, False):
+            a = lk.avg_pool2d(x, k, s, p, ceil, cip)
+            assert_close(a, ref.avg_pool2d(x, k, s, p, ceil, cip), np.float32)
+            ga = np.ones_like(a)
+            assert_close(lk.avg_pool2d_backward(ga, shape, k, s, p, ceil, cip),
+                         ref.avg_pool2d_backward(ga, shape, k, s, p, ceil, cip), np.float32)
