@@ -105,9 +105,6 @@ def _load(spec: BackendSpec):
             reason = check() if check is not None else None
             if reason:
                 raise ImportError(reason)
-            missing = [n for n in KERNEL_NAMES if not hasattr(module, n)]
-            if missing:
-                raise ImportError(f"{spec.module} lacks {', '.join(missing)}")
         except Exception as exc:  # any failure means "not available", with the reason
             _errors[key] = f"{type(exc).__name__}: {exc}"
             return None
@@ -154,24 +151,29 @@ def forced_backend() -> str | None:
     return env
 
 
-def get_backend(device: str, op: str = "lepton_kernels"):
-    """The backend module that runs ``op`` on ``device`` ("cpu" or "cuda")."""
+def get_backend(device: str, op: str):
+    """The backend module that runs kernel ``op`` on ``device`` ("cpu" or "cuda").
+
+    A backend that does not implement ``op`` is passed over (families of ops
+    land in the backends one at a time), unless it was forced.
+    """
     forced = forced_backend()
     for spec in _SPECS:
         if spec.device != device or (forced is not None and spec.name != forced):
             continue
         module = _load(spec)
-        if module is not None:
+        if module is not None and hasattr(module, op):
             return module
         if forced is not None:
+            why = _errors.get((spec.name, spec.device)) or f"it does not implement {op}"
             raise RuntimeError(
-                f"{op}: backend {forced!r} was requested for {device} arrays but is unavailable: "
-                f"{_errors[(spec.name, spec.device)]}"
+                f"{op}: backend {forced!r} was requested for {device} arrays but is unavailable: {why}"
             )
     if forced is not None:
         raise RuntimeError(f"{op}: backend {forced!r} does not exist for {device} arrays")
     reasons = "; ".join(
-        f"{s.name}: {_errors.get((s.name, s.device), '?')}" for s in _SPECS if s.device == device
+        f"{s.name}: {_errors.get((s.name, s.device), 'does not implement ' + op)}"
+        for s in _SPECS if s.device == device
     )
     raise RuntimeError(f"{op}: no backend available for {device} arrays ({reasons})")
 
