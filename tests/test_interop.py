@@ -73,13 +73,13 @@ def test_backends_report_every_backend_with_a_status():
 def test_native_cpu_backend_is_built():
     """An installed package must have its compiled module: a silent Numba fallback would hide a broken build."""
     assert _backend.unavailable_reason("native", "cpu") is None, lk.backends()["cpu"]["native"]
-    assert _backend.get_backend("cpu").__name__ == "lepton_kernels._native_cpu"
+    assert _backend.get_backend("cpu", "relu").__name__ == "lepton_kernels._native_cpu"
 
 
 def test_use_backend_forces_and_restores():
     lk.use_backend("reference")
     try:
-        assert _backend.get_backend("cpu").__name__ == "lepton_kernels._reference_backend"
+        assert _backend.get_backend("cpu", "relu").__name__ == "lepton_kernels._reference_backend"
     finally:
         lk.use_backend(None)
-    assert _backend.get_backend("cpu").__name__ == "lepton_kernels._native_cpu"
+    assert _backend.get_backend("cpu", "relu").__name__ == "lepton_kernels._native_cpu"
