@@ -13,12 +13,22 @@ Every backend module exposes the same functions (the *kernel interface*)::
     max_pool2d_backward(grad_out, indices, grad_in, p)
     avg_pool2d(x, out, p)
     avg_pool2d_backward(grad_out, grad_in, p)
+    matmul(a, b, out)                                # (M, K) @ (K, N) -> (M, N)
+    linear(x2, weight, bias, out2, relu)             # x2 (M, K), weight (N, K), bias (N,) or None
+    linear_backward(grad_out2, x2, weight, y2, grad_x2, grad_w, grad_b)
+    conv2d(x, weight, bias, out, c, relu)            # NCHW x, OIHW weight, bias (O,) or None
+    conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c)
+
+In the backward kernels ``y`` is the forward output when the forward fused a
+ReLU (the gradient is masked where ``y <= 0``), else None; each gradient
+output is None when it is not wanted. ``c`` is a :class:`ConvParams`.
 
 Arrays are C-contiguous, of one float dtype (float32 or float64; indices
 int64), non-empty, and the outputs are writeable and do not overlap the
 inputs (``out`` may be exactly ``x`` for the element-wise forwards). ``p`` is a
 :class:`PoolParams`; output sizes come from ``out.shape``. The semantics are
-those of ``lepton_kernels.reference`` (and ``csrc/lepton/pool.h``).
+those of ``lepton_kernels.reference`` (and ``csrc/lepton/*.h``). A backend may
+implement a subset; :func:`get_backend` passes over one that lacks an op.
 
 CPU backends take NumPy arrays. CUDA backends take objects exposing
 ``__cuda_array_interface__`` (CuPy arrays or Numba device arrays) and run on
@@ -39,6 +49,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 KERNEL_NAMES = (
+    "matmul",
+    "linear",
+    "linear_backward",
+    "conv2d",
+    "conv2d_backward",
     "relu",
     "relu_backward",
     "bias_relu",
@@ -65,6 +80,20 @@ class PoolParams(NamedTuple):
     dilation_w: int = 1
     count_include_pad: bool = True
     divisor_override: int = 0  # 0 = none
+
+
+class ConvParams(NamedTuple):
+    """Convolution geometry handed to every backend (see ``csrc/lepton/conv.h``)."""
+
+    stride_h: int
+    stride_w: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    dilation_h: int = 1
+    dilation_w: int = 1
+    groups: int = 1
 
 
 @dataclass(frozen=True)

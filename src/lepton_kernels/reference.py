@@ -21,6 +21,12 @@ __all__ = [
     "avg_pool2d",
     "avg_pool2d_backward",
     "pool_output_size",
+    "conv_padding",
+    "conv2d",
+    "conv2d_backward",
+    "linear",
+    "linear_backward",
+    "matmul",
 ]
 
 
@@ -216,3 +222,113 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
             share = g[:, :, i, j] / _avg_divisor(rw, cl, count_include_pad, divisor_override)
             grad_in[:, :, rw[0]:rw[1], cl[0]:cl[1]] += share[:, :, None, None]
     return grad_in
+
+
+# --------------------------------------------------------------------------- convolution
+def conv_padding(padding, kernel_hw, dilation_hw):
+    """(top, bottom, left, right) from int, pair, ((t, b), (l, r)), "valid" or "same".
+
+    "same" pads dilation*(kernel-1) in total per axis, the odd one at the end (as torch).
+    """
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        pads = []
+        for k, d in zip(kernel_hw, dilation_hw):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    return _pads(padding)
+
+
+def _activation(y, activation):
+    return relu(y) if activation == "relu" else y
+
+
+def _conv_taps(x, weight, stride, padding, dilation):
+    """Yields (a, b, x_tap) with x_tap[n, c, i, j] = padded x at the tap (a, b) of output (i, j)."""
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    kh, kw = weight.shape[2], weight.shape[3]
+    pt, pb, pl, pr = conv_padding(padding, (kh, kw), (dh, dw))
+    N, C, H, W = x.shape
+    xp = np.zeros((N, C, H + pt + pb, W + pl + pr))
+    xp[:, :, pt:pt + H, pl:pl + W] = x
+    oh = (H + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (W + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    for a in range(kh):
+        for b in range(kw):
+            r0, c0 = a * dh, b * dw
+            yield a, b, xp[:, :, r0:r0 + sh * (oh - 1) + 1:sh, c0:c0 + sw * (ow - 1) + 1:sw], (pt, pl, oh, ow)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None):
+    """y[n,o,i,j] = act(bias[o] + sum_{c,a,b} x_pad[n, g*Cg + c, i*sh + a*dh, j*sw + b*dw] * w[o,c,a,b])."""
+    x, weight = _f64(x), _f64(weight)
+    O, Cg = weight.shape[0], weight.shape[1]
+    Og = O // groups
+    y = None
+    for a, b, tap, (_, _, oh, ow) in _conv_taps(x, weight, stride, padding, dilation):
+        if y is None:
+            y = np.zeros((x.shape[0], O, oh, ow))
+        for g in range(groups):
+            xs = tap[:, g * Cg:(g + 1) * Cg]
+            ws = weight[g * Og:(g + 1) * Og, :, a, b]
+            y[:, g * Og:(g + 1) * Og] += np.einsum("ncij,oc->noij", xs, ws)
+    if bias is not None:
+        y += _f64(bias)[None, :, None, None]
+    return _activation(y, activation)
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
+                    output=None, needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True):
+    """(grad_x, grad_w, grad_b) of conv2d; with activation="relu", grad_out is masked by output > 0."""
+    x, weight, g = _f64(x), _f64(weight), _f64(grad_out)
+    if activation == "relu":
+        g = relu_backward(g, output)
+    O, Cg = weight.shape[0], weight.shape[1]
+    Og = O // groups
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    kh, kw = weight.shape[2], weight.shape[3]
+    pt, pb, pl, pr = conv_padding(padding, (kh, kw), (dh, dw))
+    N, C, H, W = x.shape
+    grad_w = np.zeros_like(weight)
+    grad_xp = np.zeros((N, C, H + pt + pb, W + pl + pr))
+    for a, b, tap, (_, _, oh, ow) in _conv_taps(x, weight, stride, padding, dilation):
+        for gi in range(groups):
+            gs = g[:, gi * Og:(gi + 1) * Og]
+            grad_w[gi * Og:(gi + 1) * Og, :, a, b] = np.einsum("noij,ncij->oc", gs, tap[:, gi * Cg:(gi + 1) * Cg])
+            contrib = np.einsum("noij,oc->ncij", gs, weight[gi * Og:(gi + 1) * Og, :, a, b])
+            grad_xp[:, gi * Cg:(gi + 1) * Cg, a * dh:a * dh + sh * (oh - 1) + 1:sh,
+                    b * dw:b * dw + sw * (ow - 1) + 1:sw] += contrib
+    grad_x = grad_xp[:, :, pt:pt + H, pl:pl + W]
+    return (grad_x if needs_input_grad else None,
+            grad_w if needs_weight_grad else None,
+            g.sum(axis=(0, 2, 3)) if needs_bias_grad else None)
+
+
+# --------------------------------------------------------------------------- linear layers
+def linear(x, weight, bias=None, *, activation=None, out=None):
+    """act(x @ weight.T + bias) over the last axis of x (leading dims are batch)."""
+    y = _f64(x) @ _f64(weight).T
+    if bias is not None:
+        y = y + _f64(bias)
+    return _activation(y, activation)
+
+
+def linear_backward(grad_out, x, weight, *, activation=None, output=None, needs_input_grad=True,
+                    needs_weight_grad=True, needs_bias_grad=True):
+    """(grad_x, grad_w, grad_b) of linear; with activation="relu", grad_out is masked by output > 0."""
+    x, weight, g = _f64(x), _f64(weight), _f64(grad_out)
+    if activation == "relu":
+        g = relu_backward(g, output)
+    g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+    return (g @ weight if needs_input_grad else None,
+            g2.T @ x2 if needs_weight_grad else None,
+            g2.sum(axis=0) if needs_bias_grad else None)
+
+
+def matmul(a, b, *, out=None):
+    """a @ b for 2-D arrays."""
+    return _f64(a) @ _f64(b)
