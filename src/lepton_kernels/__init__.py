@@ -13,6 +13,11 @@ from ._threads import apply_environment as _apply_thread_environment
 from ._threads import get_num_threads, set_num_threads
 from .ops import (
     avg_pool2d,
+    conv2d,
+    conv2d_backward,
+    linear,
+    linear_backward,
+    matmul,
     avg_pool2d_backward,
     bias_relu,
     bias_relu_backward,
@@ -36,6 +41,11 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "reference",
+    "conv2d",
+    "conv2d_backward",
+    "linear",
+    "linear_backward",
+    "matmul",
     "relu",
     "relu_backward",
     "bias_relu",

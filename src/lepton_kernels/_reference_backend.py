@@ -79,3 +79,36 @@ def _needs_ceil(in_shape, out_shape, p) -> bool:
     floor_w = ref.pool_output_size(in_shape[3], p.kernel_w, p.stride_w, p.pad_left, p.pad_right,
                                    p.dilation_w, False)
     return (floor_h, floor_w) != tuple(out_shape[2:])
+
+
+def matmul(a, b, out):
+    out[...] = ref.matmul(a, b)
+
+
+def linear(x2, weight, bias, out2, relu):
+    out2[...] = ref.linear(x2, weight, bias, activation="relu" if relu else None)
+
+
+def linear_backward(grad_out2, x2, weight, y2, grad_x2, grad_w, grad_b):
+    relu = "relu" if y2 is not None else None
+    gx, gw, gb = ref.linear_backward(grad_out2, x2, weight, activation=relu, output=y2)
+    for dst, src in ((grad_x2, gx), (grad_w, gw), (grad_b, gb)):
+        if dst is not None:
+            dst[...] = src
+
+
+def _conv_args(c):
+    padding = ((c.pad_top, c.pad_bottom), (c.pad_left, c.pad_right))
+    return (c.stride_h, c.stride_w), padding, (c.dilation_h, c.dilation_w), c.groups
+
+
+def conv2d(x, weight, bias, out, c, relu):
+    out[...] = ref.conv2d(x, weight, bias, *_conv_args(c), activation="relu" if relu else None)
+
+
+def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
+    relu = "relu" if y is not None else None
+    gx, gw, gb = ref.conv2d_backward(grad_out, x, weight, *_conv_args(c), activation=relu, output=y)
+    for dst, src in ((grad_x, gx), (grad_w, gw), (grad_b, gb)):
+        if dst is not None:
+            dst[...] = src

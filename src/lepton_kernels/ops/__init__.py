@@ -1,8 +1,15 @@
 """Public functional API: validation, backend choice, results in the caller's array type."""
+from .conv import conv2d, conv2d_backward
 from .elementwise import bias_relu, bias_relu_backward, relu, relu_backward
+from .linear import linear, linear_backward, matmul
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "linear",
+    "linear_backward",
+    "matmul",
     "relu",
     "relu_backward",
     "bias_relu",

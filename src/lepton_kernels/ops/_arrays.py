@@ -208,6 +208,15 @@ def check_out(op: str, out, shape: tuple, dtype: np.dtype, device: str, inputs: 
     return array, kind
 
 
+def output_buffer(op: str, like, shape: tuple, dtype: np.dtype, out, device: str, inputs: dict,
+                  may_alias: tuple[str, ...] = ()):
+    """(array the kernel writes, what the caller gets back: ``out`` itself or None)."""
+    if out is None:
+        return xp_of(like).empty(shape, dtype=dtype), None
+    buf, _ = check_out(op, out, shape, dtype, device, inputs, may_alias)
+    return buf, out
+
+
 def _is_c_contiguous(a) -> bool:
     flags = getattr(a, "flags", None)
     if flags is not None and hasattr(flags, "c_contiguous"):

@@ -12,15 +12,6 @@ from .. import _backend
 from . import _arrays as arr
 
 
-def _result(op, shape, dtype, device, like, out, inputs, may_alias=()):
-    """The array the kernel writes into, and what to return to the caller."""
-    if out is None:
-        buf = arr.xp_of(like).empty(shape, dtype=dtype)
-        return buf, None
-    buf, _ = arr.check_out(op, out, shape, dtype, device, inputs, may_alias)
-    return buf, out
-
-
 def _finish(kind, buf, user_out):
     return user_out if user_out is not None else kind.wrap(buf)
 
@@ -44,7 +35,7 @@ def relu(x, *, out=None):
     op = "relu"
     xa, kind = arr.intake(op, "x", x)
     dtype = arr.check_float(op, "x", xa)
-    buf, user_out = _result(op, xa.shape, dtype, kind.device, xa, out, {"x": xa}, ("x",))
+    buf, user_out = arr.output_buffer(op, xa, xa.shape, dtype, out, kind.device, {"x": xa}, ("x",))
     if xa.size:
         _backend.get_backend(kind.device, op).relu(arr.contiguous(xa), buf)
     return _finish(kind, buf, user_out)
@@ -76,7 +67,7 @@ def relu_backward(grad_out, x, *, out=None):
     arr.check_same_dtype(op, "x", xa, dtype, "grad_out")
     if tuple(xa.shape) != tuple(ga.shape):
         raise ValueError(f"{op}: x must have grad_out's shape {tuple(ga.shape)}, got {tuple(xa.shape)}")
-    buf, user_out = _result(op, ga.shape, dtype, device, ga, out, {"grad_out": ga, "x": xa},
+    buf, user_out = arr.output_buffer(op, ga, ga.shape, dtype, out, device, {"grad_out": ga, "x": xa},
                             ("grad_out", "x"))
     if ga.size:
         _backend.get_backend(device, op).relu_backward(arr.contiguous(ga), arr.contiguous(xa), buf)
@@ -116,7 +107,7 @@ def bias_relu(x, bias, *, out=None):
     if ba.ndim != 1 or ba.shape[0] != xa.shape[1]:
         raise ValueError(
             f"{op}: bias must have shape ({xa.shape[1]},) to match x's channel axis, got {tuple(ba.shape)}")
-    buf, user_out = _result(op, xa.shape, dtype, device, xa, out, {"x": xa, "bias": ba}, ("x",))
+    buf, user_out = arr.output_buffer(op, xa, xa.shape, dtype, out, device, {"x": xa, "bias": ba}, ("x",))
     if xa.size:
         kernel = _backend.get_backend(device, op).bias_relu
         kernel(_channels_view(arr.contiguous(xa)), arr.contiguous(ba), _channels_view(buf))

@@ -105,12 +105,6 @@ def _input_shape(op, input_shape, batched_like):
     return shape if len(shape) == 4 else (1,) + shape
 
 
-def _alloc(op, like, shape, dtype, out, device, inputs):
-    if out is None:
-        return arr.xp_of(like).empty(shape, dtype=dtype), None
-    buf, _ = arr.check_out(op, out, shape, dtype, device, inputs)
-    return buf, out
-
 
 def _unbatch(a, squeeze):
     return a[0] if squeeze else a
@@ -156,7 +150,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         raise TypeError(f"{op}: return_indices must be a bool, got {return_indices!r}")
     shape4 = (x4.shape[0], x4.shape[1], oh, ow)
     user_shape = shape4[1:] if squeeze else shape4
-    y, user_out = _alloc(op, xa, user_shape, dtype, out, kind.device, {"x": xa})
+    y, user_out = arr.output_buffer(op, xa, user_shape, dtype, out, kind.device, {"x": xa})
     y4 = y[None] if squeeze else y
     xp = arr.xp_of(xa)
     indices = xp.empty(shape4, dtype=np.int64) if return_indices else None
@@ -209,7 +203,7 @@ def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
         raise ValueError(f"{op}: input_shape {tuple(input_shape)} does not match grad_out's batch and "
                          f"channels {tuple(g4.shape[:2])}")
     user_shape = shape4[1:] if squeeze else shape4
-    grad_in, user_out = _alloc(op, ga, user_shape, dtype, out, device, {"grad_out": ga, "indices": ia})
+    grad_in, user_out = arr.output_buffer(op, ga, user_shape, dtype, out, device, {"grad_out": ga, "indices": ia})
     gin4 = grad_in[None] if squeeze else grad_in
     i4 = arr.contiguous(ia[None] if squeeze else ia)
     backend = _backend.get_backend(device, op)
@@ -270,7 +264,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     params, (oh, ow) = _geometry(op, x4.shape, kernel_size, stride, padding, 1, ceil_mode,
                                  count_include_pad, divisor_override)
     shape4 = (x4.shape[0], x4.shape[1], oh, ow)
-    y, user_out = _alloc(op, xa, shape4[1:] if squeeze else shape4, dtype, out, kind.device, {"x": xa})
+    y, user_out = arr.output_buffer(op, xa, shape4[1:] if squeeze else shape4, dtype, out, kind.device, {"x": xa})
     y4 = y[None] if squeeze else y
     if x4.size:
         _backend.get_backend(kind.device, op).avg_pool2d(arr.contiguous(x4), y4, params)
@@ -314,7 +308,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     if tuple(g4.shape[2:]) != out_hw:
         raise ValueError(f"{op}: grad_out must have spatial shape {out_hw} for this input_shape and "
                          f"geometry, got {tuple(g4.shape[2:])}")
-    grad_in, user_out = _alloc(op, ga, shape4[1:] if squeeze else shape4, dtype, out, kind.device,
+    grad_in, user_out = arr.output_buffer(op, ga, shape4[1:] if squeeze else shape4, dtype, out, kind.device,
                                {"grad_out": ga})
     gin4 = grad_in[None] if squeeze else grad_in
     if g4.size and gin4.size:
