@@ -227,21 +227,33 @@ void max_pool2d(std::uintptr_t x, std::uintptr_t out, std::uintptr_t indices, in
   });
 }
 
+// Sizes only: the scatter follows the indices, so no window geometry is taken or
+// checked (as lepton::max_pool2d_backward, which uses only n, c, h, w, out_h, out_w).
 void max_pool2d_backward(std::uintptr_t grad_out, std::uintptr_t indices, std::uintptr_t grad_in, int64_t n,
-                         int64_t c, int64_t h, int64_t w, int64_t out_h, int64_t out_w, int64_t kernel_h,
-                         int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_top,
-                         int64_t pad_bottom, int64_t pad_left, int64_t pad_right, int64_t dilation_h,
-                         int64_t dilation_w, int dtype_code, std::uintptr_t stream) {
+                         int64_t c, int64_t h, int64_t w, int64_t out_h, int64_t out_w, int dtype_code,
+                         std::uintptr_t stream) {
   const char* op = "max_pool2d_backward";
   const DType dt = dtype_of(op, dtype_code);
-  const Geometry g = pool_geometry(op, n, c, h, w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w,
-                                   pad_top, pad_bottom, pad_left, pad_right, dilation_h, dilation_w);
-  need_ptr(op, "grad_out_ptr", grad_out, g.in_count > 0 ? g.out_count : 0);
-  need_ptr(op, "indices_ptr", indices, g.in_count > 0 ? g.out_count : 0);
-  need_ptr(op, "grad_in_ptr", grad_in, g.in_count);
+  need_nonneg(op, "n", n);
+  need_nonneg(op, "c", c);
+  need_nonneg(op, "h", h);
+  need_nonneg(op, "w", w);
+  need_nonneg(op, "out_h", out_h);
+  need_nonneg(op, "out_w", out_w);
+  const int64_t limit = int64_t(1) << 31;
+  for (int64_t v : {h, w, out_h, out_w}) {
+    if (v >= limit) bad(op, "a size is >= 2^31 (" + std::to_string(v) + ")");
+  }
+  const int64_t planes = product(op, {n, c});
+  const int64_t in_plane = h * w, out_plane = out_h * out_w;  // each < 2^62
+  const int64_t in_count = product(op, {planes, in_plane});
+  const int64_t out_count = product(op, {planes, out_plane});
+  need_ptr(op, "grad_out_ptr", grad_out, in_count > 0 ? out_count : 0);
+  need_ptr(op, "indices_ptr", indices, in_count > 0 ? out_count : 0);
+  need_ptr(op, "grad_in_ptr", grad_in, in_count);
   run(op, [&] {
-    return lepton_cuda::max_pool2d_backward(dt, g.d, dev<const void>(grad_out), dev<const int64_t>(indices),
-                                            dev<void>(grad_in), as_stream(stream));
+    return lepton_cuda::max_pool2d_backward(dt, planes, in_plane, out_plane, dev<const void>(grad_out),
+                                            dev<const int64_t>(indices), dev<void>(grad_in), as_stream(stream));
   });
 }
 
@@ -362,11 +374,10 @@ PYBIND11_MODULE(_lepton_cuda, m) {
         arg("pad_bottom"), arg("pad_left"), arg("pad_right"), arg("dilation_h"), arg("dilation_w"),
         arg("dtype_code"), stream);
   m.def("max_pool2d_backward", &max_pool2d_backward,
-        "grad_in = grad_out gathered through indices (deterministic); grad_in is overwritten.",
+        "grad_in = 0, then grad_out scattered to its plane's flat indices ih*w+iw in row-major output "
+        "order (deterministic); no pooling geometry is needed. An index outside [0, h*w) is skipped.",
         arg("grad_out_ptr"), arg("indices_ptr"), arg("grad_in_ptr"), arg("n"), arg("c"), arg("h"), arg("w"),
-        arg("out_h"), arg("out_w"), arg("kernel_h"), arg("kernel_w"), arg("stride_h"), arg("stride_w"),
-        arg("pad_top"), arg("pad_bottom"), arg("pad_left"), arg("pad_right"), arg("dilation_h"),
-        arg("dilation_w"), arg("dtype_code"), stream);
+        arg("out_h"), arg("out_w"), arg("dtype_code"), stream);
   m.def("avg_pool2d", &avg_pool2d, "Average pooling, NCHW (lepton/pool.h divisor rules).", arg("x_ptr"),
         arg("out_ptr"), arg("n"), arg("c"), arg("h"), arg("w"), arg("out_h"), arg("out_w"), arg("kernel_h"),
         arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_top"), arg("pad_bottom"), arg("pad_left"),

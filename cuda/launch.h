@@ -33,16 +33,21 @@ cudaError_t bias_relu_backward(DType dtype, const lepton::BiasReluDesc& d, const
 // Pooling: d.n .. d.dilation_w as in lepton/pool.h. indices may be null (forward only).
 cudaError_t max_pool2d(DType dtype, const lepton::Pool2dDesc& d, const void* x, void* y,
                        int64_t* indices, cudaStream_t stream);
-// grad_in is overwritten (zero where no window picked the element).
-cudaError_t max_pool2d_backward(DType dtype, const lepton::Pool2dDesc& d, const void* grad_out,
-                                const int64_t* indices, void* grad_in, cudaStream_t stream);
+// grad_in (planes, in_plane) is overwritten: zero, then grad_out (planes, out_plane)
+// scattered to its plane's indices in output order (deterministic, bit-equal to a
+// sequential scatter). Needs no geometry; an index outside [0, in_plane) is skipped.
+cudaError_t max_pool2d_backward(DType dtype, int64_t planes, int64_t in_plane, int64_t out_plane,
+                                const void* grad_out, const int64_t* indices, void* grad_in,
+                                cudaStream_t stream);
 cudaError_t avg_pool2d(DType dtype, const lepton::Pool2dDesc& d, const void* x, void* y,
                        cudaStream_t stream);
 cudaError_t avg_pool2d_backward(DType dtype, const lepton::Pool2dDesc& d, const void* grad_out,
                                 void* grad_in, cudaStream_t stream);
 
 // Launch shape shared by every element-wise / pooling launcher (grid-stride loops).
-constexpr int kBlock = 256;
+constexpr int kBlock = 256;  // a multiple of kWarp (max_pool2d_backward: a warp per plane)
+constexpr int64_t kWarp = 32;
+static_assert(kBlock % kWarp == 0, "kBlock must be whole warps");
 constexpr int64_t kMaxGrid = 65536;
 inline unsigned grid_for(int64_t work) {
   const int64_t blocks = (work + kBlock - 1) / kBlock;

@@ -1,7 +1,8 @@
 // cuda/pool.cu -- launchers for the 2-D pooling kernels of cuda/kernels/pool.cuh
 // (the same source CuPy compiles with NVRTC). NCHW; geometry as in lepton/pool.h.
 // Each launcher picks the 32-bit-index kernel variant when every index the kernel
-// forms fits (see largest_index), else the 64-bit one.
+// forms fits (see largest_index), else the 64-bit one. max_pool2d_backward needs no
+// geometry: one warp per plane scatters through the indices.
 #include <initializer_list>
 
 #include "launch.h"
@@ -63,21 +64,25 @@ cudaError_t max_pool2d(DType dtype, const lepton::Pool2dDesc& d, const void* x, 
   return cudaGetLastError();
 }
 
-cudaError_t max_pool2d_backward(DType dtype, const lepton::Pool2dDesc& d, const void* grad_out,
-                                const int64_t* indices, void* grad_in, cudaStream_t stream) {
-  const int64_t work = d.n * d.c * d.h * d.w;  // one thread per input element (gather)
-  if (work <= 0) return cudaSuccess;
-  const unsigned grid = grid_for(work);
-  const bool i32 = fits_i32(largest_index(d));
+cudaError_t max_pool2d_backward(DType dtype, int64_t planes, int64_t in_plane, int64_t out_plane,
+                                const void* grad_out, const int64_t* indices, void* grad_in,
+                                cudaStream_t stream) {
+  if (planes <= 0 || in_plane <= 0) return cudaSuccess;  // grad_in is empty
+  // One warp per plane; the clamp keeps planes * kWarp from overflowing (the grid is
+  // capped at kMaxGrid blocks anyway, and the kernel strides over the rest).
+  const int64_t warps_wanted = planes < kMaxGrid * kBlock / kWarp ? planes : kMaxGrid * kBlock / kWarp;
+  const unsigned grid = grid_for(warps_wanted * kWarp);
+  const bool i32 = fits_i32(max2(planes * in_plane, planes * out_plane));
   const long long* ind = reinterpret_cast<const long long*>(indices);
+  const long long nc = planes, in = in_plane, out = out_plane;
   if (dtype == DType::f32) {
     auto* k = i32 ? lk_max_pool2d_backward_f32_i32 : lk_max_pool2d_backward_f32;
     k<<<grid, kBlock, 0, stream>>>(static_cast<const float*>(grad_out), ind,
-                                   static_cast<float*>(grad_in), LK_MAX_GEOM(d));
+                                   static_cast<float*>(grad_in), nc, in, out);
   } else {
     auto* k = i32 ? lk_max_pool2d_backward_f64_i32 : lk_max_pool2d_backward_f64;
     k<<<grid, kBlock, 0, stream>>>(static_cast<const double*>(grad_out), ind,
-                                   static_cast<double*>(grad_in), LK_MAX_GEOM(d));
+                                   static_cast<double*>(grad_in), nc, in, out);
   }
   return cudaGetLastError();
 }

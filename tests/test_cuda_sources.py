@@ -156,8 +156,21 @@ def test_lepton_cuda_validates_before_touching_the_device():
         m.max_pool2d(8, 8, 0, **{**geom, "pad_left": -1}, dtype_code=0)
     with pytest.raises(ValueError, match="out_h = 3 does not match"):
         m.max_pool2d(8, 8, 0, **{**geom, "out_h": 3}, dtype_code=0)
-    with pytest.raises(ValueError, match="indices_ptr"):
-        m.max_pool2d_backward(8, 0, 8, **geom, dtype_code=1)
+    sizes = dict(n=1, c=1, h=4, w=4, out_h=2, out_w=2)  # max_pool2d_backward takes no geometry
+    with pytest.raises(ValueError, match="max_pool2d_backward: indices_ptr"):
+        m.max_pool2d_backward(8, 0, 8, **sizes, dtype_code=1)
+    with pytest.raises(ValueError, match="max_pool2d_backward: grad_in_ptr"):
+        m.max_pool2d_backward(8, 8, 0, **sizes, dtype_code=1)
+    with pytest.raises(ValueError, match="max_pool2d_backward: h must be >= 0"):
+        m.max_pool2d_backward(8, 8, 8, **{**sizes, "h": -1}, dtype_code=1)
+    with pytest.raises(ValueError, match="max_pool2d_backward: a size is >= 2"):
+        m.max_pool2d_backward(8, 8, 8, **{**sizes, "out_w": 1 << 31}, dtype_code=1)
+    with pytest.raises(ValueError, match="max_pool2d_backward: sizes overflow"):
+        m.max_pool2d_backward(8, 8, 8, **{**sizes, "n": 1 << 40, "c": 1 << 40}, dtype_code=1)
+    with pytest.raises(ValueError, match="max_pool2d_backward: dtype_code"):
+        m.max_pool2d_backward(8, 8, 8, **sizes, dtype_code=3)
+    with pytest.raises(TypeError):  # the geometry arguments are gone
+        m.max_pool2d_backward(8, 8, 8, **geom, dtype_code=1)
     with pytest.raises(ValueError, match="overflow"):
         m.bias_relu(8, 8, 8, 1 << 40, 1 << 40, 1, 0)
     avg = {k: v for k, v in geom.items() if not k.startswith("dilation")}
@@ -166,6 +179,9 @@ def test_lepton_cuda_validates_before_touching_the_device():
     # Nothing to compute: returns without touching the device, even without a GPU.
     m.relu(0, 0, 0, 0)
     m.max_pool2d(0, 0, 0, **{**geom, "n": 0}, dtype_code=0)
+    # Sizes no pooling geometry could produce are fine: the indices carry the geometry.
+    m.max_pool2d_backward(0, 0, 0, n=0, c=3, h=4, w=4, out_h=9, out_w=1, dtype_code=0)
+    m.max_pool2d_backward(0, 0, 0, n=2, c=3, h=0, w=4, out_h=0, out_w=5, dtype_code=1)
 
 
 @pytest.mark.skipif(HAVE_GPU_NODE, reason="checks the no-GPU error path")
@@ -173,3 +189,6 @@ def test_lepton_cuda_launch_without_gpu_is_a_runtime_error():
     m = _lepton_cuda()
     with pytest.raises(RuntimeError, match="^relu: "):
         m.relu(16, 16, 4, 0)
+    # No geometry check stands in the way: the launch itself is what fails here.
+    with pytest.raises(RuntimeError, match="^max_pool2d_backward: "):
+        m.max_pool2d_backward(16, 16, 16, n=1, c=2, h=4, w=4, out_h=9, out_w=1, dtype_code=0)

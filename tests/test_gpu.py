@@ -22,6 +22,7 @@ from lepton_kernels._backend import PoolParams, get_named_backend, unavailable_r
 pytestmark = pytest.mark.gpu
 
 CUDA_BACKENDS = ("native", "cupy", "numba")
+DUMMY_POOL = PoolParams(1, 1, 1, 1, 0, 0, 0, 0)  # what lepton_kernels.ops passes to max_pool2d_backward
 DTYPES = (np.float32, np.float64)
 TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-13)}
 
@@ -83,6 +84,18 @@ def device(cp, a, offset=0):
     view = buf[offset:].reshape(a.shape)
     view[...] = cp.asarray(a)
     return view
+
+
+def sequential_scatter(g, idx, shape):
+    """grad_in of the C++ kernel: zero, then += through the indices in row-major output
+    order, in g's dtype (np.add.at applies its terms one at a time, in order)."""
+    n, c, h, w = shape
+    gi = np.zeros((n * c, h * w), dtype=g.dtype)
+    g2, i2 = g.reshape(n * c, -1), idx.reshape(n * c, -1)
+    for plane in range(n * c):
+        keep = (i2[plane] >= 0) & (i2[plane] < h * w)
+        np.add.at(gi[plane], i2[plane][keep], g2[plane][keep])
+    return gi.reshape(shape)
 
 
 def sync(cp):
@@ -234,10 +247,13 @@ def test_max_pool2d(backend, cp, rng, dtype, case):
 
     g = rng.standard_normal(out_shape).astype(dtype)
     gi = cp.full(case[0], 7, dtype=dtype)
-    backend.max_pool2d_backward(cp.asarray(g), cp.asarray(ei), gi, p)
+    # The backward follows the indices only: the ops layer hands every backend dummy geometry.
+    backend.max_pool2d_backward(cp.asarray(g), cp.asarray(ei), gi, DUMMY_POOL)
     close(gi.get(), R.max_pool2d_backward(g, ei, case[0]), dtype, "max_pool2d_backward")
+    np.testing.assert_array_equal(gi.get(), sequential_scatter(g, ei, case[0]),
+                                  err_msg="max_pool2d_backward differs from the sequential scatter")
     gi2 = cp.full(case[0], 9, dtype=dtype)
-    backend.max_pool2d_backward(cp.asarray(g), cp.asarray(ei), gi2, p)
+    backend.max_pool2d_backward(cp.asarray(g), cp.asarray(ei), gi2, DUMMY_POOL)
     assert cp.array_equal(gi, gi2), "max_pool2d_backward is not deterministic"
     sync(cp)
 
@@ -279,12 +295,39 @@ def test_max_pool2d_backward_bad_indices_stay_in_bounds(backend, cp, rng, dtype)
     gi = buf[guard:guard + n * c * h * w].reshape(case[0])
     g = cp.asarray(rng.standard_normal(out_shape).astype(dtype))
     try:
-        backend.max_pool2d_backward(g, cp.asarray(ind), gi, p)
+        backend.max_pool2d_backward(g, cp.asarray(ind), gi, DUMMY_POOL)
     except (ValueError, RuntimeError):
         pass  # rejecting corrupt indices is allowed; writing out of bounds is not
     sync(cp)
     assert bool(cp.all(buf[:guard] == 1234.5)) and bool(cp.all(buf[-guard:] == 1234.5)), \
         "max_pool2d_backward wrote outside grad_in"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,out_hw", [((1, 1, 1, 1), (1, 1)), ((2, 3, 4, 5), (6, 7)),
+                                          ((3, 5, 7, 9), (11, 13)), ((1, 3, 2, 40), (33, 65)),
+                                          ((40, 70, 3, 3), (2, 2))])
+def test_max_pool2d_backward_follows_indices_only(backend, cp, rng, dtype, shape, out_hw):
+    """Arbitrary indices (repeats inside and across warp-sized chunks, -1, no window
+    structure) with dummy geometry: bit for bit the sequential scatter, every run."""
+    n, c, h, w = shape
+    gshape = (n, c) + out_hw
+    ind = rng.integers(-1, h * w, size=gshape).astype(np.int64)
+    flat = ind.reshape(-1)
+    flat[::3] = rng.integers(0, min(h * w, 4), size=flat[::3].size)  # many repeats
+    g = rng.standard_normal(gshape).astype(dtype)
+    g.reshape(-1)[::7] = -0.0
+    gd, indd = cp.asarray(g), cp.asarray(ind)
+    gi = cp.full(shape, 7, dtype=dtype)
+    backend.max_pool2d_backward(gd, indd, gi, DUMMY_POOL)
+    got = gi.get()
+    close(got, R.max_pool2d_backward(g, ind, shape), dtype, "max_pool2d_backward")
+    np.testing.assert_array_equal(got, sequential_scatter(g, ind, shape))
+    for _ in range(3):
+        gi2 = cp.full(shape, 9, dtype=dtype)
+        backend.max_pool2d_backward(gd, indd, gi2, DUMMY_POOL)
+        assert cp.array_equal(gi, gi2), "max_pool2d_backward is not deterministic"
+    sync(cp)
 
 
 # ---------------------------------------------------------------- both kernel variants (int / long long)
@@ -311,9 +354,11 @@ def test_cupy_runs_64_bit_and_32_bit_index_kernels_alike(cp, rng):
         cb._launch("pool.cuh", f"lk_max_pool2d_{sfx}", 5, 64, (ptr(xd), ptr(out), ptr(ind)) + geom)
         close(out.get(), ey, np.float64, f"lk_max_pool2d_{sfx}")
         np.testing.assert_array_equal(ind.get(), ei)
-        gi = cp.zeros(case[0])
-        cb._launch("pool.cuh", f"lk_max_pool2d_backward_{sfx}", 3, 32, (ptr(gd), ptr(eid), ptr(gi)) + geom)
+        gi = cp.full(case[0], 7.0)
+        scatter = cb._scatter_args(n, c, h, w, out_shape[2], out_shape[3])
+        cb._launch("pool.cuh", f"lk_max_pool2d_backward_{sfx}", 3, 32, (ptr(gd), ptr(eid), ptr(gi)) + scatter)
         close(gi.get(), R.max_pool2d_backward(g, ei, case[0]), np.float64, f"max backward {sfx}")
+        np.testing.assert_array_equal(gi.get(), sequential_scatter(g, ei, case[0]))
 
     avg_case = ((2, 3, 11, 10), (3, 2), (2, 1), (1, 2, 0, 1), (1, 1), True)
     p, out_shape, kw = _geometry(avg_case, count_include_pad=False)

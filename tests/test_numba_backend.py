@@ -26,6 +26,7 @@ except Exception:  # the spec module is optional here: fall back to the local or
     REF = None
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+DUMMY_POOL = PoolParams(1, 1, 1, 1, 0, 0, 0, 0)  # what lepton_kernels.ops passes to max_pool2d_backward
 DTYPES = (np.float32, np.float64)
 
 
@@ -427,12 +428,47 @@ def test_cuda_max_pool(cu, case, dtype):
 
     g = rand(rng, (shape[0], shape[1], oh, ow), dtype)
     bad = idx_ref.copy()
-    bad.flat[0] = shape[2] * shape[3] + 5  # out of range: only compared, never written through
+    bad.flat[0] = shape[2] * shape[3] + 5  # out of range: skipped, never written through
     gi = dev_empty(shape, dtype)
-    cu.max_pool2d_backward(dev(g), dev(bad), gi, p)
+    # The backward takes only the indices: the ops layer hands every backend dummy geometry.
+    cu.max_pool2d_backward(dev(g), dev(bad), gi, DUMMY_POOL)
     g_ok = g.copy()
     g_ok.flat[0] = 0
     np.testing.assert_allclose(gi.copy_to_host(), max_pool_backward_ref(g_ok, idx_ref, shape), **tol(dtype))
+
+
+def sequential_scatter(g, idx, shape):
+    """grad_in of the C++ kernel: zero, then += in row-major output order, in g's dtype."""
+    n, c, h, w = shape
+    gi = np.zeros((n * c, h * w), dtype=g.dtype)
+    g2, i2 = g.reshape(n * c, -1), idx.reshape(n * c, -1)
+    for plane in range(n * c):
+        for k in range(g2.shape[1]):
+            if 0 <= i2[plane, k] < h * w:
+                gi[plane, i2[plane, k]] += g2[plane, k]
+    return gi.reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,out_hw", [((1, 1, 1, 1), (1, 1)), ((2, 3, 4, 5), (6, 7)),
+                                          ((1, 2, 3, 3), (1, 1)), ((3, 1, 5, 2), (4, 9))])
+def test_cuda_max_pool_backward_follows_indices_only(cu, shape, out_hw, dtype):
+    """Arbitrary indices (repeats, -1, no window structure) with dummy geometry: the result
+    is the reference scatter, bit for bit the sequential one, and repeatable."""
+    rng = np.random.default_rng(9)
+    n, c, h, w = shape
+    gshape = (n, c) + out_hw
+    idx = rng.integers(-1, h * w, size=gshape).astype(np.int64)
+    idx.reshape(-1)[::4] = rng.integers(0, min(h * w, 3), size=idx.reshape(-1)[::4].size)  # repeats
+    g = rand(rng, gshape, dtype)
+    gi = dev_empty(shape, dtype)
+    cu.max_pool2d_backward(dev(g), dev(idx), gi, DUMMY_POOL)
+    got = gi.copy_to_host()
+    np.testing.assert_allclose(got, max_pool_backward_ref(g, idx, shape), **tol(dtype))
+    np.testing.assert_array_equal(got, sequential_scatter(g, idx, shape))
+    gi2 = dev_empty(shape, dtype, 3.0)
+    cu.max_pool2d_backward(dev(g), dev(idx), gi2, DUMMY_POOL)
+    np.testing.assert_array_equal(gi2.copy_to_host(), got)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -11,19 +11,21 @@
 //   lk_max_pool2d_SFX[_i32](x, y, indices_or_null, nc, h, w, out_h, out_w,
 //                           kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
 //                           dilation_h, dilation_w)
-//   lk_max_pool2d_backward_SFX[_i32](grad_out, indices, grad_in, <same sizes>)
+//   lk_max_pool2d_backward_SFX[_i32](grad_out, indices, grad_in, nc, in_plane, out_plane)
+//                           in_plane = h*w, out_plane = out_h*out_w; no geometry: the
+//                           indices carry it. One warp per plane: blockDim.x % 32 == 0.
 //   lk_avg_pool2d_SFX[_i32](x, y, nc, h, w, out_h, out_w, kernel_h, kernel_w,
 //                           stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
 //                           count_include_pad (int), divisor_override (0 = none))
 //   lk_avg_pool2d_backward_SFX[_i32](grad_out, grad_in, <same sizes>)
 // nc = n*c planes. All sizes are long long in the signatures.
 //
-// The backward kernels GATHER: one thread per input element sums the output windows
-// that contain it, in row-major window order. No atomics, so results are
-// deterministic and equal (bit for bit) to a sequential scatter in row-major output
-// order. A max-pool index is only ever compared, never used as an address, so a
-// corrupt index (outside [-1, h*w), or outside its own window) can never make a
-// kernel write out of bounds; its gradient is dropped.
+// No atomics anywhere, so the backward kernels are deterministic and equal (bit for
+// bit) to a sequential scatter in row-major output order. Average-pool backward
+// GATHERS: one thread per input element sums the windows that contain it, in
+// row-major window order. Max-pool backward SCATTERS through the indices, one warp
+// per plane applying them in output order (see max_pool2d_backward below); an index
+// outside [0, h*w) (-1, or corrupt) is skipped, never used as an address.
 #ifndef LEPTON_CUDA_KERNELS_POOL_CUH
 #define LEPTON_CUDA_KERNELS_POOL_CUH
 
@@ -118,31 +120,58 @@ __device__ void max_pool2d(const T* __restrict__ x, T* __restrict__ y, long long
   }
 }
 
-// One thread per input element: sum grad_out over the windows that could contain it
-// and whose recorded index is this element.
+// Deterministic index scatter, one warp per (n, c) plane; the pooling geometry is
+// not needed (the indices carry it). blockDim.x must be a multiple of 32 (the
+// launchers use 256). The warp zeroes its plane, then walks grad_out in chunks of
+// 32 outputs loaded coalesced (lane l holds output k0 + l). In a chunk, the lanes
+// holding the same index form a group whose lowest lane (the leader) reads that
+// grad_in element once, adds the group's gradients in ascending lane order and
+// writes it back; distinct indices have distinct leaders, so no two lanes write
+// one element, and __syncwarp orders a chunk's writes before the next chunk's
+// reads. Each grad_in element therefore receives its terms one at a time, in the
+// array's dtype, in row-major output order: bit for bit the sequential scatter of
+// the C++ kernel. When no index repeats inside a chunk (non-overlapping windows)
+// every lane just adds its own term. An index outside [0, in_plane) (-1, or a
+// corrupt one) is skipped and never used as an address.
 template <typename T, typename I>
 __device__ void max_pool2d_backward(const T* __restrict__ go, const long long* __restrict__ ind,
-                                    T* __restrict__ gi, I nc, I h, I w, I out_h, I out_w, I kh,
-                                    I kw, I sh, I sw, I pt, I pl, I dh, I dw) {
-  const I total = nc * h * w;
-  for (I i = first_thread<I>(); i < total; i += thread_step<I>()) {
-    const I iw = i % w;
-    const I t = i / w;
-    const I ih = t % h;
-    const I plane = t / h;
-    const long long target = static_cast<long long>(ih) * w + iw;
-    I oh0, oh1, ow0, ow1;
-    covering_windows(ih, pt, sh, (kh - 1) * dh, out_h, oh0, oh1);
-    covering_windows(iw, pl, sw, (kw - 1) * dw, out_w, ow0, ow1);
-    const I base = plane * out_h * out_w;
-    T acc = T(0);
-    for (I oh = oh0; oh < oh1; ++oh) {
-      for (I ow = ow0; ow < ow1; ++ow) {
-        const I o = base + oh * out_w + ow;
-        if (ind[o] == target) acc += go[o];
+                                    T* gi, I nc, I in_plane, I out_plane) {
+  const unsigned all = 0xffffffffu;
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  const unsigned self = 1u << lane;
+  const I warps = thread_step<I>() / 32;
+  for (I q = first_thread<I>() / 32; q < nc; q += warps) {  // q is uniform across the warp
+    T* dst = gi + q * in_plane;
+    for (I e = lane; e < in_plane; e += 32) dst[e] = T(0);
+    __syncwarp();
+    const T* src = go + q * out_plane;
+    const long long* idx = ind + q * out_plane;
+    for (I k0 = 0; k0 < out_plane; k0 += 32) {
+      const int m = static_cast<int>(imin(out_plane - k0, I(32)));  // lanes with an output
+      long long at = -1;
+      T v = T(0);
+      if (lane < m) {
+        at = idx[k0 + lane];
+        v = src[k0 + lane];
       }
+      const bool valid = at >= 0 && at < static_cast<long long>(in_plane);
+      unsigned same = 0;  // the lanes of this chunk holding the same index as this one
+      for (int j = 0; j < m; ++j) {
+        if (__shfl_sync(all, at, j) == at) same |= 1u << j;
+      }
+      if (__any_sync(all, valid && same != self)) {
+        const bool leader = valid && (same & (self - 1u)) == 0u;
+        T acc = leader ? dst[at] : T(0);
+        for (int j = 0; j < m; ++j) {
+          const T vj = __shfl_sync(all, v, j);
+          if (leader && ((same >> j) & 1u)) acc += vj;
+        }
+        if (leader) dst[at] = acc;
+      } else if (valid) {
+        dst[at] += v;
+      }
+      __syncwarp();
     }
-    gi[i] = acc;
   }
 }
 
@@ -252,8 +281,10 @@ __device__ void avg_pool2d_backward(const T* __restrict__ go, T* __restrict__ gi
     lk_pool::max_pool2d<T, I>(x, y, indices, LK_POOL_MAX_ARGS(I));                          \
   }                                                                                         \
   extern "C" __global__ void lk_max_pool2d_backward_##NAME(                                 \
-      const T* grad_out, const long long* indices, T* grad_in, LK_POOL_MAX_PARAMS) {        \
-    lk_pool::max_pool2d_backward<T, I>(grad_out, indices, grad_in, LK_POOL_MAX_ARGS(I));    \
+      const T* grad_out, const long long* indices, T* grad_in, long long nc,                \
+      long long in_plane, long long out_plane) {                                            \
+    lk_pool::max_pool2d_backward<T, I>(grad_out, indices, grad_in, static_cast<I>(nc),      \
+                                       static_cast<I>(in_plane), static_cast<I>(out_plane)); \
   }                                                                                         \
   extern "C" __global__ void lk_avg_pool2d_##NAME(const T* x, T* y, LK_POOL_AVG_PARAMS) {   \
     lk_pool::avg_pool2d<T, I>(x, y, LK_POOL_AVG_ARGS(I));                                   \

@@ -171,12 +171,12 @@ def max_pool2d(x, out, indices, p):
 
 
 def max_pool2d_backward(grad_out, indices, grad_in, p):
+    # The scatter follows the indices: p (the geometry) is not needed and not passed.
     gp, (_, _, oh, ow), code = _float(grad_out, "grad_out")
     ip = _index_ptr(indices, "indices")
     gip, (n, c, h, w), gic = _float(grad_in, "grad_in")
     _same("max_pool2d_backward", code, grad_in=gic)
-    _cu.max_pool2d_backward(gp, ip, gip, n, c, h, w, oh, ow, *_window(p), p.dilation_h,
-                            p.dilation_w, code, _stream())
+    _cu.max_pool2d_backward(gp, ip, gip, n, c, h, w, oh, ow, code, _stream())
 
 
 def avg_pool2d(x, out, p):

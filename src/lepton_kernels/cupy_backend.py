@@ -34,7 +34,8 @@ __all__ = [
 
 _SOURCES = ("elementwise.cuh", "pool.cuh")
 _OPTIONS = ("--std=c++17",)
-_BLOCK = 256  # as kBlock in cuda/launch.h
+_BLOCK = 256  # as kBlock in cuda/launch.h (whole warps)
+_WARP = 32
 _MAX_GRID = 65536  # as kMaxGrid
 _REDUCE_THREADS = 512  # LK_REDUCE_THREADS in elementwise.cuh
 _I32_LIMIT = 1 << 31
@@ -220,12 +221,24 @@ def max_pool2d(x, out, indices, p):
             (xp, op, ip) + _max_geom(n, c, h, w, oh, ow, p))
 
 
+def _scatter_args(n, c, h, w, oh, ow):
+    """Kernel size arguments of lk_max_pool2d_backward_*: (nc, in_plane, out_plane)."""
+    return _ll(n * c), _ll(h * w), _ll(oh * ow)
+
+
 def max_pool2d_backward(grad_out, indices, grad_in, p):
+    # Geometry-free scatter through the indices (p is unused), one warp per plane,
+    # as max_pool2d_backward in cuda/pool.cu.
     gp, (_, _, oh, ow), t = _iface(grad_out)
     gip, (n, c, h, w), _ = _iface(grad_in)
-    work = n * c * h * w  # gather: one thread per input element
-    _launch("pool.cuh", _pool_name("max_pool2d_backward", t, n, c, h, w, oh, ow, p), _grid(work),
-            _BLOCK, (gp, _iface(indices)[0], gip) + _max_geom(n, c, h, w, oh, ow, p))
+    planes = n * c
+    if planes == 0 or h * w == 0:
+        return
+    i32 = _fits_i32(max(planes * h * w, planes * oh * ow))
+    name = f"lk_max_pool2d_backward_{_suffix(t)}" + ("_i32" if i32 else "")
+    warps = min(planes, _MAX_GRID * _BLOCK // _WARP)
+    _launch("pool.cuh", name, _grid(warps * _WARP), _BLOCK,
+            (gp, _iface(indices)[0], gip) + _scatter_args(n, c, h, w, oh, ow))
 
 
 def avg_pool2d(x, out, p):

@@ -4,14 +4,17 @@ Numba device arrays; under ``NUMBA_ENABLE_CUDASIM=1`` the simulator's arrays).
 
 Every kernel sees flat 1-D views and walks its elements with a grid-stride
 loop, one thread per output element. Pooling layouts are NCHW, bias_relu is
-(N, C, S). Backward pooling kernels GATHER: each input element sums the output
-windows that contain it, in a fixed order, so results are deterministic and an
-index is only ever compared, never used as an address (a bad max-pool index is
-silently ignored here). Kernels run on CuPy's current stream when CuPy is
-importable, else on Numba's default stream. Semantics: ``csrc/lepton/pool.h``
-and ``csrc/lepton/elementwise.h``. Sums (average pooling, pooling gradients,
-grad_bias) accumulate in float64 for both dtypes; everything else stays in the
-array's dtype.
+(N, C, S). Average-pool backward GATHERS: each input element sums the output
+windows that contain it, in a fixed order. Max-pool backward needs no geometry:
+one thread per (n, c) plane scatters grad_out through the indices in output
+order, in the array's dtype (bit-equal to the sequential C++ scatter); an index
+outside [0, h*w) is skipped, never used as an address (bad indices are rejected
+by ``lepton_kernels.ops`` before any CUDA backend runs). Both are deterministic.
+Kernels run on CuPy's current stream when CuPy is importable, else on Numba's
+default stream. Semantics: ``csrc/lepton/pool.h`` and
+``csrc/lepton/elementwise.h``. The other sums (average pooling and its
+gradient, grad_bias) accumulate in float64 for both dtypes; everything else
+stays in the array's dtype.
 """
 from __future__ import annotations
 
@@ -196,28 +199,20 @@ def _max_pool_k(x, out, indices, want_indices, h, w, oh_n, ow_n, kh, kw, sh, sw,
 
 
 @cuda.jit(cache=True)
-def _max_pool_backward_k(grad_out, indices, grad_in, h, w, oh_n, ow_n, kh, kw, sh, sw, pt, pl, dh, dw):
+def _max_pool_backward_k(grad_out, indices, grad_in, planes, in_plane, out_plane):
+    # One thread per (n, c) plane: zero it, then scatter in output order, in the
+    # array's dtype, so the sums are bit-equal to the sequential C++ scatter. The
+    # geometry is not needed; an index outside [0, in_plane) is skipped.
     start, step = cuda.grid(1), cuda.gridsize(1)
-    for e in range(start, grad_in.size, step):
-        iw = e % w
-        ih = (e // w) % h
-        obase = (e // (w * h)) * oh_n * ow_n
-        me = ih * w + iw
-        acc = 0.0
-        # Taps in reverse give windows in ascending output order.
-        for i in range(kh - 1, -1, -1):
-            t = ih + pt - i * dh
-            if t < 0 or t % sh != 0 or t // sh >= oh_n:
-                continue
-            oh = t // sh
-            for j in range(kw - 1, -1, -1):
-                u = iw + pl - j * dw
-                if u < 0 or u % sw != 0 or u // sw >= ow_n:
-                    continue
-                o = obase + oh * ow_n + u // sw
-                if indices[o] == me:
-                    acc += grad_out[o]
-        grad_in[e] = acc
+    for q in range(start, planes, step):
+        ibase = q * in_plane
+        obase = q * out_plane
+        for e in range(in_plane):
+            grad_in[ibase + e] = 0
+        for k in range(out_plane):
+            at = indices[obase + k]
+            if at >= 0 and at < in_plane:
+                grad_in[ibase + at] += grad_out[obase + k]
 
 
 @cuda.jit(device=True, inline=True)
@@ -295,11 +290,11 @@ def max_pool2d(x, out, indices, p):
 
 
 def max_pool2d_backward(grad_out, indices, grad_in, p):
-    gf = _flat(grad_in)
-    _launch(_max_pool_backward_k, gf.size, _flat(grad_out), _flat(indices), gf,
-            *_sizes(grad_in, grad_out),
-            int(p.kernel_h), int(p.kernel_w), int(p.stride_h), int(p.stride_w),
-            int(p.pad_top), int(p.pad_left), int(p.dilation_h), int(p.dilation_w))
+    # p (the geometry) is unused: the scatter follows the indices.
+    n, c, h, w = (int(s) for s in grad_in.shape)
+    oh, ow = int(grad_out.shape[2]), int(grad_out.shape[3])
+    _launch(_max_pool_backward_k, n * c, _flat(grad_out), _flat(indices), _flat(grad_in),
+            n * c, h * w, oh * ow)
 
 
 def _avg_args(p):
