@@ -92,3 +92,20 @@ def assert_close(got, expected, dtype, rtol=None, atol=None, what=""):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def assert_reduction_close(got, expected, abs_expected, reduction, dtype, what=""):
+    """For sums of `reduction` products: |got - ref| <= (4*sqrt(K) + 2) * eps * (|a|@|b|) + tiny,
+    where abs_expected is the same computation on absolute values (so cancellation is allowed for)."""
+    eps = np.finfo(dtype).eps
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"{what}: NaN positions")
+    finite = np.isfinite(expected)
+    bound = (4 * np.sqrt(max(reduction, 1)) + 2) * eps * np.abs(np.asarray(abs_expected))[finite] + 1e-30
+    err = np.abs(got[finite] - expected[finite])
+    if err.size and not np.all(err <= bound):
+        worst = np.argmax(err - bound)
+        raise AssertionError(f"{what}: error {err[worst]:.3e} exceeds bound {bound[worst]:.3e} "
+                             f"(reduction length {reduction})")

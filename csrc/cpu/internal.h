@@ -106,7 +106,9 @@ inline void max_with_index(const PoolPlan& p, const T* x, int64_t ih0, int64_t l
                          int64_t oh1, float* tmp);                                            \
   void max_pool_rows_idx_f32(const PoolPlan& p, const int64_t* col_lo, const int64_t* col_hi, \
                              const float* x, float* y, int64_t* ind, int64_t oh0, int64_t oh1); \
-  double fma_probe(int64_t iters);
+  double fma_probe(int64_t iters);                                                             \
+  /* Copies with non-temporal stores; dst 64-byte aligned, bytes a multiple of 64. */         \
+  void stream_copy(const char* src, char* dst, int64_t bytes);
 
 namespace avx512 {
 LEPTON_DECLARE_ISA_KERNELS
