@@ -2,10 +2,12 @@
 ``@njit(parallel=True)`` kernels over NumPy arrays.
 
 Layouts: element-wise ops see flat arrays; bias_relu sees (N, C, S); pooling
-sees NCHW planes. Every function writes into preallocated outputs; float32 and
+sees NCHW planes; convolution is NCHW x OIHW; matmul/linear are row-major
+matrices. Every function writes into preallocated outputs; float32 and
 float64 each get their own specialization. Semantics follow
-``csrc/lepton/elementwise.h`` and ``csrc/lepton/pool.h``. The numba.cuda
-backend lives in ``lepton_kernels.numba_backend.cuda``.
+``csrc/lepton/elementwise.h``, ``csrc/lepton/pool.h``, ``csrc/lepton/conv.h``
+and ``csrc/lepton/linear.h``; the conv/linear kernels are in ``conv.py``. The
+numba.cuda backend lives in ``lepton_kernels.numba_backend.cuda``.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ try:
 except ImportError as _exc:  # the registry catches this and records the reason
     raise ImportError(f"numba is not installed ({_exc})") from _exc
 
+from . import conv as _c
 from . import cpu as _k
 
 __all__ = [
@@ -28,6 +31,11 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "matmul",
+    "linear",
+    "linear_backward",
+    "conv2d",
+    "conv2d_backward",
 ]
 
 # Placeholder handed to the max-pool kernel when the caller wants no indices,
@@ -97,3 +105,61 @@ def avg_pool2d_backward(grad_out, grad_in, p):
         grad_out, grad_in, kh, kw, sh, sw, pt, int(p.pad_bottom), pl, int(p.pad_right),
         bool(p.count_include_pad), int(p.divisor_override),
     )
+
+
+# ---------------------------------------------------------------- linear / conv
+
+def _optional(a, dtype):
+    """(array, present) with a 1-element placeholder for None: one specialization serves both."""
+    return (a, True) if a is not None else (np.zeros(1, dtype=dtype), False)
+
+
+def _relu_masked(grad, y):
+    """grad where the forward output y > 0 (or NaN), else 0; grad itself when y is None."""
+    if y is None:
+        return grad
+    masked = np.empty_like(grad)
+    _k.relu_backward_kernel(grad.reshape(-1), y.reshape(-1), masked.reshape(-1))
+    return masked
+
+
+def matmul(a, b, out):
+    _c.gemm_kernel(a, b, np.zeros(1, dtype=a.dtype), out, False, False)
+
+
+def linear(x2, weight, bias, out2, relu):
+    bias, has_bias = _optional(bias, x2.dtype)
+    _c.gemm_kernel(x2, np.ascontiguousarray(weight.T), bias, out2, has_bias, bool(relu))
+
+
+def linear_backward(grad_out2, x2, weight, y2, grad_x2, grad_w, grad_b):
+    g = _relu_masked(grad_out2, y2)
+    none = np.zeros(1, dtype=g.dtype)
+    if grad_x2 is not None:
+        _c.gemm_kernel(g, weight, none, grad_x2, False, False)
+    if grad_w is not None:
+        _c.gemm_kernel(np.ascontiguousarray(g.T), x2, none, grad_w, False, False)
+    if grad_b is not None:
+        _c.channel_sum_kernel(g.reshape(g.shape[0], g.shape[1], 1), grad_b)
+
+
+def _conv_geometry(c):
+    return (int(c.stride_h), int(c.stride_w), int(c.pad_top), int(c.pad_left),
+            int(c.dilation_h), int(c.dilation_w))
+
+
+def conv2d(x, weight, bias, out, c, relu):
+    bias, has_bias = _optional(bias, x.dtype)
+    _c.conv2d_kernel(x, weight, bias, out, has_bias, bool(relu), *_conv_geometry(c))
+
+
+def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
+    g = _relu_masked(grad_out, y)
+    geometry = _conv_geometry(c)
+    if grad_x is not None:
+        _c.conv2d_grad_x_kernel(g, weight, grad_x, *geometry)
+    if grad_w is not None:
+        _c.conv2d_grad_w_kernel(g, x, grad_w, *geometry)
+    if grad_b is not None:
+        n, o = g.shape[0], g.shape[1]
+        _c.channel_sum_kernel(g.reshape(n, o, -1), grad_b)

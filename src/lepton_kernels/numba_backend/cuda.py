@@ -14,7 +14,8 @@ Kernels run on CuPy's current stream when CuPy is importable, else on Numba's
 default stream. Semantics: ``csrc/lepton/pool.h`` and
 ``csrc/lepton/elementwise.h``. The other sums (average pooling and its
 gradient, grad_bias) accumulate in float64 for both dtypes; everything else
-stays in the array's dtype.
+stays in the array's dtype. matmul, linear and conv2d (forward and backward)
+live in ``cuda_conv`` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "matmul",
+    "linear",
+    "linear_backward",
+    "conv2d",
+    "conv2d_backward",
 ]
 
 
@@ -312,3 +318,14 @@ def avg_pool2d_backward(grad_out, grad_in, p):
     gf = _flat(grad_in)
     _launch(_avg_pool_backward_k, gf.size, _flat(grad_out), gf, *_sizes(grad_in, grad_out),
             *_avg_args(p))
+
+
+# ---------------------------------------------------------------- linear / conv
+# At the end: cuda_conv uses the launch helpers above (it imports this module late).
+from .cuda_conv import (  # noqa: E402
+    conv2d,
+    conv2d_backward,
+    linear,
+    linear_backward,
+    matmul,
+)
