@@ -124,7 +124,7 @@ def check_ndim(op: str, name: str, a, allowed: tuple[int, ...], what: str) -> No
 
 def xp_of(a):
     """The array module that allocates like ``a`` (numpy, cupy, or a numba.cuda shim)."""
-    if isinstance(a, np.ndarray):
+    if isinstance(a, (np.ndarray, np.generic)):
         return np
     cupy = _cupy()
     if cupy is not None and isinstance(a, cupy.ndarray):

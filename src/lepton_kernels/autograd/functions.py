@@ -1,0 +1,180 @@
+"""Differentiable functions: each keeps its forward and backward side by side.
+
+``Function.apply(*inputs, **options)`` runs ``forward`` on the arrays inside the
+Tensor inputs (other inputs are constants) and, when gradients are enabled and
+an input requires one, records the node so ``backward`` can later map the
+output's gradient to one gradient per input (None where there is none).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..ops import _arrays as arr
+from .tensor import Tensor, is_grad_enabled
+
+
+class Function:
+    """Base class: subclasses define ``forward(self, *arrays, **options)`` and ``backward(self, grad)``."""
+
+    def __init__(self):
+        self.inputs: tuple = ()
+        self.needs: tuple[bool, ...] = ()  # which inputs need a gradient
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        fn = cls()
+        fn.needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in inputs)
+        record = is_grad_enabled() and any(fn.needs)
+        arrays = [a.data if isinstance(a, Tensor) else a for a in inputs]
+        out = fn.forward(*arrays, **options)
+        if isinstance(out, np.generic):  # NumPy reductions return scalars; keep 0-d arrays
+            out = np.asarray(out)
+        result = Tensor(out, requires_grad=record)
+        if record:
+            fn.inputs = inputs
+            result._node = fn
+        return result
+
+    def forward(self, *arrays, **options):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _shape(a):
+    return tuple(np.shape(a)) if not hasattr(a, "shape") else tuple(a.shape)
+
+
+def unbroadcast(grad, shape):
+    """Sum grad over the axes that broadcasting added or stretched, back to ``shape``."""
+    shape = tuple(shape)
+    if tuple(grad.shape) == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad.reshape(shape)
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return a + b
+
+    def backward(self, grad):
+        return unbroadcast(grad, self.shapes[0]), unbroadcast(grad, self.shapes[1])
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return a - b
+
+    def backward(self, grad):
+        return unbroadcast(grad, self.shapes[0]), unbroadcast(-grad, self.shapes[1])
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, grad):
+        return (unbroadcast(grad * self.b, _shape(self.a)) if self.needs[0] else None,
+                unbroadcast(grad * self.a, _shape(self.b)) if self.needs[1] else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, grad):
+        return (unbroadcast(grad / self.b, _shape(self.a)) if self.needs[0] else None,
+                unbroadcast(-grad * self.a / (self.b * self.b), _shape(self.b)) if self.needs[1] else None)
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, grad):
+        return (-grad,)
+
+
+def _is_float_matrix(a):
+    return getattr(a, "ndim", 0) == 2 and a.dtype in (np.float32, np.float64)
+
+
+class MatMul(Function):
+    """a @ b; 2-D float operands use the library's GEMM."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        if _is_float_matrix(a) and _is_float_matrix(b) and a.dtype == b.dtype:
+            return ops.matmul(a, b)
+        return arr.xp_of(a).matmul(a, b)
+
+    def backward(self, grad):
+        a, b = self.a, self.b
+        xp = arr.xp_of(grad)
+        ga = gb = None
+        if self.needs[0]:
+            ga = unbroadcast(self._mm(grad, xp.swapaxes(b, -1, -2) if b.ndim > 1 else b[None, :], xp), _shape(a)) \
+                if b.ndim > 1 else unbroadcast(xp.multiply.outer(grad, b), _shape(a))
+        if self.needs[1]:
+            if a.ndim > 1 and b.ndim > 1:
+                gb = unbroadcast(self._mm(xp.swapaxes(a, -1, -2), grad, xp), _shape(b))
+            elif a.ndim == 1 and b.ndim > 1:
+                gb = xp.multiply.outer(a, grad)
+            else:
+                gb = unbroadcast(self._mm(xp.swapaxes(a, -1, -2), grad[..., None], xp)[..., 0], _shape(b))
+        return ga, gb
+
+    @staticmethod
+    def _mm(x, y, xp):
+        if _is_float_matrix(x) and _is_float_matrix(y) and x.dtype == y.dtype:
+            return ops.matmul(xp.ascontiguousarray(x), xp.ascontiguousarray(y))
+        return xp.matmul(x, y)
+
+
+class Sum(Function):
+    def forward(self, a, axis=None, keepdims=False):
+        self.shape, self.axis, self.keepdims = _shape(a), axis, keepdims
+        return a.sum(axis=axis, keepdims=keepdims)
+
+    def backward(self, grad):
+        return (_expand(grad, self.shape, self.axis, self.keepdims),)
+
+
+class Mean(Function):
+    def forward(self, a, axis=None, keepdims=False):
+        self.shape, self.axis, self.keepdims = _shape(a), axis, keepdims
+        return a.mean(axis=axis, keepdims=keepdims)
+
+    def backward(self, grad):
+        count = int(np.prod(self.shape, dtype=np.int64)) // max(int(np.prod(grad.shape, dtype=np.int64)), 1)
+        return (_expand(grad / count, self.shape, self.axis, self.keepdims),)
+
+
+def _expand(grad, shape, axis, keepdims):
+    """Broadcast a reduced gradient back over the reduced axes."""
+    xp = arr.xp_of(grad)
+    if axis is not None and not keepdims:
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        grad = xp.expand_dims(grad, tuple(a % len(shape) for a in axes))
+    return xp.broadcast_to(grad, shape)
+
+
+class Reshape(Function):
+    def forward(self, a, shape):
+        self.shape = _shape(a)
+        return a.reshape(shape)
+
+    def backward(self, grad):
+        return (grad.reshape(self.shape),)
