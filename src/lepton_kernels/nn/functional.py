@@ -1,0 +1,245 @@
+"""``torch.nn.functional`` on lepton Tensors: layers whose forward and backward call the
+library's kernels (conv2d, linear, ReLU, pooling) and the usual losses.
+
+Each Function records what its backward needs; a layer with ``activation="relu"``
+runs the fused kernel forward and masks the gradient with its own output.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..autograd import Function, Tensor, is_grad_enabled
+from ..ops import _arrays as arr
+
+
+# --------------------------------------------------------------------------- layers
+class _Conv2d(Function):
+    def forward(self, x, weight, bias, stride, padding, dilation, groups, activation):
+        self.saved = (x, weight)
+        self.geometry = (stride, padding, dilation, groups)
+        self.activation = activation
+        self.y = ops.conv2d(x, weight, bias, stride, padding, dilation, groups, activation=activation)
+        return self.y
+
+    def backward(self, grad):
+        x, weight = self.saved
+        gx, gw, gb = ops.conv2d_backward(
+            grad, x, weight, *self.geometry, activation=self.activation,
+            output=self.y if self.activation else None, needs_input_grad=self.needs[0],
+            needs_weight_grad=self.needs[1], needs_bias_grad=len(self.needs) > 2 and self.needs[2])
+        return gx, gw, gb
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None):
+    """2-D convolution on Tensors (see :func:`lepton_kernels.conv2d`); ``activation="relu"`` fuses ReLU."""
+    return _Conv2d.apply(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                         activation=activation)
+
+
+class _Linear(Function):
+    def forward(self, x, weight, bias, activation):
+        self.saved = (x, weight)
+        self.activation = activation
+        self.y = ops.linear(x, weight, bias, activation=activation)
+        return self.y
+
+    def backward(self, grad):
+        x, weight = self.saved
+        return ops.linear_backward(
+            grad, x, weight, activation=self.activation, output=self.y if self.activation else None,
+            needs_input_grad=self.needs[0], needs_weight_grad=self.needs[1],
+            needs_bias_grad=len(self.needs) > 2 and self.needs[2])
+
+
+def linear(x, weight, bias=None, *, activation=None):
+    """``x @ weight.T + bias`` on Tensors; ``activation="relu"`` fuses ReLU into the GEMM."""
+    return _Linear.apply(x, weight, bias, activation=activation)
+
+
+class _ReLU(Function):
+    def forward(self, x):
+        self.y = ops.relu(x)
+        return self.y
+
+    def backward(self, grad):
+        return (ops.relu_backward(grad, self.y),)
+
+
+def relu(x):
+    """max(x, 0) on a Tensor (NaN propagates)."""
+    return _ReLU.apply(x)
+
+
+class _MaxPool2d(Function):
+    def forward(self, x, kernel_size, stride, padding, dilation, ceil_mode):
+        self.shape = tuple(x.shape)
+        y, self.indices = ops.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
+        return y
+
+    def backward(self, grad):
+        return (ops.max_pool2d_backward(arr.xp_of(grad).ascontiguousarray(grad), self.indices, self.shape),)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max pooling on a Tensor; the backward scatters through the saved indices."""
+    return _MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                            ceil_mode=ceil_mode)
+
+
+class _AvgPool2d(Function):
+    def forward(self, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        self.shape = tuple(x.shape)
+        self.args = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        return ops.avg_pool2d(x, *self.args)
+
+    def backward(self, grad):
+        return (ops.avg_pool2d_backward(arr.xp_of(grad).ascontiguousarray(grad), self.shape, *self.args),)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Average pooling on a Tensor."""
+    return _AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                            count_include_pad=count_include_pad, divisor_override=divisor_override)
+
+
+class _Dropout(Function):
+    def forward(self, x, p, rng):
+        xp = arr.xp_of(x)
+        keep = rng.random(x.shape) >= p
+        self.scale = (keep / (1.0 - p)).astype(x.dtype)
+        if xp is not np:
+            self.scale = xp.asarray(self.scale)
+        return x * self.scale
+
+    def backward(self, grad):
+        return (grad * self.scale,)
+
+
+_default_rng = np.random.default_rng()
+
+
+def dropout(x, p=0.5, training=True, *, rng=None):
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p) (identity when not training).
+
+    ``rng`` (a ``numpy.random.Generator``) makes the mask reproducible.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    return _Dropout.apply(x, p=p, rng=rng or _default_rng)
+
+
+# --------------------------------------------------------------------------- losses
+def _reduce(loss, reduction, op, weight_sum=None):
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.sum() / weight_sum if weight_sum is not None else loss.mean()
+    raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+
+
+class _CrossEntropy(Function):
+    """log-softmax + negative log-likelihood in one pass over the logits (per-sample losses)."""
+
+    def forward(self, logits, target, weight, ignore_index, label_smoothing):
+        xp = arr.xp_of(logits)
+        n, c = logits.shape
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_sum = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        log_probs = shifted - log_sum
+        valid = target != ignore_index
+        safe_target = xp.where(valid, target, 0)
+        class_w = xp.ones(c, dtype=logits.dtype) if weight is None else weight.astype(logits.dtype)
+        w_target = class_w[safe_target] * valid
+        nll = -log_probs[xp.arange(n), safe_target]
+        smooth = -(log_probs * class_w).sum(axis=1) / c
+        eps = label_smoothing
+        self.loss = ((1 - eps) * nll * w_target + eps * smooth * valid).astype(logits.dtype)
+        # d loss_i / d logits_ij = softmax_ij * (sum of the target weights) - target distribution
+        probs = xp.exp(log_probs)
+        dist = xp.zeros_like(logits)
+        dist[xp.arange(n), safe_target] = (1 - eps) * w_target
+        dist += eps * valid[:, None] * class_w[None, :] / c
+        self.dgrad = probs * dist.sum(axis=1, keepdims=True) - dist
+        self.w_target = w_target
+        return self.loss
+
+    def backward(self, grad):
+        return (grad[:, None] * self.dgrad, None, None)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Cross-entropy of logits (N, C) against int class targets (N,), as ``torch.nn.functional.cross_entropy``.
+
+    ``weight`` rescales classes; targets equal to ``ignore_index`` contribute nothing;
+    ``label_smoothing`` mixes the target with the uniform distribution. With
+    ``reduction="mean"`` the sum is divided by the total weight of the non-ignored targets.
+    """
+    op = "cross_entropy"
+    logits = input.data if isinstance(input, Tensor) else input
+    target = target.data if isinstance(target, Tensor) else target
+    if logits.ndim != 2:
+        raise ValueError(f"{op}: input must be (N, C) logits, got shape {tuple(logits.shape)}")
+    if target.shape != (logits.shape[0],) or target.dtype.kind not in "iu":
+        raise ValueError(f"{op}: target must be integer class indices of shape ({logits.shape[0]},), "
+                         f"got {target.dtype} {tuple(target.shape)}")
+    valid = target[target != ignore_index]
+    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= logits.shape[1]):
+        raise ValueError(f"{op}: target values must lie in [0, {logits.shape[1]}) or equal ignore_index")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    w = weight.data if isinstance(weight, Tensor) else weight
+    losses = _CrossEntropy.apply(input, target, w, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    if reduction == "mean":
+        node = losses._node
+        w_target = node.w_target if node is not None else _target_weights(logits, target, w, ignore_index)
+        return _reduce(losses, reduction, op, float(w_target.sum()))
+    return _reduce(losses, reduction, op)
+
+
+def _target_weights(logits, target, weight, ignore_index):
+    xp = arr.xp_of(logits)
+    valid = target != ignore_index
+    class_w = xp.ones(logits.shape[1], dtype=logits.dtype) if weight is None else weight
+    return class_w[xp.where(valid, target, 0)] * valid
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error ``(input - target)^2``."""
+    diff = input - target
+    return _reduce(diff * diff, reduction, "mse_loss")
+
+
+class _BCEWithLogits(Function):
+    def forward(self, logits, target, pos_weight):
+        xp = arr.xp_of(logits)
+        # log(1 + exp(-|z|)) keeps the loss finite for large |z|
+        softplus_neg = xp.log1p(xp.exp(-xp.abs(logits)))
+        log_sig = xp.minimum(logits, 0) - softplus_neg          # log(sigmoid(z))
+        log_one_minus = xp.minimum(-logits, 0) - softplus_neg   # log(1 - sigmoid(z))
+        pw = 1.0 if pos_weight is None else pos_weight
+        sig = xp.exp(log_sig)
+        self.dgrad = (pw * target * (sig - 1) + (1 - target) * sig).astype(logits.dtype)
+        return (-(pw * target * log_sig + (1 - target) * log_one_minus)).astype(logits.dtype)
+
+    def backward(self, grad):
+        return (grad * self.dgrad, None, None)
+
+
+def binary_cross_entropy_with_logits(input, target, reduction="mean", pos_weight=None):
+    """Sigmoid + binary cross-entropy, numerically stable, as the torch function."""
+    target_data = target.data if isinstance(target, Tensor) else target
+    if tuple(target_data.shape) != tuple(input.shape):
+        raise ValueError(f"binary_cross_entropy_with_logits: target shape {tuple(target_data.shape)} must match "
+                         f"input shape {tuple(input.shape)}")
+    return _reduce(_BCEWithLogits.apply(input, target_data, pos_weight), reduction,
+                   "binary_cross_entropy_with_logits")
+
+
+__all__ = ["conv2d", "linear", "relu", "max_pool2d", "avg_pool2d", "dropout", "cross_entropy", "mse_loss",
+           "binary_cross_entropy_with_logits", "is_grad_enabled"]
