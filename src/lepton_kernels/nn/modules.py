@@ -1,0 +1,247 @@
+"""nn.Module and the layers of small CNN / linear models, with PyTorch's default initialisation.
+
+Parameters are autograd Tensors with ``requires_grad=True``. ``Sequential``
+runs a Conv2d or Linear followed by a ReLU as one fused kernel call.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+from ..autograd import Tensor
+from ..ops import _arrays as arr
+from . import functional as F
+
+
+class Module:
+    """Base class: attributes that are Tensors with requires_grad are parameters; Modules are children."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        params, modules = self.__dict__.get("_parameters"), self.__dict__.get("_modules")
+        if params is None:
+            raise RuntimeError(f"{type(self).__name__}: call Module.__init__() before assigning attributes")
+        params.pop(name, None)
+        modules.pop(name, None)
+        if isinstance(value, Tensor) and value.requires_grad:
+            params[name] = value
+        elif isinstance(value, Module):
+            modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------ parameters and state
+    def named_parameters(self, prefix: str = ""):
+        for name, p in self._parameters.items():
+            yield prefix + name, p
+        for name, child in self._modules.items():
+            yield from child.named_parameters(f"{prefix}{name}.")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def children(self):
+        return list(self._modules.values())
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Parameter arrays by dotted name (the arrays themselves, not copies)."""
+        return OrderedDict((name, p.data) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state, strict: bool = True) -> None:
+        """Copy arrays into the parameters in place (shapes and dtypes must match)."""
+        own = dict(self.named_parameters())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for name, value in state.items():
+            if name not in own:
+                continue
+            p = own[name]
+            if tuple(value.shape) != p.shape:
+                raise ValueError(f"load_state_dict: {name} has shape {tuple(value.shape)}, expected {p.shape}")
+            p.data[...] = arr.xp_of(p.data).asarray(value, dtype=p.dtype)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> "Module":
+        object.__setattr__(self, "training", bool(mode))
+        for child in self._modules.values():
+            child.train(mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def to(self, device: str) -> "Module":
+        """Move every parameter to "cpu" (NumPy) or "cuda" (CuPy), in place; returns self."""
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"Module.to: device must be 'cpu' or 'cuda', got {device!r}")
+        for p in self.parameters():
+            p.data = to_device(p.data, device)
+            p.grad = None
+        return self
+
+    def config(self) -> dict:
+        """Architecture description saved with model files."""
+        return {"class": type(self).__name__}
+
+
+def to_device(a, device):
+    if device == "cpu":
+        return a if isinstance(a, np.ndarray) else a.get()
+    import cupy  # noqa: PLC0415 - only needed for CUDA
+
+    return cupy.asarray(a)
+
+
+def _uniform(rng, shape, bound):
+    return Tensor(rng.uniform(-bound, bound, shape).astype(np.float32), requires_grad=True)
+
+
+class Conv2d(Module):
+    """2-D convolution layer (weight (out, in/groups, kh, kw), bias (out,)), torch's default init."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, *, rng=None):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        rng = rng or np.random.default_rng()
+        fan_in = in_channels // groups * kh * kw
+        bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform(a=sqrt(5)) reduces to this
+        self.weight = _uniform(rng, (out_channels, in_channels // groups, kh, kw), bound)
+        self.bias = _uniform(rng, (out_channels,), bound) if bias else None
+        self.args = (stride, padding, dilation, groups)
+        self.shape_args = (in_channels, out_channels, (kh, kw))
+
+    def forward(self, x, activation=None):
+        return F.conv2d(x, self.weight, self.bias, *self.args, activation=activation)
+
+    def config(self):
+        return {"class": "Conv2d", "in_channels": self.shape_args[0], "out_channels": self.shape_args[1],
+                "kernel_size": list(self.shape_args[2]), "stride": self.args[0], "padding": self.args[1],
+                "dilation": self.args[2], "groups": self.args[3], "bias": self.bias is not None}
+
+
+class Linear(Module):
+    """Fully connected layer (weight (out, in), bias (out,)), torch's default init."""
+
+    def __init__(self, in_features, out_features, bias=True, *, rng=None):
+        super().__init__()
+        rng = rng or np.random.default_rng()
+        bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
+        self.weight = _uniform(rng, (out_features, in_features), bound)
+        self.bias = _uniform(rng, (out_features,), bound) if bias else None
+        self.features = (in_features, out_features)
+
+    def forward(self, x, activation=None):
+        return F.linear(x, self.weight, self.bias, activation=activation)
+
+    def config(self):
+        return {"class": "Linear", "in_features": self.features[0], "out_features": self.features[1],
+                "bias": self.bias is not None}
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__()
+        self.args = (kernel_size, stride, padding, dilation, ceil_mode)
+
+    def forward(self, x):
+        return F.max_pool2d(x, *self.args)
+
+    def config(self):
+        return {"class": "MaxPool2d", "kernel_size": self.args[0], "stride": self.args[1],
+                "padding": self.args[2], "dilation": self.args[3], "ceil_mode": self.args[4]}
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        self.args = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+    def forward(self, x):
+        return F.avg_pool2d(x, *self.args)
+
+    def config(self):
+        names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+        return {"class": "AvgPool2d", **dict(zip(names, self.args))}
+
+
+class Flatten(Module):
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.dims = (start_dim, end_dim)
+
+    def forward(self, x):
+        return x.flatten(*self.dims)
+
+    def config(self):
+        return {"class": "Flatten", "start_dim": self.dims[0], "end_dim": self.dims[1]}
+
+
+class Dropout(Module):
+    def __init__(self, p=0.5, *, rng=None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+        self.rng = rng or np.random.default_rng()
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training, rng=self.rng)
+
+    def config(self):
+        return {"class": "Dropout", "p": self.p}
+
+
+class Sequential(Module):
+    """Layers applied in order; Conv2d/Linear followed by ReLU run as one fused call."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} must be a Module, got {type(layer).__name__}")
+            setattr(self, str(i), layer)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def forward(self, x):
+        layers = list(self._modules.values())
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            fuse = isinstance(layer, (Conv2d, Linear)) and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
+            x = layer(x, activation="relu") if fuse else layer(x)
+            i += 2 if fuse else 1
+        return x
+
+    def config(self):
+        return {"class": "Sequential", "layers": [m.config() for m in self._modules.values()]}
