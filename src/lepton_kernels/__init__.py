@@ -12,19 +12,23 @@ from ._backend import backends, use_backend
 from ._threads import apply_environment as _apply_thread_environment
 from ._threads import get_num_threads, set_num_threads
 from .ops import (
+    adam_step,
     avg_pool2d,
+    avg_pool2d_backward,
+    bias_relu,
+    bias_relu_backward,
     conv2d,
     conv2d_backward,
     linear,
     linear_backward,
     matmul,
-    avg_pool2d_backward,
-    bias_relu,
-    bias_relu_backward,
     max_pool2d,
     max_pool2d_backward,
+    multi_tensor_adam_step,
+    multi_tensor_sgd_step,
     relu,
     relu_backward,
+    sgd_step,
 )
 
 try:
@@ -46,6 +50,10 @@ __all__ = [
     "linear",
     "linear_backward",
     "matmul",
+    "sgd_step",
+    "adam_step",
+    "multi_tensor_sgd_step",
+    "multi_tensor_adam_step",
     "relu",
     "relu_backward",
     "bias_relu",

@@ -18,6 +18,9 @@ Every backend module exposes the same functions (the *kernel interface*)::
     linear_backward(grad_out2, x2, weight, y2, grad_x2, grad_w, grad_b)
     conv2d(x, weight, bias, out, c, relu)            # NCHW x, OIHW weight, bias (O,) or None
     conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c)
+    sgd_step(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step)
+    adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps,
+              weight_decay, decoupled, amsgrad, maximize)     # lists; updated in place
 
 In the backward kernels ``y`` is the forward output when the forward fused a
 ReLU (the gradient is masked where ``y <= 0``), else None; each gradient
@@ -54,6 +57,8 @@ KERNEL_NAMES = (
     "linear_backward",
     "conv2d",
     "conv2d_backward",
+    "sgd_step",
+    "adam_step",
     "relu",
     "relu_backward",
     "bias_relu",

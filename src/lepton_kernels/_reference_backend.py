@@ -112,3 +112,25 @@ def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
     for dst, src in ((grad_x, gx), (grad_w, gw), (grad_b, gb)):
         if dst is not None:
             dst[...] = src
+
+
+def sgd_step(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    for p, g, b in zip(params, grads, bufs):
+        new_p, new_b = ref.sgd_step(p, g, b, lr=lr, momentum=momentum, dampening=dampening,
+                                    weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                                    first_step=first_step)
+        p[...] = new_p
+        if b is not None:
+            b[...] = new_b
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay,
+              decoupled, amsgrad, maximize):
+    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+        vmax = max_exp_avg_sqs[i] if amsgrad else None
+        new = ref.adam_step(p, g, m, v, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                            weight_decay=weight_decay, decoupled_weight_decay=decoupled, amsgrad=amsgrad,
+                            max_exp_avg_sq=vmax, maximize=maximize)
+        for dst, src in zip((p, m, v, vmax), new):
+            if dst is not None:
+                dst[...] = src

@@ -9,6 +9,8 @@ Layouts are NCHW for pooling; bias_relu broadcasts its bias over axis 1.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "linear",
     "linear_backward",
     "matmul",
+    "sgd_step",
+    "adam_step",
 ]
 
 
@@ -332,3 +336,46 @@ def linear_backward(grad_out, x, weight, *, activation=None, output=None, needs_
 def matmul(a, b, *, out=None):
     """a @ b for 2-D arrays."""
     return _f64(a) @ _f64(b)
+
+
+# --------------------------------------------------------------------------- optimizer updates
+def sgd_step(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+             nesterov=False, maximize=False, first_step=False):
+    """One torch.optim.SGD update; returns (new_param, new_momentum_buffer or None).
+
+    d = (-grad if maximize else grad) + weight_decay * param; with momentum the
+    buffer becomes d on the first step, else momentum*buf + (1-dampening)*d, and
+    the step uses d + momentum*buf (nesterov) or buf. param -= lr * step.
+    """
+    p, d = _f64(param), _f64(grad)
+    d = -d if maximize else d
+    if weight_decay:
+        d = d + weight_decay * p
+    buf = None
+    if momentum:
+        buf = d.copy() if first_step else momentum * _f64(momentum_buffer) + (1 - dampening) * d
+        d = d + momentum * buf if nesterov else buf
+    return p - lr * d, buf
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False, max_exp_avg_sq=None,
+              maximize=False):
+    """One torch.optim.Adam (AdamW when decoupled) update.
+
+    Returns (param, exp_avg, exp_avg_sq, max_exp_avg_sq or None), float64.
+    """
+    p, g = _f64(param), _f64(grad)
+    g = -g if maximize else g
+    if weight_decay:
+        if decoupled_weight_decay:
+            p = p * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+    m = _f64(exp_avg) + (1 - beta1) * (g - _f64(exp_avg))
+    v = beta2 * _f64(exp_avg_sq) + (1 - beta2) * g * g
+    vmax = np.maximum(_f64(max_exp_avg_sq), v) if amsgrad else None
+    bias1 = 1 - beta1 ** step
+    bias2_sqrt = math.sqrt(1 - beta2 ** step)
+    denom = np.sqrt(vmax if amsgrad else v) / bias2_sqrt + eps
+    return p - (lr / bias1) * m / denom, m, v, vmax

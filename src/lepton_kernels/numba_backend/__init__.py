@@ -19,6 +19,7 @@ except ImportError as _exc:  # the registry catches this and records the reason
     raise ImportError(f"numba is not installed ({_exc})") from _exc
 
 from . import conv as _c
+from .optim import adam_step, sgd_step  # noqa: F401  (kernel interface)
 from . import cpu as _k
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "linear_backward",
     "conv2d",
     "conv2d_backward",
+    "sgd_step",
+    "adam_step",
 ]
 
 # Placeholder handed to the max-pool kernel when the caller wants no indices,

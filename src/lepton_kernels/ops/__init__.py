@@ -2,6 +2,7 @@
 from .conv import conv2d, conv2d_backward
 from .elementwise import bias_relu, bias_relu_backward, relu, relu_backward
 from .linear import linear, linear_backward, matmul
+from .optim import adam_step, multi_tensor_adam_step, multi_tensor_sgd_step, sgd_step
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
@@ -10,6 +11,10 @@ __all__ = [
     "linear",
     "linear_backward",
     "matmul",
+    "sgd_step",
+    "adam_step",
+    "multi_tensor_sgd_step",
+    "multi_tensor_adam_step",
     "relu",
     "relu_backward",
     "bias_relu",
