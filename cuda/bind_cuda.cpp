@@ -11,6 +11,10 @@
 // into RuntimeError("<op>: <cuda error>"). Launches are asynchronous: an error
 // inside a kernel surfaces at the next synchronizing call.
 //
+// matmul / linear / linear_backward / conv2d / conv2d_backward run the tiled GEMM and
+// implicit-GEMM kernels (cuda/gemm.cu, cuda/conv.cu); their index math is 32-bit, so
+// the bindings also reject sizes past those limits (kGemmMaxDim, 2^30 per conv size).
+//
 // Importing the module needs no GPU or driver; device_count() is 0 there.
 #include <pybind11/pybind11.h>
 
@@ -303,6 +307,202 @@ void avg_pool2d_backward(std::uintptr_t grad_out, std::uintptr_t grad_in, int64_
   });
 }
 
+// ------------------------------------------------------------------ GEMM / linear
+
+void need_dim(const char* op, const char* name, int64_t v) {
+  need_nonneg(op, name, v);
+  if (v > lepton_cuda::kGemmMaxDim)
+    bad(op, std::string(name) + " = " + std::to_string(v) + " exceeds the GEMM limit " +
+                std::to_string(lepton_cuda::kGemmMaxDim));
+}
+
+lepton::LinearDesc linear_desc(const char* op, int64_t m, int64_t k, int64_t n) {
+  need_dim(op, "m", m);
+  need_dim(op, "k", k);
+  need_dim(op, "n", n);
+  lepton::LinearDesc d;
+  d.m = m, d.k = k, d.n = n;
+  return d;
+}
+
+void matmul(std::uintptr_t a, std::uintptr_t b, std::uintptr_t out, int64_t m, int64_t k, int64_t n,
+            int dtype_code, std::uintptr_t stream) {
+  const char* op = "matmul";
+  const DType dt = dtype_of(op, dtype_code);
+  linear_desc(op, m, k, n);
+  const int64_t out_count = m * n;  // each factor < 2^31
+  need_ptr(op, "a_ptr", a, out_count > 0 ? m * k : 0);
+  need_ptr(op, "b_ptr", b, out_count > 0 ? k * n : 0);
+  need_ptr(op, "out_ptr", out, out_count);
+  run(op, [&] {
+    return lepton_cuda::matmul(dt, dev<const void>(a), dev<const void>(b), dev<void>(out), m, k, n,
+                               as_stream(stream));
+  });
+}
+
+void linear(std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t out, int64_t m, int64_t k,
+            int64_t n, bool relu, int dtype_code, std::uintptr_t stream) {
+  const char* op = "linear";
+  const DType dt = dtype_of(op, dtype_code);
+  lepton::LinearDesc d = linear_desc(op, m, k, n);
+  d.relu = relu;
+  const int64_t out_count = m * n;
+  need_ptr(op, "x_ptr", x, out_count > 0 ? m * k : 0);
+  need_ptr(op, "w_ptr", w, out_count > 0 ? n * k : 0);  // bias_ptr 0 = no bias
+  need_ptr(op, "out_ptr", out, out_count);
+  run(op, [&] {
+    return lepton_cuda::linear(dt, d, dev<const void>(x), dev<const void>(w), dev<const void>(bias),
+                               dev<void>(out), as_stream(stream));
+  });
+}
+
+void linear_backward(std::uintptr_t grad_out, std::uintptr_t x, std::uintptr_t w, std::uintptr_t y,
+                     std::uintptr_t grad_x, std::uintptr_t grad_w, std::uintptr_t grad_b, int64_t m, int64_t k,
+                     int64_t n, int dtype_code, std::uintptr_t stream) {
+  const char* op = "linear_backward";
+  const DType dt = dtype_of(op, dtype_code);
+  const lepton::LinearDesc d = linear_desc(op, m, k, n);
+  const bool want_x = grad_x != 0 && m * k > 0, want_w = grad_w != 0 && n * k > 0;
+  const bool want_b = grad_b != 0 && n > 0;
+  // g (and y, when given) is read by every gradient; x only by grad_w, w only by grad_x.
+  need_ptr(op, "grad_out_ptr", grad_out, (want_x || want_w || want_b) ? m * n : 0);
+  need_ptr(op, "x_ptr", x, want_w ? m * k : 0);
+  need_ptr(op, "w_ptr", w, want_x ? n * k : 0);  // y_ptr 0 = no ReLU mask
+  run(op, [&] {
+    return lepton_cuda::linear_backward(dt, d, dev<const void>(grad_out), dev<const void>(x),
+                                        dev<const void>(w), dev<const void>(y),
+                                        want_x ? dev<void>(grad_x) : nullptr,
+                                        want_w ? dev<void>(grad_w) : nullptr,
+                                        want_b ? dev<void>(grad_b) : nullptr, as_stream(stream));
+  });
+}
+
+// ------------------------------------------------------------------ convolution
+
+struct ConvGeometry {
+  lepton::Conv2dDesc d;
+  int64_t x_count = 0, w_count = 0, out_count = 0;
+};
+
+// As lepton::validate plus the limits of the 32-bit index math in conv.cuh.
+ConvGeometry conv_geometry(const char* op, int64_t n, int64_t c_in, int64_t h, int64_t w, int64_t c_out,
+                           int64_t kernel_h, int64_t kernel_w, int64_t out_h, int64_t out_w, int64_t stride_h,
+                           int64_t stride_w, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                           int64_t pad_right, int64_t dilation_h, int64_t dilation_w, int64_t groups) {
+  need_nonneg(op, "n", n);
+  need_nonneg(op, "c_in", c_in);
+  need_nonneg(op, "h", h);
+  need_nonneg(op, "w", w);
+  need_nonneg(op, "c_out", c_out);
+  need_pos(op, "kernel_h", kernel_h);
+  need_pos(op, "kernel_w", kernel_w);
+  need_nonneg(op, "out_h", out_h);
+  need_nonneg(op, "out_w", out_w);
+  need_pos(op, "stride_h", stride_h);
+  need_pos(op, "stride_w", stride_w);
+  need_nonneg(op, "pad_top", pad_top);
+  need_nonneg(op, "pad_bottom", pad_bottom);
+  need_nonneg(op, "pad_left", pad_left);
+  need_nonneg(op, "pad_right", pad_right);
+  need_pos(op, "dilation_h", dilation_h);
+  need_pos(op, "dilation_w", dilation_w);
+  need_pos(op, "groups", groups);
+  const int64_t limit = int64_t(1) << 30;
+  for (int64_t v : {n, c_in, h, w, c_out, kernel_h, kernel_w, out_h, out_w, stride_h, stride_w, pad_top,
+                    pad_bottom, pad_left, pad_right, dilation_h, dilation_w, groups}) {
+    if (v >= limit) bad(op, "a size, kernel, stride, padding, dilation or groups is >= 2^30 (" + std::to_string(v) + ")");
+  }
+  if (c_in % groups != 0 || c_out % groups != 0)
+    bad(op, "groups = " + std::to_string(groups) + " must divide c_in = " + std::to_string(c_in) +
+                " and c_out = " + std::to_string(c_out));
+  if (h + pad_top + pad_bottom >= limit || w + pad_left + pad_right >= limit)
+    bad(op, "the padded input is 2^30 or more rows or columns");
+  const int64_t span_h = h + pad_top + pad_bottom - (dilation_h * (kernel_h - 1) + 1);
+  const int64_t span_w = w + pad_left + pad_right - (dilation_w * (kernel_w - 1) + 1);
+  if (span_h < 0 || span_w < 0)
+    bad(op, "the dilated kernel (" + std::to_string(dilation_h * (kernel_h - 1) + 1) + " x " +
+                std::to_string(dilation_w * (kernel_w - 1) + 1) + ") is larger than the padded input (" +
+                std::to_string(h + pad_top + pad_bottom) + " x " + std::to_string(w + pad_left + pad_right) + ")");
+  if (out_h != span_h / stride_h + 1)
+    bad(op, "out_h = " + std::to_string(out_h) + " does not match the geometry (expected " +
+                std::to_string(span_h / stride_h + 1) + ")");
+  if (out_w != span_w / stride_w + 1)
+    bad(op, "out_w = " + std::to_string(out_w) + " does not match the geometry (expected " +
+                std::to_string(span_w / stride_w + 1) + ")");
+  const int64_t cg = c_in / groups, og = c_out / groups;
+  const int64_t khw = product(op, {kernel_h, kernel_w});
+  // Every GEMM dimension of the forward and both backward products.
+  need_dim(op, "n*out_h*out_w", product(op, {n, out_h, out_w}));
+  need_dim(op, "n*h*w", product(op, {n, h, w}));
+  need_dim(op, "c_in/groups*kernel_h*kernel_w", product(op, {cg, khw}));
+  need_dim(op, "c_out/groups*kernel_h*kernel_w", product(op, {og, khw}));
+  ConvGeometry g;
+  g.x_count = product(op, {n, c_in, h, w});
+  g.w_count = product(op, {c_out, cg, khw});
+  g.out_count = product(op, {n, c_out, out_h, out_w});
+  lepton::Conv2dDesc& d = g.d;
+  d.n = n, d.c_in = c_in, d.h = h, d.w = w, d.c_out = c_out, d.kernel_h = kernel_h, d.kernel_w = kernel_w;
+  d.out_h = out_h, d.out_w = out_w, d.stride_h = stride_h, d.stride_w = stride_w;
+  d.pad_top = pad_top, d.pad_bottom = pad_bottom, d.pad_left = pad_left, d.pad_right = pad_right;
+  d.dilation_h = dilation_h, d.dilation_w = dilation_w, d.groups = groups;
+  return g;
+}
+
+void conv2d(std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t out, int64_t n, int64_t c_in,
+            int64_t h, int64_t wd, int64_t c_out, int64_t kernel_h, int64_t kernel_w, int64_t out_h, int64_t out_w,
+            int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+            int64_t pad_right, int64_t dilation_h, int64_t dilation_w, int64_t groups, bool relu, int dtype_code,
+            std::uintptr_t stream) {
+  const char* op = "conv2d";
+  const DType dt = dtype_of(op, dtype_code);
+  ConvGeometry g = conv_geometry(op, n, c_in, h, wd, c_out, kernel_h, kernel_w, out_h, out_w, stride_h, stride_w,
+                                 pad_top, pad_bottom, pad_left, pad_right, dilation_h, dilation_w, groups);
+  g.d.relu = relu;
+  need_ptr(op, "x_ptr", x, g.out_count > 0 ? g.x_count : 0);
+  need_ptr(op, "w_ptr", w, g.out_count > 0 ? g.w_count : 0);  // bias_ptr 0 = no bias
+  need_ptr(op, "out_ptr", out, g.out_count);
+  run(op, [&] {
+    return lepton_cuda::conv2d(dt, g.d, dev<const void>(x), dev<const void>(w), dev<const void>(bias),
+                               dev<void>(out), as_stream(stream));
+  });
+}
+
+void conv2d_backward(std::uintptr_t grad_out, std::uintptr_t x, std::uintptr_t w, std::uintptr_t y,
+                     std::uintptr_t grad_x, std::uintptr_t grad_w, std::uintptr_t grad_b, int64_t n, int64_t c_in,
+                     int64_t h, int64_t wd, int64_t c_out, int64_t kernel_h, int64_t kernel_w, int64_t out_h,
+                     int64_t out_w, int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
+                     int64_t pad_left, int64_t pad_right, int64_t dilation_h, int64_t dilation_w, int64_t groups,
+                     int dtype_code, std::uintptr_t stream) {
+  const char* op = "conv2d_backward";
+  const DType dt = dtype_of(op, dtype_code);
+  const ConvGeometry g = conv_geometry(op, n, c_in, h, wd, c_out, kernel_h, kernel_w, out_h, out_w, stride_h,
+                                       stride_w, pad_top, pad_bottom, pad_left, pad_right, dilation_h, dilation_w,
+                                       groups);
+  const bool want_x = grad_x != 0 && g.x_count > 0, want_w = grad_w != 0 && g.w_count > 0;
+  const bool want_b = grad_b != 0 && c_out > 0;
+  need_ptr(op, "grad_out_ptr", grad_out, (want_x || want_w || want_b) ? g.out_count : 0);
+  need_ptr(op, "x_ptr", x, want_w ? g.x_count : 0);
+  need_ptr(op, "w_ptr", w, want_x ? g.w_count : 0);  // y_ptr 0 = no ReLU mask
+  run(op, [&] {
+    return lepton_cuda::conv2d_backward(dt, g.d, dev<const void>(grad_out), dev<const void>(x),
+                                        dev<const void>(w), dev<const void>(y),
+                                        want_x ? dev<void>(grad_x) : nullptr,
+                                        want_w ? dev<void>(grad_w) : nullptr,
+                                        want_b ? dev<void>(grad_b) : nullptr, as_stream(stream));
+  });
+}
+
+// The launch shape the launchers use (tests compare it with the CuPy backend's copy).
+py::tuple gemm_plan(int64_t m, int64_t n, int64_t groups, int dtype_code) {
+  const char* op = "gemm_plan";
+  const DType dt = dtype_of(op, dtype_code);
+  need_dim(op, "m", m);
+  need_dim(op, "n", n);
+  need_pos(op, "groups", groups);
+  const lepton_cuda::GemmPlan p = lepton_cuda::gemm_plan(dt, m, n, groups);
+  return py::make_tuple(p.small, p.gx, p.gy, p.gz, lepton_cuda::kGemmThreads);
+}
+
 // ------------------------------------------------------------------ device queries
 
 int device_count() {
@@ -388,6 +588,37 @@ PYBIND11_MODULE(_lepton_cuda, m) {
         arg("out_w"), arg("kernel_h"), arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_top"),
         arg("pad_bottom"), arg("pad_left"), arg("pad_right"), arg("count_include_pad"), arg("divisor_override"),
         arg("dtype_code"), stream);
+
+  m.def("matmul", &matmul, "out (m, n) = a (m, k) @ b (k, n), row-major.", arg("a_ptr"), arg("b_ptr"),
+        arg("out_ptr"), arg("m"), arg("k"), arg("n"), arg("dtype_code"), stream);
+  m.def("linear", &linear,
+        "out (m, n) = act(x (m, k) @ w (n, k)^T + bias); bias_ptr 0 = no bias; relu: v <= 0 ? 0 : v.",
+        arg("x_ptr"), arg("w_ptr"), arg("bias_ptr"), arg("out_ptr"), arg("m"), arg("k"), arg("n"), arg("relu"),
+        arg("dtype_code"), stream);
+  m.def("linear_backward", &linear_backward,
+        "g' = y_ptr ? (y <= 0 ? 0 : g) : g; grad_x = g' @ w, grad_w = g'^T @ x, grad_b = column sums of g' "
+        "(fixed order); a 0 output pointer skips that gradient.",
+        arg("g_ptr"), arg("x_ptr"), arg("w_ptr"), arg("y_ptr"), arg("gx_ptr"), arg("gw_ptr"), arg("gb_ptr"),
+        arg("m"), arg("k"), arg("n"), arg("dtype_code"), stream);
+  m.def("conv2d", &conv2d,
+        "2-D convolution, NCHW x, OIHW w (lepton/conv.h) as an implicit GEMM; bias_ptr 0 = no bias; "
+        "relu fused. out_h/out_w must follow the floor formula.",
+        arg("x_ptr"), arg("w_ptr"), arg("bias_ptr"), arg("out_ptr"), arg("n"), arg("c_in"), arg("h"), arg("w"),
+        arg("c_out"), arg("kernel_h"), arg("kernel_w"), arg("out_h"), arg("out_w"), arg("stride_h"),
+        arg("stride_w"), arg("pad_top"), arg("pad_bottom"), arg("pad_left"), arg("pad_right"), arg("dilation_h"),
+        arg("dilation_w"), arg("groups"), arg("relu"), arg("dtype_code"), stream);
+  m.def("conv2d_backward", &conv2d_backward,
+        "Gradients of conv2d with g' = y_ptr ? (y <= 0 ? 0 : g) : g: grad_x (transposed convolution, a "
+        "gather), grad_w, grad_b; deterministic; a 0 output pointer skips that gradient.",
+        arg("g_ptr"), arg("x_ptr"), arg("w_ptr"), arg("y_ptr"), arg("gx_ptr"), arg("gw_ptr"), arg("gb_ptr"),
+        arg("n"), arg("c_in"), arg("h"), arg("w"), arg("c_out"), arg("kernel_h"), arg("kernel_w"), arg("out_h"),
+        arg("out_w"), arg("stride_h"), arg("stride_w"), arg("pad_top"), arg("pad_bottom"), arg("pad_left"),
+        arg("pad_right"), arg("dilation_h"), arg("dilation_w"), arg("groups"), arg("dtype_code"), stream);
+  m.def("gemm_plan", &gemm_plan,
+        "(small_tile, grid_x, grid_y, grid_z, threads) of the tiled GEMM kernels for an (m x n) output per "
+        "group.",
+        arg("m"), arg("n"), arg("groups"), arg("dtype_code"));
+  m.attr("GEMM_MAX_DIM") = lepton_cuda::kGemmMaxDim;
 
   m.def("device_count", &device_count, "Number of CUDA devices; 0 when there is no driver or device.");
   m.def("device_name", &device_name, "Name of CUDA device `index`.", arg("index"));

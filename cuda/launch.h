@@ -10,7 +10,9 @@
 
 #include <cstdint>
 
+#include "lepton/conv.h"
 #include "lepton/elementwise.h"
+#include "lepton/linear.h"
 #include "lepton/pool.h"
 
 namespace lepton_cuda {
@@ -57,6 +59,66 @@ inline unsigned grid_for(int64_t work) {
 // kernel forms): grid-stride loops overshoot by at most kMaxGrid * kBlock threads.
 inline bool fits_i32(int64_t largest) {
   return largest >= 0 && largest + kMaxGrid * kBlock < (int64_t(1) << 31);
+}
+
+// ---------------------------------------------------------------- GEMM and convolution
+// (cuda/gemm.cu, cuda/conv.cu over cuda/kernels/gemm.cuh and conv.cuh). Semantics of
+// lepton/linear.h and lepton/conv.h; y (the forward's ReLU output) may be null (no
+// mask); a null gradient output is skipped. The reductions are deterministic.
+// Requirements checked by cuda/bind_cuda.cpp: every GEMM dimension (see the header of
+// conv.cuh) at most kGemmMaxDim, h + pads and w + pads below 2^30.
+
+// c (m, n) = a (m, k) @ b (k, n)
+cudaError_t matmul(DType dtype, const void* a, const void* b, void* c, int64_t m, int64_t k, int64_t n,
+                   cudaStream_t stream);
+cudaError_t linear(DType dtype, const lepton::LinearDesc& d, const void* x, const void* w,
+                   const void* bias, void* y, cudaStream_t stream);
+cudaError_t linear_backward(DType dtype, const lepton::LinearDesc& d, const void* grad_out, const void* x,
+                            const void* w, const void* y, void* grad_x, void* grad_w, void* grad_b,
+                            cudaStream_t stream);
+// grad_b[ch] = sum over (b, j) of g'[b, ch, j], g viewed as (n, c, s); fixed order.
+cudaError_t bias_grad(DType dtype, int64_t n, int64_t c, int64_t s, const void* grad_out, const void* y,
+                      void* grad_b, cudaStream_t stream);
+cudaError_t conv2d(DType dtype, const lepton::Conv2dDesc& d, const void* x, const void* w, const void* bias,
+                   void* y, cudaStream_t stream);
+cudaError_t conv2d_backward(DType dtype, const lepton::Conv2dDesc& d, const void* grad_out, const void* x,
+                            const void* w, const void* y, void* grad_x, void* grad_w, void* grad_b,
+                            cudaStream_t stream);
+
+// Launch shape of every tiled GEMM kernel (mirrored by lepton_kernels.cupy_backend._gemm_plan):
+// 256 threads; the small tile of the dtype (f32 64x64, f64 32x32) when m or n fits in
+// it or the large tile (f32 128x128, f64 64x64) would give fewer than
+// kLargeTileMinBlocks blocks, else the large one;
+// grid.x = column tiles, grid.y = row tiles and grid.z = groups, the last two clamped
+// to kMaxGridYZ (the kernels walk them grid-stride).
+constexpr int kGemmThreads = 256;  // LK_GEMM_THREADS
+constexpr int64_t kGemmMaxDim = (int64_t(1) << 31) - 4096;
+constexpr int64_t kLargeTileMinBlocks = 264;  // about two waves of blocks on an H100 (132 SMs)
+constexpr int64_t kMaxGridYZ = 65535;
+struct GemmPlan {
+  bool small;
+  unsigned gx, gy, gz;
+};
+inline int64_t gemm_tile(DType dtype, bool small) {
+  return dtype == DType::f32 ? (small ? 64 : 128) : (small ? 32 : 64);
+}
+inline GemmPlan gemm_plan(DType dtype, int64_t m, int64_t n, int64_t groups) {
+  auto tiles = [](int64_t v, int64_t t) { return (v + t - 1) / t; };
+  const int64_t big = gemm_tile(dtype, false);
+  GemmPlan p;
+  const int64_t little = gemm_tile(dtype, true);
+  p.small = m <= little || n <= little || tiles(m, big) * tiles(n, big) * groups < kLargeTileMinBlocks;
+  const int64_t t = gemm_tile(dtype, p.small);
+  auto clamp = [](int64_t v) { return static_cast<unsigned>(v < 1 ? 1 : (v > kMaxGridYZ ? kMaxGridYZ : v)); };
+  p.gx = static_cast<unsigned>(tiles(n, t));
+  p.gy = clamp(tiles(m, t));
+  p.gz = clamp(groups);
+  return p;
+}
+// lk_bias_grad: 32 channels per block when s == 1, else a block per channel.
+inline unsigned bias_grad_grid(int64_t c, int64_t s) {
+  const int64_t blocks = s == 1 ? (c + 31) / 32 : c;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > kMaxGridYZ ? kMaxGridYZ : blocks));
 }
 
 }  // namespace lepton_cuda

@@ -40,7 +40,7 @@ def _expand_entries(text: str) -> set[str]:
 
 
 def test_kernel_sources_exist():
-    assert {p.name for p in KERNELS} >= {"elementwise.cuh", "pool.cuh"}
+    assert {p.name for p in KERNELS} >= {"elementwise.cuh", "pool.cuh", "gemm.cuh", "conv.cuh"}
 
 
 @pytest.mark.parametrize("path", KERNELS, ids=lambda p: p.name)
@@ -64,6 +64,10 @@ def test_cupy_backend_kernel_names_exist():
         for op in ("bias_relu", "bias_relu_backward_bias", "max_pool2d", "max_pool2d_backward",
                    "avg_pool2d", "avg_pool2d_backward"):
             wanted += [f"lk_{op}_{sfx}", f"lk_{op}_{sfx}_i32"]
+        wanted.append(f"lk_bias_grad_{sfx}")
+        for op in ("matmul", "linear", "linear_grad_x", "linear_grad_w", "conv2d", "conv2d_grad_w",
+                   "conv2d_grad_x"):
+            wanted += [f"lk_{op}_{sfx}", f"lk_{op}_s_{sfx}"]  # large and small tile
     missing = sorted(set(wanted) - names)
     assert not missing, f"kernels missing from cuda/kernels: {missing}"
 
@@ -79,6 +83,32 @@ def test_kernel_sources_compile_standalone_with_nvcc(path, tmp_path):
     entries = set(re.findall(r"\.entry\s+(\w+)\s*\(", ptx.read_text()))
     expected = _expand_entries(path.read_text(encoding="utf-8"))
     assert expected and expected <= entries, f"mangled or missing entries: {sorted(expected - entries)}"
+
+
+def test_conv_source_includes_only_gemm_and_leaves_out_its_entries():
+    """conv.cuh pulls the GEMM core from gemm.cuh (CuPy adds -I<kernel dir>); with
+    LK_GEMM_NO_ENTRIES (cuda/conv.cu, the CuPy conv module) the dense entry points are
+    not compiled twice."""
+    conv = _strip_comments((ROOT / "cuda" / "kernels" / "conv.cuh").read_text(encoding="utf-8"))
+    assert re.findall(r'^\s*#\s*include\s*(\S+)', conv, flags=re.M) == ['"gemm.cuh"']
+    gemm = (ROOT / "cuda" / "kernels" / "gemm.cuh").read_text(encoding="utf-8")
+    assert "#ifndef LK_GEMM_NO_ENTRIES" in gemm
+    assert "#define LK_GEMM_NO_ENTRIES" in (ROOT / "cuda" / "conv.cu").read_text(encoding="utf-8")
+    from lepton_kernels import cupy_backend
+
+    assert "-DLK_GEMM_NO_ENTRIES" in cupy_backend._EXTRA_OPTIONS["conv.cuh"]
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+def test_conv_source_without_gemm_entries_compiles(tmp_path):
+    src = ROOT / "cuda" / "kernels" / "conv.cuh"
+    ptx = tmp_path / "conv_only.ptx"
+    cmd = [NVCC, "-std=c++17", "-arch=sm_90", "-DLK_GEMM_NO_ENTRIES", "-I", str(src.parent), "-x", "cu",
+           "-ptx", "-o", str(ptx), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    entries = set(re.findall(r"\.entry\s+(\w+)\s*\(", ptx.read_text()))
+    assert entries == _expand_entries(src.read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------- backends without a GPU
@@ -192,3 +222,78 @@ def test_lepton_cuda_launch_without_gpu_is_a_runtime_error():
     # No geometry check stands in the way: the launch itself is what fails here.
     with pytest.raises(RuntimeError, match="^max_pool2d_backward: "):
         m.max_pool2d_backward(16, 16, 16, n=1, c=2, h=4, w=4, out_h=9, out_w=1, dtype_code=0)
+
+
+def test_cupy_gemm_plan_mirrors_the_launchers():
+    """cupy_backend picks the same tile and grid as cuda/launch.h's gemm_plan."""
+    m = _lepton_cuda()
+    from lepton_kernels import cupy_backend as cb
+
+    sizes = [1, 2, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000, 4096, 65535 * 64 + 1, 10**7]
+    for rows in sizes:
+        for cols in sizes:
+            for groups in (1, 3, 32, 70000):
+                for code in (0, 1):
+                    native = m.gemm_plan(rows, cols, groups, code)
+                    assert native[4] == cb._GEMM_THREADS
+                    assert tuple(native[:4]) == cb._gemm_plan(rows, cols, groups, code == 1), (rows, cols, groups, code)
+    assert m.GEMM_MAX_DIM == cb._GEMM_MAX_DIM
+
+
+CONV_GEOM = dict(n=2, c_in=4, h=8, w=8, c_out=6, kernel_h=3, kernel_w=3, out_h=6, out_w=6, stride_h=1,
+                 stride_w=1, pad_top=0, pad_bottom=0, pad_left=0, pad_right=0, dilation_h=1, dilation_w=1,
+                 groups=2)
+
+
+def test_lepton_cuda_validates_gemm_and_conv_arguments():
+    m = _lepton_cuda()
+    with pytest.raises(ValueError, match="matmul: a_ptr is a null pointer"):
+        m.matmul(0, 8, 8, 2, 3, 4, 0)
+    with pytest.raises(ValueError, match="matmul: m = .* exceeds the GEMM limit"):
+        m.matmul(8, 8, 8, 1 << 31, 3, 4, 0)
+    with pytest.raises(ValueError, match="linear: k must be >= 0"):
+        m.linear(8, 8, 0, 8, 2, -1, 4, False, 0)
+    with pytest.raises(ValueError, match="linear: dtype_code"):
+        m.linear(8, 8, 0, 8, 2, 3, 4, True, 5)
+    with pytest.raises(ValueError, match="linear_backward: w_ptr"):  # grad_x needs w
+        m.linear_backward(8, 8, 0, 0, 8, 0, 0, 2, 3, 4, 0)
+    with pytest.raises(ValueError, match="linear_backward: x_ptr"):  # grad_w needs x
+        m.linear_backward(8, 0, 8, 0, 0, 8, 0, 2, 3, 4, 0)
+    g = CONV_GEOM
+    for bad, msg in [(dict(groups=3), "groups = 3 must divide"), (dict(out_h=7), "out_h = 7 does not match"),
+                     (dict(out_w=5), "out_w = 5 does not match"), (dict(kernel_w=11), "the dilated kernel .* is larger than the padded"),
+                     (dict(stride_h=0), "stride_h must be >= 1"), (dict(pad_right=-1), "pad_right must be >= 0"),
+                     (dict(dilation_w=0), "dilation_w must be >= 1"), (dict(groups=0), "groups must be >= 1"),
+                     (dict(h=1 << 30), "a size.* is >= 2\\^30")]:
+        with pytest.raises(ValueError, match="^conv2d: " + msg):
+            m.conv2d(8, 8, 0, 8, **{**g, **bad}, relu=False, dtype_code=0)
+        with pytest.raises(ValueError, match="conv2d_backward: " + msg):
+            m.conv2d_backward(8, 8, 8, 0, 8, 8, 8, **{**g, **bad}, dtype_code=1)
+    with pytest.raises(ValueError, match="conv2d: x_ptr is a null pointer"):
+        m.conv2d(0, 8, 0, 8, **g, relu=False, dtype_code=0)
+    with pytest.raises(ValueError, match="conv2d_backward: grad_out_ptr"):
+        m.conv2d_backward(0, 8, 8, 0, 8, 0, 0, **g, dtype_code=0)
+    with pytest.raises(ValueError, match="conv2d_backward: w_ptr"):  # grad_x needs the weights
+        m.conv2d_backward(8, 8, 0, 0, 8, 0, 0, **g, dtype_code=0)
+    with pytest.raises(ValueError, match="exceeds the GEMM limit"):
+        m.conv2d(8, 8, 0, 8, **{**g, "n": 1 << 20, "h": 1 << 10, "w": 1 << 10, "out_h": 1 << 10,
+                                "out_w": 1 << 10, "kernel_h": 1, "kernel_w": 1}, relu=False, dtype_code=0)
+    # Nothing to compute: returns without touching the device, even without a GPU.
+    m.matmul(0, 0, 0, 0, 5, 7, 0)
+    m.linear(0, 0, 0, 0, 3, 0, 0, True, 1)
+    m.conv2d(0, 0, 0, 0, **{**g, "n": 0}, relu=True, dtype_code=0)
+    m.conv2d_backward(0, 0, 0, 0, 0, 0, 0, **g, dtype_code=0)  # no gradient asked for
+    m.linear_backward(0, 0, 0, 0, 0, 0, 0, 4, 5, 6, 1)
+
+
+@pytest.mark.skipif(HAVE_GPU_NODE, reason="checks the no-GPU error path")
+def test_lepton_cuda_gemm_and_conv_launch_without_gpu_is_a_runtime_error():
+    m = _lepton_cuda()
+    with pytest.raises(RuntimeError, match="^matmul: "):
+        m.matmul(16, 16, 16, 2, 3, 4, 0)
+    with pytest.raises(RuntimeError, match="^conv2d: "):
+        m.conv2d(16, 16, 0, 16, **CONV_GEOM, relu=True, dtype_code=0)
+    with pytest.raises(RuntimeError, match="^conv2d_backward: "):
+        m.conv2d_backward(16, 16, 16, 0, 16, 16, 16, **CONV_GEOM, dtype_code=1)
+    with pytest.raises(RuntimeError, match="^linear_backward: "):
+        m.linear_backward(16, 16, 16, 16, 0, 0, 16, 2, 3, 4, 0)

@@ -7,7 +7,8 @@ float32/float64 (indices int64), non-empty. ``_lepton_cuda`` sees only raw
 device pointers, sizes, a dtype code and a stream handle, so this module turns
 arrays into those. Kernels run on CuPy's current stream when CuPy is importable,
 else on the legacy default stream (0), and, like every CUDA launch, return
-before the kernel finishes. Layouts: NCHW for pooling, (N, C, S) for bias_relu.
+before the kernel finishes. Layouts: NCHW for pooling and convolution (OIHW
+weights), (N, C, S) for bias_relu, row-major 2-D for matmul and linear.
 """
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "matmul",
+    "linear",
+    "linear_backward",
+    "conv2d",
+    "conv2d_backward",
 ]
 
 _DTYPE_CODES = {"f4": 0, "f8": 1}
@@ -195,3 +201,68 @@ def avg_pool2d_backward(grad_out, grad_in, p):
     _same("avg_pool2d_backward", code, grad_in=gic)
     _cu.avg_pool2d_backward(gp, gip, n, c, h, w, oh, ow, *_window(p), bool(p.count_include_pad),
                             int(p.divisor_override or 0), code, _stream())
+
+
+# ---------------------------------------------------------------- GEMM, linear, convolution
+
+def _optional(a, name: str, op: str, code: int) -> int:
+    """Pointer of an optional float array of dtype `code`; 0 (null) for None."""
+    if a is None:
+        return 0
+    ptr, _, c = _float(a, name)
+    _same(op, code, **{name: c})
+    return ptr
+
+
+def matmul(a, b, out):
+    ap, (m, k), code = _float(a, "a")
+    bp, (_, n), bc = _float(b, "b")
+    op, _, oc = _float(out, "out")
+    _same("matmul", code, b=bc, out=oc)
+    _cu.matmul(ap, bp, op, m, k, n, code, _stream())
+
+
+def linear(x2, weight, bias, out2, relu):
+    xp, (m, k), code = _float(x2, "x")
+    wp, (n, _), wc = _float(weight, "weight")
+    op, _, oc = _float(out2, "out")
+    _same("linear", code, weight=wc, out=oc)
+    bp = _optional(bias, "bias", "linear", code)
+    _cu.linear(xp, wp, bp, op, m, k, n, bool(relu), code, _stream())
+
+
+def linear_backward(grad_out2, x2, weight, y2, grad_x2, grad_w, grad_b):
+    op = "linear_backward"
+    gp, (m, n), code = _float(grad_out2, "grad_out")
+    xp, (_, k), xc = _float(x2, "x")
+    wp, _, wc = _float(weight, "weight")
+    _same(op, code, x=xc, weight=wc)
+    _cu.linear_backward(gp, xp, wp, _optional(y2, "output", op, code),
+                        _optional(grad_x2, "grad_x", op, code), _optional(grad_w, "grad_w", op, code),
+                        _optional(grad_b, "grad_b", op, code), m, k, n, code, _stream())
+
+
+def _conv_geometry(c):
+    return (c.stride_h, c.stride_w, c.pad_top, c.pad_bottom, c.pad_left, c.pad_right,
+            c.dilation_h, c.dilation_w, c.groups)
+
+
+def conv2d(x, weight, bias, out, c, relu):
+    xp, (n, c_in, h, w), code = _float(x, "x")
+    wp, (c_out, _, kh, kw), wc = _float(weight, "weight")
+    op, (_, _, oh, ow), oc = _float(out, "out")
+    _same("conv2d", code, weight=wc, out=oc)
+    bp = _optional(bias, "bias", "conv2d", code)
+    _cu.conv2d(xp, wp, bp, op, n, c_in, h, w, c_out, kh, kw, oh, ow, *_conv_geometry(c), bool(relu),
+               code, _stream())
+
+
+def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
+    op = "conv2d_backward"
+    gp, (n, c_out, oh, ow), code = _float(grad_out, "grad_out")
+    xp, (_, c_in, h, w), xc = _float(x, "x")
+    wp, (_, _, kh, kw), wc = _float(weight, "weight")
+    _same(op, code, x=xc, weight=wc)
+    _cu.conv2d_backward(gp, xp, wp, _optional(y, "output", op, code), _optional(grad_x, "grad_x", op, code),
+                        _optional(grad_w, "grad_w", op, code), _optional(grad_b, "grad_b", op, code),
+                        n, c_in, h, w, c_out, kh, kw, oh, ow, *_conv_geometry(c), code, _stream())

@@ -8,8 +8,10 @@ ship in the package as ``lepton_kernels/cuda_kernels/*.cuh``; in a source
 checkout ``cuda/kernels/`` is used. Kernels run on CuPy's current stream.
 Arrays: anything with ``__cuda_array_interface__``, C-contiguous, float32 or
 float64 (indices int64), already validated by ``lepton_kernels.ops``. Layouts:
-NCHW for pooling, (N, C, S) for bias_relu. The launch shapes and the choice of
-32-bit index kernels mirror ``cuda/launch.h`` and ``cuda/pool.cu``.
+NCHW for pooling and convolution (OIHW weights), (N, C, S) for bias_relu,
+row-major 2-D for matmul and linear. The launch shapes, the choice of 32-bit
+index kernels and of GEMM tiles mirror ``cuda/launch.h``, ``cuda/pool.cu``,
+``cuda/gemm.cu`` and ``cuda/conv.cu``.
 """
 from __future__ import annotations
 
@@ -30,10 +32,18 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "matmul",
+    "linear",
+    "linear_backward",
+    "conv2d",
+    "conv2d_backward",
 ]
 
-_SOURCES = ("elementwise.cuh", "pool.cuh")
+_SOURCES = ("elementwise.cuh", "pool.cuh", "gemm.cuh", "conv.cuh")
 _OPTIONS = ("--std=c++17",)
+# conv.cuh includes gemm.cuh from its own directory; its copy of the dense GEMM
+# entry points is left out (they come from the gemm.cuh module), as in cuda/conv.cu.
+_EXTRA_OPTIONS = {"conv.cuh": ("-DLK_GEMM_NO_ENTRIES",)}
 _BLOCK = 256  # as kBlock in cuda/launch.h (whole warps)
 _WARP = 32
 _MAX_GRID = 65536  # as kMaxGrid
@@ -73,8 +83,10 @@ def _module(source: str):
     with _lock:
         mod = _modules.get(key)
         if mod is None:
-            code = (kernel_dir() / source).read_text(encoding="utf-8")
-            mod = cupy.RawModule(code=code, options=_OPTIONS)
+            folder = kernel_dir()
+            code = (folder / source).read_text(encoding="utf-8")
+            options = _OPTIONS + (f"-I{folder}",) + _EXTRA_OPTIONS.get(source, ())
+            mod = cupy.RawModule(code=code, options=options)
             _modules[key] = mod
         return mod
 
@@ -255,3 +267,136 @@ def avg_pool2d_backward(grad_out, grad_in, p):
     work = n * c * h * w
     _launch("pool.cuh", _pool_name("avg_pool2d_backward", t, n, c, h, w, oh, ow, p), _grid(work),
             _BLOCK, (gp, gip) + _avg_geom(n, c, h, w, oh, ow, p))
+
+
+# ---------------------------------------------------------------- GEMM, linear, convolution
+
+_GEMM_THREADS = 256  # kGemmThreads / LK_GEMM_THREADS
+_GEMM_MAX_DIM = (1 << 31) - 4096  # kGemmMaxDim
+_LARGE_TILE_MIN_BLOCKS = 264  # kLargeTileMinBlocks
+_MAX_GRID_YZ = 65535  # kMaxGridYZ
+_CONV_LIMIT = 1 << 30  # sizes and padded extents, as conv_geometry in cuda/bind_cuda.cpp
+_NULL = np.uint64(0)
+
+
+def _gemm_tile(f64: bool, small: bool) -> int:
+    return (32 if small else 64) if f64 else (64 if small else 128)
+
+
+def _gemm_plan(m: int, n: int, groups: int, f64: bool):
+    """(small tile, grid x, y, z) for an m x n output per group: gemm_plan in cuda/launch.h."""
+    big, little = _gemm_tile(f64, False), _gemm_tile(f64, True)
+    small = m <= little or n <= little or -(-m // big) * -(-n // big) * groups < _LARGE_TILE_MIN_BLOCKS
+    t = _gemm_tile(f64, small)
+    clamp = lambda v: max(1, min(_MAX_GRID_YZ, v))  # noqa: E731
+    return small, -(-n // t), clamp(-(-m // t)), clamp(groups)
+
+
+def _bias_grad_grid(c: int, s: int) -> int:
+    blocks = -(-c // 32) if s == 1 else c
+    return max(1, min(_MAX_GRID_YZ, blocks))
+
+
+def _check_dims(op: str, **dims) -> None:
+    for name, v in dims.items():
+        if v > _GEMM_MAX_DIM:
+            raise ValueError(f"{op}: {name} = {v} exceeds the GEMM limit {_GEMM_MAX_DIM}")
+
+
+def _gemm_launch(source: str, op: str, sfx: str, m: int, n: int, groups: int, args) -> None:
+    small, gx, gy, gz = _gemm_plan(m, n, groups, sfx == "f64")
+    name = f"lk_{op}_" + ("s_" if small else "") + sfx
+    _kernel(source, name)((gx, gy, gz), (_GEMM_THREADS,), args)
+
+
+def _ptr_or_null(a):
+    return _NULL if a is None else _iface(a)[0]
+
+
+def _bias_grad(sfx: str, g, y, gb, n: int, c: int, s: int) -> None:
+    _launch("gemm.cuh", f"lk_bias_grad_{sfx}", _bias_grad_grid(c, s), _GEMM_THREADS,
+            (_iface(g)[0], _ptr_or_null(y), _iface(gb)[0], _ll(n), _ll(c), _ll(s)))
+
+
+def matmul(a, b, out):
+    ap, (m, k), t = _iface(a)
+    bp, (_, n), _ = _iface(b)
+    _check_dims("matmul", m=m, k=k, n=n)
+    if m == 0 or n == 0:
+        return
+    _gemm_launch("gemm.cuh", "matmul", _suffix(t), m, n, 1,
+                 (ap, bp, _iface(out)[0], _ll(m), _ll(k), _ll(n)))
+
+
+def linear(x2, weight, bias, out2, relu):
+    xp, (m, k), t = _iface(x2)
+    wp, (n, _), _ = _iface(weight)
+    _check_dims("linear", m=m, k=k, n=n)
+    if m == 0 or n == 0:
+        return
+    _gemm_launch("gemm.cuh", "linear", _suffix(t), m, n, 1,
+                 (xp, wp, _ptr_or_null(bias), _iface(out2)[0], _ll(m), _ll(k), _ll(n),
+                  np.int32(1 if relu else 0)))
+
+
+def linear_backward(grad_out2, x2, weight, y2, grad_x2, grad_w, grad_b):
+    gp, (m, n), t = _iface(grad_out2)
+    xp, (_, k), _ = _iface(x2)
+    sfx = _suffix(t)
+    _check_dims("linear_backward", m=m, k=k, n=n)
+    yp = _ptr_or_null(y2)
+    sizes = (_ll(m), _ll(k), _ll(n))
+    if grad_x2 is not None and m > 0 and k > 0:  # (m, k) = g' @ w
+        _gemm_launch("gemm.cuh", "linear_grad_x", sfx, m, k, 1,
+                     (gp, yp, _iface(weight)[0], _iface(grad_x2)[0]) + sizes)
+    if grad_w is not None and n > 0 and k > 0:  # (n, k) = g'^T @ x
+        _gemm_launch("gemm.cuh", "linear_grad_w", sfx, n, k, 1, (gp, yp, xp, _iface(grad_w)[0]) + sizes)
+    if grad_b is not None and n > 0:
+        _bias_grad(sfx, grad_out2, y2, grad_b, m, n, 1)
+
+
+def _conv_args(op: str, x_shape, w_shape, out_hw, c):
+    """Kernel geometry arguments (LK_CONV_GEOM_PARAMS) after the limit checks of bind_cuda.cpp."""
+    n, c_in, h, w = x_shape
+    c_out, cg, kh, kw = w_shape
+    oh, ow = out_hw
+    g = c.groups
+    sizes = (n, c_in, h, w, c_out, kh, kw, oh, ow, c.stride_h, c.stride_w, c.pad_top, c.pad_bottom,
+             c.pad_left, c.pad_right, c.dilation_h, c.dilation_w, g)
+    if max(sizes) >= _CONV_LIMIT or h + c.pad_top + c.pad_bottom >= _CONV_LIMIT \
+            or w + c.pad_left + c.pad_right >= _CONV_LIMIT:
+        raise ValueError(f"{op}: a size, padding or padded extent is >= 2^30")
+    _check_dims(op, **{"n*out_h*out_w": n * oh * ow, "n*h*w": n * h * w,
+                       "c_in/groups*kernel_h*kernel_w": cg * kh * kw,
+                       "c_out/groups*kernel_h*kernel_w": (c_out // g) * kh * kw})
+    return tuple(_ll(v) for v in (n, c_in, h, w, c_out, kh, kw, oh, ow, c.stride_h, c.stride_w,
+                                  c.pad_top, c.pad_left, c.dilation_h, c.dilation_w, g))
+
+
+def conv2d(x, weight, bias, out, c, relu):
+    xp, xs, t = _iface(x)
+    wp, ws, _ = _iface(weight)
+    op, (n, c_out, oh, ow), _ = _iface(out)
+    geom = _conv_args("conv2d", xs, ws, (oh, ow), c)
+    if n * c_out * oh * ow == 0:
+        return
+    _gemm_launch("conv.cuh", "conv2d", _suffix(t), c_out // c.groups, n * oh * ow, c.groups,
+                 (xp, wp, _ptr_or_null(bias), op) + geom + (np.int32(1 if relu else 0),))
+
+
+def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
+    gp, (n, c_out, oh, ow), t = _iface(grad_out)
+    xp, xs, _ = _iface(x)
+    wp, ws, _ = _iface(weight)
+    sfx = _suffix(t)
+    geom = _conv_args("conv2d_backward", xs, ws, (oh, ow), c)
+    _, c_in, h, w = xs
+    g = c.groups
+    cg, og, khw = c_in // g, c_out // g, ws[2] * ws[3]
+    yp = _ptr_or_null(y)
+    if grad_w is not None and og > 0 and cg > 0:
+        _gemm_launch("conv.cuh", "conv2d_grad_w", sfx, og, cg * khw, g, (gp, yp, xp, _iface(grad_w)[0]) + geom)
+    if grad_x is not None and cg > 0 and n * h * w > 0:
+        _gemm_launch("conv.cuh", "conv2d_grad_x", sfx, cg, n * h * w, g, (gp, yp, wp, _iface(grad_x)[0]) + geom)
+    if grad_b is not None and c_out > 0:
+        _bias_grad(sfx, grad_out, y, grad_b, n, c_out, oh * ow)
