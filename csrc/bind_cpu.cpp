@@ -16,7 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "lepton/conv.h"
 #include "lepton/elementwise.h"
+#include "lepton/linear.h"
 #include "lepton/pool.h"
 #include "lepton/runtime.h"
 
@@ -386,6 +388,244 @@ void avg_pool2d_backward(const py::object& go, const py::object& gio, int64_t kh
   raise_status(op, st);
 }
 
+// ---------------------------------------------------------------- linear algebra
+std::optional<Arg> optional_float(const std::string& op, const char* name, const py::object& o,
+                                  bool writeable, const Arg* like) {
+  if (o.is_none()) return std::nullopt;
+  return float_arg(op, name, o, writeable, like);
+}
+
+// Every output must be disjoint from every input and from the other outputs.
+void expect_outputs_disjoint(const std::string& op, const std::vector<const Arg*>& outs,
+                             const std::vector<const Arg*>& ins) {
+  for (size_t i = 0; i < outs.size(); ++i) {
+    for (const Arg* in : ins) expect_disjoint(op, *outs[i], *in, false);
+    for (size_t j = 0; j < i; ++j) expect_disjoint(op, *outs[i], *outs[j], false);
+  }
+}
+
+template <class T>
+const T* opt_cptr(const std::optional<Arg>& a) {
+  return a ? cptr<T>(*a) : nullptr;
+}
+template <class T>
+T* opt_mptr(std::optional<Arg>& a) {
+  return a ? mptr<T>(*a) : nullptr;
+}
+
+template <class T>
+lepton::Status call_matmul(int64_t m, int64_t k, int64_t n, const Arg& a, const Arg& b, Arg& c) {
+  const T *ap = cptr<T>(a), *bp = cptr<T>(b);
+  T* cp = mptr<T>(c);
+  py::gil_scoped_release nogil;
+  return lepton::matmul(m, k, n, ap, bp, cp);
+}
+
+void matmul(const py::object& ao, const py::object& bo, const py::object& oo) {
+  const std::string op = "matmul";
+  Arg a = float_arg(op, "a", ao, false);
+  Arg b = float_arg(op, "b", bo, false, &a);
+  Arg out = float_arg(op, "out", oo, true, &a);
+  expect_ndim(op, a, 2, "(M, K)");
+  expect_ndim(op, b, 2, "(K, N)");
+  const int64_t m = a.a.shape(0), k = a.a.shape(1), n = b.a.shape(1);
+  if (b.a.shape(0) != k)
+    value_error(op, "b must have " + std::to_string(k) + " rows (a is " +
+                        shape_str(shape_of(a.a)) + "), got shape " + shape_str(shape_of(b.a)));
+  expect_shape(op, out, {m, n});
+  expect_outputs_disjoint(op, {&out}, {&a, &b});
+  lepton::Status st = a.dt == DType::f32 ? call_matmul<float>(m, k, n, a, b, out)
+                                         : call_matmul<double>(m, k, n, a, b, out);
+  raise_status(op, st);
+}
+
+// x2 (M, K) and weight (N, K): the descriptor, after checking K.
+lepton::LinearDesc linear_desc(const std::string& op, const Arg& x, const Arg& w) {
+  expect_ndim(op, x, 2, "(M, K)");
+  expect_ndim(op, w, 2, "(N, K)");
+  if (w.a.shape(1) != x.a.shape(1))
+    value_error(op, std::string(w.name) + " must have " + std::to_string(x.a.shape(1)) +
+                        " columns (in_features of " + x.name + "), got shape " +
+                        shape_str(shape_of(w.a)));
+  lepton::LinearDesc d;
+  d.m = x.a.shape(0);
+  d.k = x.a.shape(1);
+  d.n = w.a.shape(0);
+  return d;
+}
+
+template <class T>
+lepton::Status call_linear(const lepton::LinearDesc& d, const Arg& x, const Arg& w,
+                           const std::optional<Arg>& b, Arg& out) {
+  const T *xp = cptr<T>(x), *wp = cptr<T>(w), *bp = opt_cptr<T>(b);
+  T* yp = mptr<T>(out);
+  py::gil_scoped_release nogil;
+  return lepton::linear(d, xp, wp, bp, yp);
+}
+
+void linear(const py::object& xo, const py::object& wo, const py::object& bo,
+            const py::object& oo, bool relu) {
+  const std::string op = "linear";
+  Arg x = float_arg(op, "x2", xo, false);
+  Arg w = float_arg(op, "weight", wo, false, &x);
+  std::optional<Arg> b = optional_float(op, "bias", bo, false, &x);
+  Arg out = float_arg(op, "out2", oo, true, &x);
+  lepton::LinearDesc d = linear_desc(op, x, w);
+  d.relu = relu;
+  if (b) expect_shape(op, *b, {d.n});
+  expect_shape(op, out, {d.m, d.n});
+  std::vector<const Arg*> ins{&x, &w};
+  if (b) ins.push_back(&*b);
+  expect_outputs_disjoint(op, {&out}, ins);
+  lepton::Status st = x.dt == DType::f32 ? call_linear<float>(d, x, w, b, out)
+                                         : call_linear<double>(d, x, w, b, out);
+  raise_status(op, st);
+}
+
+template <class T>
+lepton::Status call_linear_bwd(const lepton::LinearDesc& d, const Arg& g, const Arg& x,
+                               const Arg& w, const std::optional<Arg>& y, std::optional<Arg>& gx,
+                               std::optional<Arg>& gw, std::optional<Arg>& gb) {
+  const T *gp = cptr<T>(g), *xp = cptr<T>(x), *wp = cptr<T>(w), *yp = opt_cptr<T>(y);
+  T *gxp = opt_mptr<T>(gx), *gwp = opt_mptr<T>(gw), *gbp = opt_mptr<T>(gb);
+  py::gil_scoped_release nogil;
+  return lepton::linear_backward(d, gp, xp, wp, yp, gxp, gwp, gbp);
+}
+
+void linear_backward(const py::object& go, const py::object& xo, const py::object& wo,
+                     const py::object& yo, const py::object& gxo, const py::object& gwo,
+                     const py::object& gbo) {
+  const std::string op = "linear_backward";
+  Arg g = float_arg(op, "grad_out2", go, false);
+  Arg x = float_arg(op, "x2", xo, false, &g);
+  Arg w = float_arg(op, "weight", wo, false, &g);
+  std::optional<Arg> y = optional_float(op, "y2", yo, false, &g);
+  std::optional<Arg> gx = optional_float(op, "grad_x2", gxo, true, &g);
+  std::optional<Arg> gw = optional_float(op, "grad_w", gwo, true, &g);
+  std::optional<Arg> gb = optional_float(op, "grad_b", gbo, true, &g);
+  lepton::LinearDesc d = linear_desc(op, x, w);
+  d.relu = y.has_value();
+  expect_shape(op, g, {d.m, d.n});
+  if (y) expect_shape(op, *y, {d.m, d.n});
+  if (gx) expect_shape(op, *gx, {d.m, d.k});
+  if (gw) expect_shape(op, *gw, {d.n, d.k});
+  if (gb) expect_shape(op, *gb, {d.n});
+  std::vector<const Arg*> ins{&g, &x, &w}, outs;
+  if (y) ins.push_back(&*y);
+  for (auto* o : {&gx, &gw, &gb})
+    if (*o) outs.push_back(&**o);
+  expect_outputs_disjoint(op, outs, ins);
+  lepton::Status st = g.dt == DType::f32 ? call_linear_bwd<float>(d, g, x, w, y, gx, gw, gb)
+                                         : call_linear_bwd<double>(d, g, x, w, y, gx, gw, gb);
+  raise_status(op, st);
+}
+
+// ---------------------------------------------------------------- convolution
+struct ConvGeometry {
+  int64_t sh, sw, pt, pb, pl, pr, dh, dw, groups;
+};
+
+// x (N, C, H, W), weight (O, C/groups, KH, KW): the descriptor without out_h/out_w.
+lepton::Conv2dDesc conv_desc(const std::string& op, const Arg& x, const Arg& w,
+                             const ConvGeometry& g) {
+  expect_ndim(op, x, 4, "(N, C, H, W)");
+  expect_ndim(op, w, 4, "(O, C/groups, KH, KW)");
+  if (g.groups < 1) value_error(op, "groups must be >= 1, got " + std::to_string(g.groups));
+  const int64_t c = x.a.shape(1), o = w.a.shape(0);
+  if (c % g.groups != 0 || o % g.groups != 0)
+    value_error(op, "groups (" + std::to_string(g.groups) + ") must divide the input channels (" +
+                        std::to_string(c) + ") and the output channels (" + std::to_string(o) +
+                        ")");
+  if (w.a.shape(1) * g.groups != c)
+    value_error(op, std::string(w.name) + " must have C/groups = " + std::to_string(c / g.groups) +
+                        " input channels, got shape " + shape_str(shape_of(w.a)));
+  lepton::Conv2dDesc d;
+  d.n = x.a.shape(0), d.c_in = c, d.h = x.a.shape(2), d.w = x.a.shape(3);
+  d.c_out = o, d.kernel_h = w.a.shape(2), d.kernel_w = w.a.shape(3);
+  d.stride_h = g.sh, d.stride_w = g.sw;
+  d.pad_top = g.pt, d.pad_bottom = g.pb, d.pad_left = g.pl, d.pad_right = g.pr;
+  d.dilation_h = g.dh, d.dilation_w = g.dw;
+  d.groups = g.groups;
+  return d;
+}
+
+// out-like (N, O, OH, OW): sets out_h/out_w (the kernel checks them against the geometry).
+void conv_out_shape(const std::string& op, const Arg& out, lepton::Conv2dDesc* d) {
+  expect_ndim(op, out, 4, "(N, O, OH, OW)");
+  if (out.a.shape(0) != d->n || out.a.shape(1) != d->c_out)
+    value_error(op, std::string(out.name) + " must have shape (" + std::to_string(d->n) + ", " +
+                        std::to_string(d->c_out) + ", OH, OW), got " + shape_str(shape_of(out.a)));
+  d->out_h = out.a.shape(2);
+  d->out_w = out.a.shape(3);
+}
+
+template <class T>
+lepton::Status call_conv(const lepton::Conv2dDesc& d, const Arg& x, const Arg& w,
+                         const std::optional<Arg>& b, Arg& out) {
+  const T *xp = cptr<T>(x), *wp = cptr<T>(w), *bp = opt_cptr<T>(b);
+  T* yp = mptr<T>(out);
+  py::gil_scoped_release nogil;
+  return lepton::conv2d(d, xp, wp, bp, yp);
+}
+
+void conv2d(const py::object& xo, const py::object& wo, const py::object& bo,
+            const py::object& oo, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+            int64_t pr, int64_t dh, int64_t dw, int64_t groups, bool relu) {
+  const std::string op = "conv2d";
+  Arg x = float_arg(op, "x", xo, false);
+  Arg w = float_arg(op, "weight", wo, false, &x);
+  std::optional<Arg> b = optional_float(op, "bias", bo, false, &x);
+  Arg out = float_arg(op, "out", oo, true, &x);
+  lepton::Conv2dDesc d = conv_desc(op, x, w, {sh, sw, pt, pb, pl, pr, dh, dw, groups});
+  d.relu = relu;
+  if (b) expect_shape(op, *b, {d.c_out});
+  conv_out_shape(op, out, &d);
+  std::vector<const Arg*> ins{&x, &w};
+  if (b) ins.push_back(&*b);
+  expect_outputs_disjoint(op, {&out}, ins);
+  lepton::Status st = x.dt == DType::f32 ? call_conv<float>(d, x, w, b, out)
+                                         : call_conv<double>(d, x, w, b, out);
+  raise_status(op, st);
+}
+
+template <class T>
+lepton::Status call_conv_bwd(const lepton::Conv2dDesc& d, const Arg& g, const Arg& x,
+                             const Arg& w, const std::optional<Arg>& y, std::optional<Arg>& gx,
+                             std::optional<Arg>& gw, std::optional<Arg>& gb) {
+  const T *gp = cptr<T>(g), *xp = cptr<T>(x), *wp = cptr<T>(w), *yp = opt_cptr<T>(y);
+  T *gxp = opt_mptr<T>(gx), *gwp = opt_mptr<T>(gw), *gbp = opt_mptr<T>(gb);
+  py::gil_scoped_release nogil;
+  return lepton::conv2d_backward(d, gp, xp, wp, yp, gxp, gwp, gbp);
+}
+
+void conv2d_backward(const py::object& go, const py::object& xo, const py::object& wo,
+                     const py::object& yo, const py::object& gxo, const py::object& gwo,
+                     const py::object& gbo, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
+                     int64_t pl, int64_t pr, int64_t dh, int64_t dw, int64_t groups) {
+  const std::string op = "conv2d_backward";
+  Arg g = float_arg(op, "grad_out", go, false);
+  Arg x = float_arg(op, "x", xo, false, &g);
+  Arg w = float_arg(op, "weight", wo, false, &g);
+  std::optional<Arg> y = optional_float(op, "y", yo, false, &g);
+  std::optional<Arg> gx = optional_float(op, "grad_x", gxo, true, &g);
+  std::optional<Arg> gw = optional_float(op, "grad_w", gwo, true, &g);
+  std::optional<Arg> gb = optional_float(op, "grad_b", gbo, true, &g);
+  lepton::Conv2dDesc d = conv_desc(op, x, w, {sh, sw, pt, pb, pl, pr, dh, dw, groups});
+  conv_out_shape(op, g, &d);
+  if (y) expect_shape(op, *y, shape_of(g.a));
+  if (gx) expect_shape(op, *gx, shape_of(x.a));
+  if (gw) expect_shape(op, *gw, shape_of(w.a));
+  if (gb) expect_shape(op, *gb, {d.c_out});
+  std::vector<const Arg*> ins{&g, &x, &w}, outs;
+  if (y) ins.push_back(&*y);
+  for (auto* o : {&gx, &gw, &gb})
+    if (*o) outs.push_back(&**o);
+  expect_outputs_disjoint(op, outs, ins);
+  lepton::Status st = g.dt == DType::f32 ? call_conv_bwd<float>(d, g, x, w, y, gx, gw, gb)
+                                         : call_conv_bwd<double>(d, g, x, w, y, gx, gw, gb);
+  raise_status(op, st);
+}
+
 // ---------------------------------------------------------------- runtime
 void set_isa(const std::string& name) {
   lepton::Isa isa;
@@ -483,6 +723,31 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         py::arg("count_include_pad"), py::arg("divisor_override"),
         "grad_in (N,C,H,W) = sum over windows of grad_out / divisor (same divisor rules as "
         "avg_pool2d).");
+
+  m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out"),
+        "out (M, N) = a (M, K) @ b (K, N). float32/float64, C-contiguous, out disjoint from inputs.");
+  m.def("linear", &linear, py::arg("x2"), py::arg("weight"), py::arg("bias"), py::arg("out2"),
+        py::arg("relu") = false,
+        "out2 (M, N) = act(x2 (M, K) @ weight (N, K)^T + bias (N,)); bias may be None; act is "
+        "ReLU (NaN kept) when relu.");
+  m.def("linear_backward", &linear_backward, py::arg("grad_out2"), py::arg("x2"),
+        py::arg("weight"), py::arg("y2"), py::arg("grad_x2"), py::arg("grad_w"), py::arg("grad_b"),
+        "g' = grad_out2 masked where y2 <= 0 (when y2 is given); grad_x2 = g' @ weight, grad_w = "
+        "g'^T @ x2, grad_b = sum of g' over rows. Each gradient may be None (skipped).");
+  m.def("conv2d", &conv2d, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
+        py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_bottom"),
+        py::arg("pad_left"), py::arg("pad_right"), py::arg("dilation_h"), py::arg("dilation_w"),
+        py::arg("groups"), py::arg("relu") = false,
+        "2-D convolution (cross-correlation), NCHW x (N,C,H,W), OIHW weight (O,C/groups,KH,KW), "
+        "bias (O,) or None, out (N,O,OH,OW) with OH/OW from the floor formula; out = act(conv + "
+        "bias), act ReLU (NaN kept) when relu.");
+  m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("weight"),
+        py::arg("y"), py::arg("grad_x"), py::arg("grad_w"), py::arg("grad_b"), py::arg("stride_h"),
+        py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
+        py::arg("pad_right"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("groups"),
+        "Gradients of conv2d: g' = grad_out masked where y <= 0 (when y, the fused-ReLU output, "
+        "is given); grad_x (transposed convolution), grad_w, grad_b (sums over the batch in a "
+        "fixed order: deterministic). Each gradient may be None (skipped).");
 
   m.def("isa", [] { return std::string(lepton::isa_name(lepton::active_isa())); },
         "The SIMD variant kernels use now: 'generic', 'avx2' or 'avx512'.");

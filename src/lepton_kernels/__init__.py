@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
-from . import reference
+from . import autograd, data, models, nn, optim, reference
+from .autograd import Tensor, no_grad
+from .io import save
+from .models import load_model as load
 from ._backend import backends, use_backend
 from ._threads import apply_environment as _apply_thread_environment
 from ._threads import get_num_threads, set_num_threads
@@ -45,6 +48,10 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "reference",
+    "Tensor",
+    "no_grad",
+    "save",
+    "load",
     "conv2d",
     "conv2d_backward",
     "linear",

@@ -43,3 +43,28 @@ def avg_pool2d(x, out, p):
 
 def avg_pool2d_backward(grad_out, grad_in, p):
     _cpu.avg_pool2d_backward(grad_out, grad_in, *_window(p), p.count_include_pad, p.divisor_override)
+
+
+def matmul(a, b, out):
+    _cpu.matmul(a, b, out)
+
+
+def linear(x2, weight, bias, out2, relu):
+    _cpu.linear(x2, weight, bias, out2, bool(relu))
+
+
+def linear_backward(grad_out2, x2, weight, y2, grad_x2, grad_w, grad_b):
+    _cpu.linear_backward(grad_out2, x2, weight, y2, grad_x2, grad_w, grad_b)
+
+
+def _conv_geometry(c):
+    return (c.stride_h, c.stride_w, c.pad_top, c.pad_bottom, c.pad_left, c.pad_right,
+            c.dilation_h, c.dilation_w, c.groups)
+
+
+def conv2d(x, weight, bias, out, c, relu):
+    _cpu.conv2d(x, weight, bias, out, *_conv_geometry(c), bool(relu))
+
+
+def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
+    _cpu.conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, *_conv_geometry(c))

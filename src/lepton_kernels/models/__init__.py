@@ -93,3 +93,27 @@ def from_config(config: dict):
 
 
 __all__ = ["LeNet5", "CifarCNN", "DigitsCNN", "LinearRegression", "LogisticRegression", "MODELS", "from_config"]
+
+
+def load_model(path):
+    """Load a model file written by ``lepton_kernels.save``.
+
+    Returns the rebuilt model (in eval mode) when the file records the
+    architecture of one of :data:`MODELS`, else the state dict. Never runs code
+    from the file; a damaged file raises ``ValueError``.
+    """
+    from .. import io
+
+    state, info = io.load(path)
+    architecture = info.get("architecture")
+    if not isinstance(architecture, dict) or architecture.get("class") not in MODELS:
+        return state
+    model = from_config(architecture)
+    try:
+        model.load_state_dict(state)
+    except ValueError as exc:
+        raise ValueError(f"load: {path}: tensors do not fit the recorded {architecture['class']}: {exc}") from None
+    return model.eval()
+
+
+__all__.append("load_model")
