@@ -21,6 +21,9 @@ Every backend module exposes the same functions (the *kernel interface*)::
     sgd_step(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step)
     adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps,
               weight_decay, decoupled, amsgrad, maximize)     # lists; updated in place
+    cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses, dlogits)
+        # logits (N, C); target int64 (N,) already checked; per-row losses and, unless
+        # dlogits is None, d loss_i / d logits (see ops/loss.py)
 
 In the backward kernels ``y`` is the forward output when the forward fused a
 ReLU (the gradient is masked where ``y <= 0``), else None; each gradient
@@ -59,6 +62,7 @@ KERNEL_NAMES = (
     "conv2d_backward",
     "sgd_step",
     "adam_step",
+    "cross_entropy",
     "relu",
     "relu_backward",
     "bias_relu",

@@ -134,3 +134,10 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, b
         for dst, src in zip((p, m, v, vmax), new):
             if dst is not None:
                 dst[...] = src
+
+
+def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses, dlogits):
+    loss, grad, _ = ref._cross_entropy_parts(logits, target, weight, ignore_index, label_smoothing)
+    losses[...] = loss
+    if dlogits is not None:
+        dlogits[...] = grad

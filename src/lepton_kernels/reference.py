@@ -31,6 +31,8 @@ __all__ = [
     "matmul",
     "sgd_step",
     "adam_step",
+    "cross_entropy",
+    "cross_entropy_backward",
 ]
 
 
@@ -379,3 +381,46 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.
     bias2_sqrt = math.sqrt(1 - beta2 ** step)
     denom = np.sqrt(vmax if amsgrad else v) / bias2_sqrt + eps
     return p - (lr / bias1) * m / denom, m, v, vmax
+
+
+# --------------------------------------------------------------------------- losses
+def _cross_entropy_parts(logits, target, weight, ignore_index, label_smoothing):
+    """Per-sample losses, d loss_i / d logits_i, and per-sample target weights (float64)."""
+    z = _f64(logits)
+    target = np.asarray(target, dtype=np.int64)
+    n, c = z.shape
+    log_probs = z - z.max(axis=1, keepdims=True)
+    log_probs = log_probs - np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+    valid = target != ignore_index
+    safe = np.where(valid, target, 0)
+    class_w = np.ones(c) if weight is None else _f64(weight)
+    w_target = class_w[safe] * valid
+    dist = np.zeros((n, c))
+    dist[np.arange(n), safe] = (1 - label_smoothing) * w_target
+    dist += label_smoothing * valid[:, None] * class_w[None, :] / c
+    losses = -(dist * log_probs).sum(axis=1)
+    dlogits = np.exp(log_probs) * dist.sum(axis=1, keepdims=True) - dist
+    return losses, dlogits, w_target
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """torch.nn.functional.cross_entropy of logits (N, C) and class indices (N,).
+
+    loss_i = -sum_j q_ij log softmax(z_i)_j with q_i = (1-eps) w[t_i] onehot(t_i) + eps w / C
+    (0 where t_i == ignore_index); "mean" divides the sum by sum_i w[t_i] over kept samples.
+    """
+    losses, _, w_target = _cross_entropy_parts(input, target, weight, ignore_index, label_smoothing)
+    if reduction == "none":
+        return losses
+    return losses.sum() / (w_target.sum() if reduction == "mean" else 1.0)
+
+
+def cross_entropy_backward(grad, input, target, weight=None, ignore_index=-100, reduction="mean",
+                           label_smoothing=0.0):
+    """d(cross_entropy)/d(input) times grad (a scalar, or (N,) for reduction="none")."""
+    _, dlogits, w_target = _cross_entropy_parts(input, target, weight, ignore_index, label_smoothing)
+    g = _f64(grad)
+    if reduction == "none":
+        return dlogits * g[:, None]
+    scale = g / (w_target.sum() if reduction == "mean" else 1.0)
+    return dlogits * scale

@@ -11,6 +11,7 @@ import numpy as np
 from .. import ops
 from ..autograd import Function, Tensor, is_grad_enabled
 from ..ops import _arrays as arr
+from ..ops.loss import cross_entropy_parts
 
 
 # --------------------------------------------------------------------------- layers
@@ -133,80 +134,46 @@ def dropout(x, p=0.5, training=True, *, rng=None):
 
 
 # --------------------------------------------------------------------------- losses
-def _reduce(loss, reduction, op, weight_sum=None):
+def _reduce(loss, reduction, op):
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
     if reduction == "mean":
-        return loss.sum() / weight_sum if weight_sum is not None else loss.mean()
+        return loss.mean()
     raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
 
 
 class _CrossEntropy(Function):
-    """log-softmax + negative log-likelihood in one pass over the logits (per-sample losses)."""
+    """Fused log-softmax + NLL kernel: per-row losses and d loss / d logits in one pass."""
 
-    def forward(self, logits, target, weight, ignore_index, label_smoothing):
-        xp = arr.xp_of(logits)
-        n, c = logits.shape
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_sum = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        log_probs = shifted - log_sum
-        valid = target != ignore_index
-        safe_target = xp.where(valid, target, 0)
-        class_w = xp.ones(c, dtype=logits.dtype) if weight is None else weight.astype(logits.dtype)
-        w_target = class_w[safe_target] * valid
-        nll = -log_probs[xp.arange(n), safe_target]
-        smooth = -(log_probs * class_w).sum(axis=1) / c
-        eps = label_smoothing
-        self.loss = ((1 - eps) * nll * w_target + eps * smooth * valid).astype(logits.dtype)
-        # d loss_i / d logits_ij = softmax_ij * (sum of the target weights) - target distribution
-        probs = xp.exp(log_probs)
-        dist = xp.zeros_like(logits)
-        dist[xp.arange(n), safe_target] = (1 - eps) * w_target
-        dist += eps * valid[:, None] * class_w[None, :] / c
-        self.dgrad = probs * dist.sum(axis=1, keepdims=True) - dist
-        self.w_target = w_target
-        return self.loss
+    def forward(self, logits, target, weight, ignore_index, reduction, label_smoothing):
+        with_grad = is_grad_enabled() and self.needs[0]
+        losses, self.dlogits, self.divisor, _ = cross_entropy_parts(
+            "cross_entropy", logits, target, weight, ignore_index, reduction, label_smoothing, with_grad=with_grad)
+        self.reduction = reduction
+        if reduction == "none":
+            return losses
+        total = losses.sum()
+        return total / self.divisor if reduction == "mean" else total
 
     def backward(self, grad):
-        return (grad[:, None] * self.dgrad, None, None)
+        scale = grad[:, None] if self.reduction == "none" else grad / self.divisor
+        return (self.dlogits * scale, None, None)
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    """Cross-entropy of logits (N, C) against int class targets (N,), as ``torch.nn.functional.cross_entropy``.
+    """Cross-entropy of logits (N, C) against class indices (N,), as ``torch.nn.functional.cross_entropy``.
 
-    ``weight`` rescales classes; targets equal to ``ignore_index`` contribute nothing;
-    ``label_smoothing`` mixes the target with the uniform distribution. With
-    ``reduction="mean"`` the sum is divided by the total weight of the non-ignored targets.
+    Runs the library's fused log-softmax + NLL kernel. ``weight`` rescales classes;
+    targets equal to ``ignore_index`` contribute nothing; ``label_smoothing`` mixes
+    the target with the uniform distribution; "mean" divides by the total weight of
+    the kept targets.
     """
-    op = "cross_entropy"
-    logits = input.data if isinstance(input, Tensor) else input
     target = target.data if isinstance(target, Tensor) else target
-    if logits.ndim != 2:
-        raise ValueError(f"{op}: input must be (N, C) logits, got shape {tuple(logits.shape)}")
-    if target.shape != (logits.shape[0],) or target.dtype.kind not in "iu":
-        raise ValueError(f"{op}: target must be integer class indices of shape ({logits.shape[0]},), "
-                         f"got {target.dtype} {tuple(target.shape)}")
-    valid = target[target != ignore_index]
-    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= logits.shape[1]):
-        raise ValueError(f"{op}: target values must lie in [0, {logits.shape[1]}) or equal ignore_index")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    w = weight.data if isinstance(weight, Tensor) else weight
-    losses = _CrossEntropy.apply(input, target, w, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    if reduction == "mean":
-        node = losses._node
-        w_target = node.w_target if node is not None else _target_weights(logits, target, w, ignore_index)
-        return _reduce(losses, reduction, op, float(w_target.sum()))
-    return _reduce(losses, reduction, op)
-
-
-def _target_weights(logits, target, weight, ignore_index):
-    xp = arr.xp_of(logits)
-    valid = target != ignore_index
-    class_w = xp.ones(logits.shape[1], dtype=logits.dtype) if weight is None else weight
-    return class_w[xp.where(valid, target, 0)] * valid
+    weight = weight.data if isinstance(weight, Tensor) else weight
+    return _CrossEntropy.apply(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                               label_smoothing=label_smoothing)
 
 
 def mse_loss(input, target, reduction="mean"):

@@ -19,6 +19,7 @@ except ImportError as _exc:  # the registry catches this and records the reason
     raise ImportError(f"numba is not installed ({_exc})") from _exc
 
 from . import conv as _c
+from .loss import cross_entropy  # noqa: F401  (kernel interface)
 from .optim import adam_step, sgd_step  # noqa: F401  (kernel interface)
 from . import cpu as _k
 
@@ -39,6 +40,7 @@ __all__ = [
     "conv2d_backward",
     "sgd_step",
     "adam_step",
+    "cross_entropy",
 ]
 
 # Placeholder handed to the max-pool kernel when the caller wants no indices,

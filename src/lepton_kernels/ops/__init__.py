@@ -1,6 +1,7 @@
 """Public functional API: validation, backend choice, results in the caller's array type."""
 from .conv import conv2d, conv2d_backward
 from .elementwise import bias_relu, bias_relu_backward, relu, relu_backward
+from .loss import cross_entropy, cross_entropy_backward
 from .linear import linear, linear_backward, matmul
 from .optim import adam_step, multi_tensor_adam_step, multi_tensor_sgd_step, sgd_step
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
@@ -11,6 +12,8 @@ __all__ = [
     "linear",
     "linear_backward",
     "matmul",
+    "cross_entropy",
+    "cross_entropy_backward",
     "sgd_step",
     "adam_step",
     "multi_tensor_sgd_step",
