@@ -33,6 +33,11 @@ __all__ = [
     "adam_step",
     "cross_entropy",
     "cross_entropy_backward",
+    "quantize",
+    "dequantize",
+    "dynamic_quantize",
+    "matmul_integer",
+    "conv2d_integer",
 ]
 
 
@@ -424,3 +429,77 @@ def cross_entropy_backward(grad, input, target, weight=None, ignore_index=-100, 
         return dlogits * g[:, None]
     scale = g / (w_target.sum() if reduction == "mean" else 1.0)
     return dlogits * scale
+
+
+# --------------------------------------------------------------------------- int8 (ONNX numerics)
+_QRANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+
+def _per_axis(value, ndim, axis):
+    """A scale/zero point shaped to broadcast along ``axis`` (scalar when axis is None)."""
+    v = np.asarray(value)
+    if axis is None or v.ndim == 0:
+        return v
+    shape = [1] * ndim
+    shape[axis % ndim] = v.size
+    return v.reshape(shape)
+
+
+def quantize(x, scale, zero_point, *, dtype=np.int8, axis=None, out=None):
+    """ONNX QuantizeLinear: saturate(round_half_to_even(x / scale) + zero_point).
+
+    NaN maps to the zero point; +inf / -inf saturate to the type's max / min.
+    """
+    lo, hi = _QRANGE[np.dtype(dtype)]
+    x = _f64(x)
+    s = _per_axis(_f64(scale), x.ndim, axis)
+    zp = _per_axis(np.asarray(zero_point, dtype=np.float64), x.ndim, axis)
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = np.rint(x / s) + zp
+    q = np.where(np.isnan(x), zp, q)
+    return np.clip(q, lo, hi).astype(dtype)
+
+
+def dequantize(q, scale, zero_point, *, axis=None, out=None):
+    """ONNX DequantizeLinear: (q - zero_point) * scale, computed exactly in float64."""
+    q = np.asarray(q).astype(np.float64)
+    s = _per_axis(_f64(scale), q.ndim, axis)
+    zp = _per_axis(np.asarray(zero_point, dtype=np.float64), q.ndim, axis)
+    return (q - zp) * s
+
+
+def dynamic_quantize(x):
+    """ONNX DynamicQuantizeLinear -> (uint8 q, float32 scale, uint8 zero_point).
+
+    The range [min(x), max(x)] is widened to include 0; scale = (max - min) / 255
+    (computed in float32, as ONNX); zero_point = saturate(round(0 - min / scale)).
+    """
+    x32 = np.asarray(x, dtype=np.float32)
+    lo = np.float32(min(0.0, float(x32.min()) if x32.size else 0.0))
+    hi = np.float32(max(0.0, float(x32.max()) if x32.size else 0.0))
+    scale = np.float32((hi - lo) / np.float32(255.0))
+    if scale == 0:
+        return np.zeros(x32.shape, np.uint8), np.float32(0.0), np.uint8(0)
+    zero_point = np.uint8(np.clip(np.rint(np.float32(0.0) - lo / scale), 0, 255))
+    return quantize(x32, scale, zero_point, dtype=np.uint8), scale, zero_point
+
+
+def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
+    """ONNX MatMulInteger: (a - a_zp) @ (b - b_zp) in int64 (returned as int32); b_zp may be per column."""
+    a64 = np.asarray(a).astype(np.int64) - (0 if a_zero_point is None else np.int64(np.asarray(a_zero_point)))
+    bzp = 0 if b_zero_point is None else np.asarray(b_zero_point).astype(np.int64)
+    b64 = np.asarray(b).astype(np.int64) - bzp
+    return (a64 @ b64).astype(np.int32)
+
+
+def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding=0, dilation=1, groups=1):
+    """ONNX ConvInteger: convolution of (x - x_zp) and (w - w_zp) in int64 (returned as int32).
+
+    Padding takes the value x_zero_point (it contributes zero after the shift);
+    w_zero_point may be per output channel.
+    """
+    xs = np.asarray(x).astype(np.int64) - (0 if x_zero_point is None else np.int64(np.asarray(x_zero_point)))
+    wzp = 0 if w_zero_point is None else np.asarray(w_zero_point).astype(np.int64)
+    ws = np.asarray(w).astype(np.int64) - (_per_axis(wzp, 4, 0) if np.ndim(wzp) else wzp)
+    y = conv2d(xs.astype(np.float64), ws.astype(np.float64), None, stride, padding, dilation, groups)
+    return np.rint(y).astype(np.int64).astype(np.int32)
