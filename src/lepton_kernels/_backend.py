@@ -24,6 +24,11 @@ Every backend module exposes the same functions (the *kernel interface*)::
     cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses, dlogits)
         # logits (N, C); target int64 (N,) already checked; per-row losses and, unless
         # dlogits is None, d loss_i / d logits (see ops/loss.py)
+    quantize(x3, scale, zero_point, q3)              # x3 float32 (outer, channels, inner); per-channel
+    dequantize(q3, scale, zero_point, y3)            # float32 scale / int32 zero point of length channels
+    dynamic_quantize(x, q) -> (scale, zero_point)    # flat float32 -> uint8
+    matmul_integer(a, b, a_zero_point, b_zero_point, out)     # int8/uint8 -> int32; b_zero_point (N,)
+    conv2d_integer(x, w, x_zero_point, w_zero_point, out, c)  # w_zero_point (C_out,)
 
 In the backward kernels ``y`` is the forward output when the forward fused a
 ReLU (the gradient is masked where ``y <= 0``), else None; each gradient
@@ -63,6 +68,11 @@ KERNEL_NAMES = (
     "sgd_step",
     "adam_step",
     "cross_entropy",
+    "quantize",
+    "dequantize",
+    "dynamic_quantize",
+    "matmul_integer",
+    "conv2d_integer",
     "relu",
     "relu_backward",
     "bias_relu",

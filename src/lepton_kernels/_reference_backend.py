@@ -141,3 +141,25 @@ def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses,
     losses[...] = loss
     if dlogits is not None:
         dlogits[...] = grad
+
+
+def quantize(x3, scale, zero_point, q3):
+    q3[...] = ref.quantize(x3, scale, zero_point, dtype=q3.dtype, axis=1)
+
+
+def dequantize(q3, scale, zero_point, y3):
+    y3[...] = ref.dequantize(q3, scale, zero_point, axis=1)
+
+
+def dynamic_quantize(x, q):
+    values, scale, zero_point = ref.dynamic_quantize(x)
+    q[...] = values
+    return scale, zero_point
+
+
+def matmul_integer(a, b, a_zero_point, b_zero_point, out):
+    out[...] = ref.matmul_integer(a, b, a_zero_point, b_zero_point)
+
+
+def conv2d_integer(x, w, x_zero_point, w_zero_point, out, c):
+    out[...] = ref.conv2d_integer(x, w, x_zero_point, w_zero_point, *_conv_args(c))

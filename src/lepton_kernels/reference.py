@@ -448,14 +448,16 @@ def _per_axis(value, ndim, axis):
 def quantize(x, scale, zero_point, *, dtype=np.int8, axis=None, out=None):
     """ONNX QuantizeLinear: saturate(round_half_to_even(x / scale) + zero_point).
 
+    The division is float32 / float32 (as ONNX computes it), so integer results
+    are exact and every backend must divide, not multiply by a reciprocal.
     NaN maps to the zero point; +inf / -inf saturate to the type's max / min.
     """
     lo, hi = _QRANGE[np.dtype(dtype)]
-    x = _f64(x)
-    s = _per_axis(_f64(scale), x.ndim, axis)
+    x = np.asarray(x, dtype=np.float32)
+    s = _per_axis(np.asarray(scale, dtype=np.float32), x.ndim, axis)
     zp = _per_axis(np.asarray(zero_point, dtype=np.float64), x.ndim, axis)
-    with np.errstate(invalid="ignore", over="ignore"):
-        q = np.rint(x / s) + zp
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        q = np.rint(x / s).astype(np.float64) + zp
     q = np.where(np.isnan(x), zp, q)
     return np.clip(q, lo, hi).astype(dtype)
 

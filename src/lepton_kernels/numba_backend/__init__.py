@@ -21,6 +21,13 @@ except ImportError as _exc:  # the registry catches this and records the reason
 from . import conv as _c
 from .loss import cross_entropy  # noqa: F401  (kernel interface)
 from .optim import adam_step, sgd_step  # noqa: F401  (kernel interface)
+from .quant import (  # noqa: F401  (kernel interface)
+    conv2d_integer,
+    dequantize,
+    dynamic_quantize,
+    matmul_integer,
+    quantize,
+)
 from . import cpu as _k
 
 __all__ = [
@@ -41,6 +48,11 @@ __all__ = [
     "sgd_step",
     "adam_step",
     "cross_entropy",
+    "quantize",
+    "dequantize",
+    "dynamic_quantize",
+    "matmul_integer",
+    "conv2d_integer",
 ]
 
 # Placeholder handed to the max-pool kernel when the caller wants no indices,

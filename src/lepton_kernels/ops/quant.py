@@ -1,0 +1,229 @@
+"""int8 quantization with ONNX QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear /
+MatMulInteger / ConvInteger semantics: round half to even, saturation, int32 accumulation,
+per-tensor or per-channel (``axis``) scales and zero points.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _backend
+from . import _arrays as arr
+from .conv import _geometry as _conv_geometry
+
+QTYPES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+
+def _channel_view(a, axis):
+    """(outer, channels, inner) view of a C-contiguous array split at ``axis`` (channels=1 per-tensor)."""
+    if axis is None:
+        return a.reshape(1, 1, -1)
+    outer = int(np.prod(a.shape[:axis], dtype=np.int64))
+    return a.reshape(outer, a.shape[axis], -1)
+
+
+def _axis(op, axis, ndim):
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < max(ndim, 1):
+        raise ValueError(f"{op}: axis must be an int in [{-ndim}, {ndim}) or None, got {axis!r}")
+    return int(axis) % ndim
+
+
+def _params(op, scale, zero_point, axis, shape, qtype):
+    """float32 scales and int32 zero points, one per channel (length 1 per-tensor), validated."""
+    s = np.asarray(scale.get() if hasattr(scale, "get") else scale, dtype=np.float64)
+    zp = np.asarray(0 if zero_point is None else (zero_point.get() if hasattr(zero_point, "get") else zero_point))
+    channels = 1 if axis is None else shape[axis]
+    for name, v in (("scale", s), ("zero_point", zp)):
+        if v.ndim > 1 or (v.ndim == 1 and axis is None and v.size != 1):
+            raise ValueError(f"{op}: {name} must be a scalar (per-tensor) or 1-D with axis=, got shape {v.shape}")
+        if v.ndim == 1 and v.size != channels:
+            raise ValueError(f"{op}: {name} must have {channels} entries for axis={axis} (shape {tuple(shape)}), "
+                             f"got {v.size}")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"{op}: scale must be finite and > 0, got {s.ravel()[:8]}")
+    if zp.dtype.kind not in "iu" and not np.all(np.equal(np.mod(zp, 1), 0)):
+        raise ValueError(f"{op}: zero_point must be an integer, got {zp.ravel()[:8]}")
+    lo, hi = QTYPES.get(np.dtype(qtype), (-2**31, 2**31 - 1))
+    if np.any(zp < lo) or np.any(zp > hi):
+        raise ValueError(f"{op}: zero_point must lie in [{lo}, {hi}] for {np.dtype(qtype)}, got {zp.ravel()[:8]}")
+    s32 = np.broadcast_to(s.astype(np.float32), (channels,)).copy()
+    z32 = np.broadcast_to(zp.astype(np.int32), (channels,)).copy()
+    return s32, z32
+
+
+def _device_params(like, *arrays):
+    xp = arr.xp_of(like)
+    return [a if xp is np else xp.asarray(a) for a in arrays]
+
+
+def quantize(x, scale, zero_point, *, dtype=np.int8, axis=None, out=None):
+    """ONNX QuantizeLinear: ``q = saturate(round_half_to_even(x / scale) + zero_point)``.
+
+    Parameters
+    ----------
+    x : array, float32 (float64 is converted)
+    scale : float or 1-D array (per channel along ``axis``), finite and > 0
+    zero_point : int or 1-D array, within the range of ``dtype``
+    dtype : numpy.int8 or numpy.uint8
+    axis : int, optional
+        Per-channel axis; None for per-tensor.
+    out : array, optional
+
+    Returns
+    -------
+    array of ``dtype``
+        NaN maps to the zero point; +inf / -inf saturate to the type's max / min.
+    """
+    op = "quantize"
+    qtype = np.dtype(dtype)
+    if qtype not in QTYPES:
+        raise TypeError(f"{op}: dtype must be int8 or uint8, got {qtype}")
+    xa, kind = arr.intake(op, "x", x)
+    arr.check_float(op, "x", xa)
+    axis = _axis(op, axis, xa.ndim)
+    s32, z32 = _params(op, scale, zero_point, axis, xa.shape, qtype)
+    q, user_out = arr.output_buffer(op, xa, xa.shape, qtype, out, kind.device, {"x": xa})
+    if xa.size:
+        x32 = arr.contiguous(xa.astype(np.float32, copy=False))
+        s32, z32 = _device_params(x32, s32, z32)
+        _backend.get_backend(kind.device, op).quantize(_channel_view(x32, axis), s32, z32, _channel_view(q, axis))
+    return user_out if user_out is not None else kind.wrap(q)
+
+
+def dequantize(q, scale, zero_point, *, axis=None, out=None):
+    """ONNX DequantizeLinear: ``y = (q - zero_point) * scale`` as float32.
+
+    ``q`` may be int8, uint8 or int32; scale / zero point per tensor or per
+    channel along ``axis``.
+    """
+    op = "dequantize"
+    qa, kind = arr.intake(op, "q", q)
+    qtype = np.dtype(qa.dtype)
+    if qtype not in (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int32)):
+        raise TypeError(f"{op}: q must be int8, uint8 or int32, got {qtype}")
+    axis = _axis(op, axis, qa.ndim)
+    s32, z32 = _params(op, scale, zero_point, axis, qa.shape, qtype)
+    y, user_out = arr.output_buffer(op, qa, qa.shape, np.dtype(np.float32), out, kind.device, {"q": qa})
+    if qa.size:
+        s32, z32 = _device_params(qa, s32, z32)
+        _backend.get_backend(kind.device, op).dequantize(_channel_view(arr.contiguous(qa), axis), s32, z32,
+                                                          _channel_view(y, axis))
+    return user_out if user_out is not None else kind.wrap(y)
+
+
+def dynamic_quantize(x):
+    """ONNX DynamicQuantizeLinear -> ``(q_uint8, scale, zero_point)``.
+
+    The range ``[min(x), max(x)]`` is widened to include 0; ``scale = (max - min) / 255``
+    and ``zero_point = saturate(round(-min / scale))``; then ``q = quantize(x, scale, zero_point)``.
+    An all-zero (or empty) input gives scale 0 and zero point 0.
+    """
+    op = "dynamic_quantize"
+    xa, kind = arr.intake(op, "x", x)
+    arr.check_float(op, "x", xa)
+    x32 = arr.contiguous(xa.astype(np.float32, copy=False))
+    if x32.size and not bool(arr.xp_of(x32).isfinite(x32).all()):
+        raise ValueError(f"{op}: x must be finite (the range of a NaN/inf input is undefined)")
+    q = arr.xp_of(x32).empty(x32.shape, dtype=np.uint8)
+    scale, zero_point = np.float32(0.0), np.uint8(0)
+    if x32.size:
+        scale, zero_point = _backend.get_backend(kind.device, op).dynamic_quantize(x32.reshape(-1), q.reshape(-1))
+    elif q.size:
+        q[...] = 0
+    return kind.wrap(q), np.float32(scale), np.uint8(zero_point)
+
+
+def _int8_operand(op, name, a):
+    if np.dtype(a.dtype) not in QTYPES:
+        raise TypeError(f"{op}: {name} must be int8 or uint8, got {np.dtype(a.dtype)}")
+
+
+def _zero_points(op, name, zp, qtype, count, per_channel_ok):
+    if zp is None:
+        return np.zeros(count if per_channel_ok else 1, np.int32)
+    v = np.asarray(zp.get() if hasattr(zp, "get") else zp)
+    if v.ndim > 1 or (v.ndim == 1 and (not per_channel_ok or v.size not in (1, count))):
+        raise ValueError(f"{op}: {name} must be a scalar{' or have ' + str(count) + ' entries' if per_channel_ok else ''}"
+                         f", got shape {v.shape}")
+    lo, hi = QTYPES[np.dtype(qtype)]
+    if v.dtype.kind not in "iu" or np.any(v < lo) or np.any(v > hi):
+        raise ValueError(f"{op}: {name} must be integer in [{lo}, {hi}], got {v.ravel()[:8]}")
+    return np.broadcast_to(v.astype(np.int32), (count if per_channel_ok else 1,)).copy()
+
+
+def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
+    """ONNX MatMulInteger: ``(a - a_zero_point) @ (b - b_zero_point)`` with int32 accumulation.
+
+    Parameters
+    ----------
+    a : array (M, K), uint8 or int8
+    b : array (K, N), int8 or uint8
+    a_zero_point : int, optional (scalar)
+    b_zero_point : int or array (N,), optional (per output column)
+
+    Returns
+    -------
+    array (M, N) int32
+    """
+    op = "matmul_integer"
+    aa, akind = arr.intake(op, "a", a)
+    ba, bkind = arr.intake(op, "b", b)
+    device = arr.check_same_device(op, {"a": akind, "b": bkind})
+    _int8_operand(op, "a", aa)
+    _int8_operand(op, "b", ba)
+    arr.check_ndim(op, "a", aa, (2,), "2-D (M, K)")
+    arr.check_ndim(op, "b", ba, (2,), "2-D (K, N)")
+    if aa.shape[1] != ba.shape[0]:
+        raise ValueError(f"{op}: inner dimensions differ: a is {tuple(aa.shape)}, b is {tuple(ba.shape)}")
+    azp = _zero_points(op, "a_zero_point", a_zero_point, aa.dtype, 1, False)
+    bzp = _zero_points(op, "b_zero_point", b_zero_point, ba.dtype, ba.shape[1], True)
+    c = arr.xp_of(aa).empty((aa.shape[0], ba.shape[1]), dtype=np.int32)
+    if c.size:
+        if aa.shape[1] == 0:
+            c[...] = 0
+        else:
+            (bzp_dev,) = _device_params(aa, bzp)
+            _backend.get_backend(device, op).matmul_integer(arr.contiguous(aa), arr.contiguous(ba), int(azp[0]),
+                                                            bzp_dev, c)
+    return akind.wrap(c)
+
+
+def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding=0, dilation=1, groups=1):
+    """ONNX ConvInteger: convolution of ``(x - x_zero_point)`` and ``(w - w_zero_point)``, int32 result.
+
+    Parameters
+    ----------
+    x : array (N, C_in, H, W), uint8 or int8
+    w : array (C_out, C_in/groups, KH, KW), int8 or uint8
+    x_zero_point : int, optional; padding takes this value (contributes zero)
+    w_zero_point : int or array (C_out,), optional (per output channel)
+    stride, padding, dilation, groups
+        As :func:`lepton_kernels.conv2d`.
+
+    Returns
+    -------
+    array (N, C_out, H_out, W_out) int32
+    """
+    op = "conv2d_integer"
+    xa, xkind = arr.intake(op, "x", x)
+    wa, wkind = arr.intake(op, "w", w)
+    device = arr.check_same_device(op, {"x": xkind, "w": wkind})
+    _int8_operand(op, "x", xa)
+    _int8_operand(op, "w", wa)
+    arr.check_ndim(op, "x", xa, (4,), "4-D (N, C_in, H, W)")
+    arr.check_ndim(op, "w", wa, (4,), "4-D (C_out, C_in/groups, KH, KW)")
+    params, (oh, ow) = _conv_geometry(op, xa.shape, wa.shape, stride, padding, dilation, groups)
+    xzp = _zero_points(op, "x_zero_point", x_zero_point, xa.dtype, 1, False)
+    wzp = _zero_points(op, "w_zero_point", w_zero_point, wa.dtype, wa.shape[0], True)
+    y = arr.xp_of(xa).empty((xa.shape[0], wa.shape[0], oh, ow), dtype=np.int32)
+    if y.size:
+        (wzp_dev,) = _device_params(xa, wzp)
+        _backend.get_backend(device, op).conv2d_integer(arr.contiguous(xa), arr.contiguous(wa), int(xzp[0]),
+                                                        wzp_dev, y, params)
+    return xkind.wrap(y)
+
+
+__all__ = ["quantize", "dequantize", "dynamic_quantize", "matmul_integer", "conv2d_integer"]
