@@ -10,6 +10,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -19,7 +20,10 @@
 #include "lepton/conv.h"
 #include "lepton/elementwise.h"
 #include "lepton/linear.h"
+#include "lepton/loss.h"
+#include "lepton/optim.h"
 #include "lepton/pool.h"
+#include "lepton/quant.h"
 #include "lepton/runtime.h"
 
 namespace py = pybind11;
@@ -626,6 +630,202 @@ void conv2d_backward(const py::object& go, const py::object& xo, const py::objec
   raise_status(op, st);
 }
 
+// ---------------------------------------------------------------- optimizers
+// One call updates every tensor of the lists. Every array is checked (and every
+// pair of arrays for overlap) before any is touched; errors name the list and index.
+struct ListItem {
+  std::string name;  // e.g. "exp_avgs[3]"
+  py::array a;
+  DType dt = DType::f32;
+  bool updated = false;
+};
+
+py::list as_list(const std::string& op, const char* name, const py::object& o) {
+  if (py::isinstance<py::list>(o)) return py::reinterpret_borrow<py::list>(o);
+  if (py::isinstance<py::tuple>(o)) return py::list(o);
+  type_error(op, std::string(name) + " must be a list of numpy arrays, got " + type_name(o));
+}
+
+// Checks items[i] of list `name` like params[i]: float dtype (== params[0]'s), C-contiguous,
+// writeable when updated, same element count as the param.
+ListItem list_item(const std::string& op, const char* list, size_t i, const py::object& o, bool updated,
+                   const ListItem* param, const ListItem* first) {
+  ListItem r;
+  r.name = std::string(list) + "[" + std::to_string(i) + "]";
+  r.updated = updated;
+  if (o.is_none()) value_error(op, r.name + " is None but is needed");
+  Arg a = float_arg(op, r.name.c_str(), o, updated);
+  r.a = a.a;
+  r.dt = a.dt;
+  if (first && first->dt != r.dt)
+    type_error(op, r.name + " must have the dtype of " + first->name + " (" + dtype_str(first->a) +
+                       "), got " + dtype_str(r.a));
+  if (param && param->a.size() != r.a.size())
+    value_error(op, r.name + " must have " + std::to_string(param->a.size()) + " elements like " + param->name +
+                        ", got shape " + shape_str(shape_of(r.a)));
+  return r;
+}
+
+// No updated array may overlap any other array (updated or gradient); gradients may
+// share memory with each other. Sweep over the arrays sorted by start address.
+void expect_list_disjoint(const std::string& op, const std::vector<const ListItem*>& items) {
+  struct Span {
+    uintptr_t lo, hi;
+    const ListItem* item;
+  };
+  std::vector<Span> spans;
+  for (const ListItem* it : items) {
+    if (it->a.nbytes() == 0) continue;
+    const auto lo = reinterpret_cast<uintptr_t>(it->a.data());
+    spans.push_back({lo, lo + static_cast<uintptr_t>(it->a.nbytes()), it});
+  }
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
+  uintptr_t end_all = 0, end_upd = 0;
+  const ListItem *owner_all = nullptr, *owner_upd = nullptr;
+  for (const Span& s : spans) {
+    const ListItem* other = nullptr;
+    if (s.item->updated && s.lo < end_all) other = owner_all;
+    if (!s.item->updated && s.lo < end_upd) other = owner_upd;
+    if (other)
+      value_error(op, s.item->name + " shares memory with " + other->name +
+                          "; every updated array must be separate from every other array");
+    if (s.hi > end_all) end_all = s.hi, owner_all = s.item;
+    if (s.item->updated && s.hi > end_upd) end_upd = s.hi, owner_upd = s.item;
+  }
+}
+
+// The lists as ListItems, checked: names[k] is the k-th list; lists marked optional
+// in `skip` (nullopt) are not read.
+struct OptimLists {
+  std::vector<std::vector<ListItem>> cols;  // cols[k][i]
+  size_t count = 0;
+  DType dt = DType::f32;
+};
+
+OptimLists optim_lists(const std::string& op, const std::vector<std::pair<const char*, py::object>>& named,
+                       const std::vector<bool>& use, const std::vector<bool>& updated) {
+  OptimLists r;
+  std::vector<py::list> lists;
+  for (size_t k = 0; k < named.size(); ++k) {
+    lists.push_back(use[k] ? as_list(op, named[k].first, named[k].second) : py::list());
+    if (use[k] && py::len(lists[k]) != py::len(lists[0]))
+      value_error(op, std::string("the lists must have equal lengths, got ") + named[0].first + ": " +
+                          std::to_string(py::len(lists[0])) + ", " + named[k].first + ": " +
+                          std::to_string(py::len(lists[k])));
+  }
+  r.count = py::len(lists[0]);
+  r.cols.resize(named.size());
+  for (size_t i = 0; i < r.count; ++i) {
+    const ListItem* first = i ? &r.cols[0][0] : nullptr;
+    r.cols[0].push_back(list_item(op, named[0].first, i, lists[0][i], updated[0], nullptr, first));
+    const ListItem* param = &r.cols[0][i];
+    for (size_t k = 1; k < named.size(); ++k) {
+      if (!use[k]) continue;
+      r.cols[k].push_back(list_item(op, named[k].first, i, lists[k][i], updated[k], param, &r.cols[0][0]));
+    }
+  }
+  std::vector<const ListItem*> all;
+  for (auto& col : r.cols)
+    for (auto& it : col) all.push_back(&it);
+  expect_list_disjoint(op, all);
+  if (r.count) r.dt = r.cols[0][0].dt;
+  return r;
+}
+
+template <class T>
+T* item_ptr(ListItem& it) {
+  return static_cast<T*>(it.a.mutable_data());
+}
+
+template <class T>
+lepton::Status call_sgd(const lepton::SgdParams& hp, OptimLists& L, bool use_buf) {
+  std::vector<lepton::SgdTensor<T>> ts(L.count);
+  for (size_t i = 0; i < L.count; ++i)
+    ts[i] = {item_ptr<T>(L.cols[0][i]), static_cast<const T*>(L.cols[1][i].a.data()),
+             use_buf ? item_ptr<T>(L.cols[2][i]) : nullptr, static_cast<int64_t>(L.cols[0][i].a.size())};
+  py::gil_scoped_release nogil;
+  return lepton::sgd_step(hp, ts.data(), static_cast<int64_t>(ts.size()));
+}
+
+void sgd_step(const py::object& params, const py::object& grads, const py::object& bufs, double lr,
+              double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
+              bool first_step) {
+  const std::string op = "sgd_step";
+  const bool use_buf = momentum != 0;
+  if (use_buf && bufs.is_none()) value_error(op, "bufs (momentum buffers) are required when momentum != 0");
+  OptimLists L = optim_lists(op, {{"params", params}, {"grads", grads}, {"bufs", bufs}},
+                             {true, true, use_buf}, {true, false, true});
+  lepton::SgdParams hp;
+  hp.lr = lr, hp.momentum = momentum, hp.dampening = dampening, hp.weight_decay = weight_decay;
+  hp.nesterov = nesterov, hp.maximize = maximize, hp.first_step = first_step;
+  lepton::Status st = L.dt == DType::f32 ? call_sgd<float>(hp, L, use_buf) : call_sgd<double>(hp, L, use_buf);
+  raise_status(op, st);
+}
+
+template <class T>
+lepton::Status call_adam(const lepton::AdamParams& hp, OptimLists& L) {
+  std::vector<lepton::AdamTensor<T>> ts(L.count);
+  for (size_t i = 0; i < L.count; ++i)
+    ts[i] = {item_ptr<T>(L.cols[0][i]), static_cast<const T*>(L.cols[1][i].a.data()), item_ptr<T>(L.cols[2][i]),
+             item_ptr<T>(L.cols[3][i]), hp.amsgrad ? item_ptr<T>(L.cols[4][i]) : nullptr,
+             static_cast<int64_t>(L.cols[0][i].a.size())};
+  py::gil_scoped_release nogil;
+  return lepton::adam_step(hp, ts.data(), static_cast<int64_t>(ts.size()));
+}
+
+void adam_step(const py::object& params, const py::object& grads, const py::object& exp_avgs,
+               const py::object& exp_avg_sqs, const py::object& max_exp_avg_sqs, int64_t step, double lr,
+               double beta1, double beta2, double eps, double weight_decay, bool decoupled, bool amsgrad,
+               bool maximize) {
+  const std::string op = "adam_step";
+  if (amsgrad && max_exp_avg_sqs.is_none()) value_error(op, "amsgrad=True needs max_exp_avg_sqs");
+  OptimLists L = optim_lists(op,
+                             {{"params", params}, {"grads", grads}, {"exp_avgs", exp_avgs},
+                              {"exp_avg_sqs", exp_avg_sqs}, {"max_exp_avg_sqs", max_exp_avg_sqs}},
+                             {true, true, true, true, amsgrad}, {true, false, true, true, true});
+  lepton::AdamParams hp;
+  hp.step = step, hp.lr = lr, hp.beta1 = beta1, hp.beta2 = beta2, hp.eps = eps;
+  hp.weight_decay = weight_decay, hp.decoupled = decoupled, hp.amsgrad = amsgrad, hp.maximize = maximize;
+  lepton::Status st = L.dt == DType::f32 ? call_adam<float>(hp, L) : call_adam<double>(hp, L);
+  raise_status(op, st);
+}
+
+// ---------------------------------------------------------------- losses
+template <class T>
+lepton::Status call_cross_entropy(const lepton::CrossEntropyDesc& d, const Arg& z, const Arg& t,
+                                  const std::optional<Arg>& w, Arg& losses, std::optional<Arg>& dl) {
+  const T *zp = cptr<T>(z), *wp = opt_cptr<T>(w);
+  const int64_t* tp = cptr<int64_t>(t);
+  T *lp = mptr<T>(losses), *dp = opt_mptr<T>(dl);
+  py::gil_scoped_release nogil;
+  return lepton::cross_entropy(d, zp, tp, wp, lp, dp);
+}
+
+void cross_entropy(const py::object& zo, const py::object& to, const py::object& wo, int64_t ignore_index,
+                   double label_smoothing, const py::object& lo, const py::object& dlo) {
+  const std::string op = "cross_entropy";
+  Arg z = float_arg(op, "logits", zo, false);
+  expect_ndim(op, z, 2, "(N, C)");
+  const int64_t n = z.a.shape(0), c = z.a.shape(1);
+  Arg t = index_arg(op, "target", to, false);
+  expect_shape(op, t, {n});
+  std::optional<Arg> w = optional_float(op, "weight", wo, false, &z);
+  if (w) expect_shape(op, *w, {c});
+  Arg losses = float_arg(op, "losses", lo, true, &z);
+  expect_shape(op, losses, {n});
+  std::optional<Arg> dl = optional_float(op, "dlogits", dlo, true, &z);
+  if (dl) expect_shape(op, *dl, {n, c});
+  std::vector<const Arg*> ins{&z, &t}, outs{&losses};
+  if (w) ins.push_back(&*w);
+  if (dl) outs.push_back(&*dl);
+  expect_outputs_disjoint(op, outs, ins);
+  lepton::CrossEntropyDesc d;
+  d.n = n, d.c = c, d.ignore_index = ignore_index, d.label_smoothing = label_smoothing;
+  lepton::Status st = z.dt == DType::f32 ? call_cross_entropy<float>(d, z, t, w, losses, dl)
+                                         : call_cross_entropy<double>(d, z, t, w, losses, dl);
+  raise_status(op, st);
+}
+
 // ---------------------------------------------------------------- runtime
 void set_isa(const std::string& name) {
   lepton::Isa isa;
@@ -676,6 +876,286 @@ double measure_copy_gbs(int64_t bytes, int repeats) {
   if (!(r > 0)) throw std::runtime_error("measure_copy_gbs: could not allocate the copy buffers");
   return r;
 }
+
+// ---------------------------------------------------------------- int8 quantization
+enum class IType { i8, u8, i32 };
+
+const char* itype_name(IType t) { return t == IType::i8 ? "int8" : t == IType::u8 ? "uint8" : "int32"; }
+
+// An int8/uint8 (or, with allow_i32, int32) array.
+IType int_arg_type(const std::string& op, const Arg& a, bool allow_i32) {
+  if (py::isinstance<py::array_t<int8_t>>(a.a)) return IType::i8;
+  if (py::isinstance<py::array_t<uint8_t>>(a.a)) return IType::u8;
+  if (allow_i32 && py::isinstance<py::array_t<int32_t>>(a.a)) return IType::i32;
+  type_error(op, std::string(a.name) + " must have dtype int8 or uint8" + (allow_i32 ? " or int32" : "") +
+                     ", got " + dtype_str(a.a));
+}
+
+Arg typed_arg(const std::string& op, const char* name, const py::object& o, bool writeable,
+              const py::dtype& want, const char* want_name) {
+  Arg r = array_arg(op, name, o, writeable);
+  if (!r.a.dtype().is(want) && !r.a.dtype().equal(want))
+    type_error(op, std::string(name) + " must have dtype " + want_name + ", got " + dtype_str(r.a));
+  return r;
+}
+Arg f32_arg(const std::string& op, const char* name, const py::object& o, bool writeable) {
+  return typed_arg(op, name, o, writeable, py::dtype::of<float>(), "float32");
+}
+Arg i32_arg(const std::string& op, const char* name, const py::object& o, bool writeable) {
+  return typed_arg(op, name, o, writeable, py::dtype::of<int32_t>(), "int32");
+}
+
+// Zero points: None (0), shape (1,) (one for all) or (count,) (one per column/channel).
+struct ZeroPoints {
+  std::optional<Arg> arg;
+  bool per = false;
+  const int32_t* ptr() const { return arg ? cptr<int32_t>(*arg) : nullptr; }
+};
+ZeroPoints zero_points_arg(const std::string& op, const char* name, const py::object& o, int64_t count) {
+  ZeroPoints z;
+  if (o.is_none()) return z;
+  z.arg = i32_arg(op, name, o, false);
+  const std::vector<int64_t> s = shape_of(z.arg->a);
+  if (s.size() != 1 || (s[0] != 1 && s[0] != count))
+    value_error(op, std::string(name) + " must have shape (1,) or (" + std::to_string(count) + ",), got " +
+                        shape_str(s));
+  z.per = s[0] == count && count != 1;
+  return z;
+}
+
+lepton::QuantDesc quant_desc(const Arg& x3) {
+  lepton::QuantDesc d;
+  d.outer = x3.a.shape(0);
+  d.channels = x3.a.shape(1);
+  d.inner = x3.a.shape(2);
+  return d;
+}
+
+void quantize(const py::object& xo, const py::object& so, const py::object& zo, const py::object& oo) {
+  const std::string op = "quantize";
+  Arg x = f32_arg(op, "x3", xo, false);
+  expect_ndim(op, x, 3, "(outer, channels, inner)");
+  Arg s = f32_arg(op, "scale", so, false);
+  Arg z = i32_arg(op, "zero_point", zo, false);
+  Arg out = array_arg(op, "out3", oo, true);
+  const IType qt = int_arg_type(op, out, false);
+  expect_shape(op, s, {x.a.shape(1)});
+  expect_shape(op, z, {x.a.shape(1)});
+  expect_shape(op, out, shape_of(x.a));
+  expect_outputs_disjoint(op, {&out}, {&x, &s, &z});
+  const lepton::QuantDesc d = quant_desc(x);
+  const float *xp = cptr<float>(x), *sp = cptr<float>(s);
+  const int32_t* zp = cptr<int32_t>(z);
+  void* qp = out.a.mutable_data();
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = qt == IType::i8 ? lepton::quantize(d, xp, sp, zp, static_cast<int8_t*>(qp))
+                         : lepton::quantize(d, xp, sp, zp, static_cast<uint8_t*>(qp));
+  }
+  raise_status(op, st);
+}
+
+void dequantize(const py::object& qo, const py::object& so, const py::object& zo, const py::object& oo) {
+  const std::string op = "dequantize";
+  Arg q = array_arg(op, "q3", qo, false);
+  const IType qt = int_arg_type(op, q, true);
+  expect_ndim(op, q, 3, "(outer, channels, inner)");
+  Arg s = f32_arg(op, "scale", so, false);
+  Arg z = i32_arg(op, "zero_point", zo, false);
+  Arg out = f32_arg(op, "out3", oo, true);
+  expect_shape(op, s, {q.a.shape(1)});
+  expect_shape(op, z, {q.a.shape(1)});
+  expect_shape(op, out, shape_of(q.a));
+  expect_outputs_disjoint(op, {&out}, {&q, &s, &z});
+  const lepton::QuantDesc d = quant_desc(q);
+  const void* qp = q.a.data();
+  const float* sp = cptr<float>(s);
+  const int32_t* zp = cptr<int32_t>(z);
+  float* yp = mptr<float>(out);
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    switch (qt) {
+      case IType::i8: st = lepton::dequantize(d, static_cast<const int8_t*>(qp), sp, zp, yp); break;
+      case IType::u8: st = lepton::dequantize(d, static_cast<const uint8_t*>(qp), sp, zp, yp); break;
+      case IType::i32: st = lepton::dequantize(d, static_cast<const int32_t*>(qp), sp, zp, yp); break;
+    }
+  }
+  raise_status(op, st);
+}
+
+py::tuple dynamic_quantize(const py::object& xo, const py::object& oo) {
+  const std::string op = "dynamic_quantize";
+  Arg x = f32_arg(op, "x", xo, false);
+  Arg out = typed_arg(op, "out", oo, true, py::dtype::of<uint8_t>(), "uint8");
+  expect_ndim(op, x, 1, "(n,)");
+  expect_shape(op, out, shape_of(x.a));
+  expect_outputs_disjoint(op, {&out}, {&x});
+  const int64_t n = x.a.shape(0);
+  const float* xp = cptr<float>(x);
+  uint8_t* qp = mptr<uint8_t>(out);
+  float scale = 0.f;
+  uint8_t zp = 0;
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = lepton::dynamic_quantize(n, xp, qp, &scale, &zp);
+  }
+  raise_status(op, st);
+  return py::make_tuple(scale, static_cast<int>(zp));
+}
+
+// (a type, b type) -> the matching overload.
+template <class F>
+lepton::Status dispatch_ab(IType ta, IType tb, const void* a, const void* b, F f) {
+  if (ta == IType::u8 && tb == IType::i8) return f(static_cast<const uint8_t*>(a), static_cast<const int8_t*>(b));
+  if (ta == IType::u8 && tb == IType::u8) return f(static_cast<const uint8_t*>(a), static_cast<const uint8_t*>(b));
+  if (ta == IType::i8 && tb == IType::i8) return f(static_cast<const int8_t*>(a), static_cast<const int8_t*>(b));
+  return f(static_cast<const int8_t*>(a), static_cast<const uint8_t*>(b));
+}
+
+int32_t int_scalar(const std::string& op, const char* name, int64_t v) {
+  if (v < INT32_MIN || v > INT32_MAX) value_error(op, std::string(name) + " out of range: " + std::to_string(v));
+  return static_cast<int32_t>(v);  // the kernel checks it against the operand's type range
+}
+
+void matmul_integer(const py::object& ao, const py::object& bo, int64_t azp, const py::object& bzo,
+                    const py::object& oo) {
+  const std::string op = "matmul_integer";
+  Arg a = array_arg(op, "a", ao, false);
+  Arg b = array_arg(op, "b", bo, false);
+  const IType ta = int_arg_type(op, a, false), tb = int_arg_type(op, b, false);
+  expect_ndim(op, a, 2, "(M, K)");
+  expect_ndim(op, b, 2, "(K, N)");
+  if (a.a.shape(1) != b.a.shape(0))
+    value_error(op, "inner dimensions differ: a is " + shape_str(shape_of(a.a)) + ", b is " + shape_str(shape_of(b.a)));
+  Arg out = i32_arg(op, "out", oo, true);
+  expect_shape(op, out, {a.a.shape(0), b.a.shape(1)});
+  const ZeroPoints bz = zero_points_arg(op, "b_zero_point", bzo, b.a.shape(1));
+  std::vector<const Arg*> ins{&a, &b};
+  if (bz.arg) ins.push_back(&*bz.arg);
+  expect_outputs_disjoint(op, {&out}, ins);
+  lepton::MatmulIntegerDesc d;
+  d.m = a.a.shape(0), d.k = a.a.shape(1), d.n = b.a.shape(1);
+  d.lda = d.k, d.ldb = d.n, d.ldc = d.n;
+  d.a_zero_point = int_scalar(op, "a_zero_point", azp);
+  d.b_zero_point_per_column = bz.per;
+  const int32_t* bzp = bz.ptr();
+  int32_t* cp = mptr<int32_t>(out);
+  const void *ap = a.a.data(), *bp = b.a.data();
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = dispatch_ab(ta, tb, ap, bp, [&](auto* pa, auto* pb) { return lepton::matmul_integer(d, pa, pb, bzp, cp); });
+  }
+  raise_status(op, st);
+}
+
+// Packed weights: owns its copy of B (the numpy array may be freed afterwards).
+std::unique_ptr<lepton::PackedIntB> pack_matmul_integer_b(const py::object& bo, const py::object& bzo) {
+  const std::string op = "pack_matmul_integer_b";
+  Arg b = array_arg(op, "b", bo, false);
+  const IType tb = int_arg_type(op, b, false);
+  expect_ndim(op, b, 2, "(K, N)");
+  const ZeroPoints bz = zero_points_arg(op, "b_zero_point", bzo, b.a.shape(1));
+  const int64_t k = b.a.shape(0), n = b.a.shape(1);
+  const int32_t* bzp = bz.ptr();
+  const bool per = bz.per;
+  const void* bp = b.a.data();
+  auto packed = std::make_unique<lepton::PackedIntB>();
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = tb == IType::i8 ? lepton::pack_matmul_integer_b(k, n, static_cast<const int8_t*>(bp), n, bzp, per, packed.get())
+                         : lepton::pack_matmul_integer_b(k, n, static_cast<const uint8_t*>(bp), n, bzp, per, packed.get());
+  }
+  raise_status(op, st);
+  return packed;
+}
+
+void matmul_integer_packed(const py::object& ao, const lepton::PackedIntB& pb, int64_t azp, const py::object& oo) {
+  const std::string op = "matmul_integer_packed";
+  Arg a = array_arg(op, "a", ao, false);
+  const IType ta = int_arg_type(op, a, false);
+  expect_ndim(op, a, 2, "(M, K)");
+  if (a.a.shape(1) != pb.k())
+    value_error(op, "a must have K = " + std::to_string(pb.k()) + " columns (the packed b), got shape " +
+                        shape_str(shape_of(a.a)));
+  Arg out = i32_arg(op, "out", oo, true);
+  expect_shape(op, out, {a.a.shape(0), pb.n()});
+  expect_outputs_disjoint(op, {&out}, {&a});
+  lepton::MatmulIntegerDesc d;
+  d.m = a.a.shape(0), d.k = pb.k(), d.n = pb.n();
+  d.lda = d.k, d.ldb = d.n, d.ldc = d.n;
+  d.a_zero_point = int_scalar(op, "a_zero_point", azp);
+  int32_t* cp = mptr<int32_t>(out);
+  const void* ap = a.a.data();
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = ta == IType::u8 ? lepton::matmul_integer_packed(d, static_cast<const uint8_t*>(ap), pb, cp)
+                         : lepton::matmul_integer_packed(d, static_cast<const int8_t*>(ap), pb, cp);
+  }
+  raise_status(op, st);
+}
+
+void conv2d_integer(const py::object& xo, const py::object& wo, int64_t xzp, const py::object& wzo,
+                    const py::object& oo, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                    int64_t pr, int64_t dh, int64_t dw, int64_t groups) {
+  const std::string op = "conv2d_integer";
+  Arg x = array_arg(op, "x", xo, false);
+  Arg w = array_arg(op, "weight", wo, false);
+  const IType tx = int_arg_type(op, x, false), tw = int_arg_type(op, w, false);
+  lepton::Conv2dDesc d = conv_desc(op, x, w, {sh, sw, pt, pb, pl, pr, dh, dw, groups});
+  Arg out = i32_arg(op, "out", oo, true);
+  conv_out_shape(op, out, &d);
+  const ZeroPoints wz = zero_points_arg(op, "w_zero_point", wzo, d.c_out);
+  std::vector<const Arg*> ins{&x, &w};
+  if (wz.arg) ins.push_back(&*wz.arg);
+  expect_outputs_disjoint(op, {&out}, ins);
+  const int32_t xz = int_scalar(op, "x_zero_point", xzp);
+  const int32_t* wzp = wz.ptr();
+  const bool per = wz.per;
+  int32_t* yp = mptr<int32_t>(out);
+  const void *xp = x.a.data(), *wp = w.a.data();
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = dispatch_ab(tx, tw, xp, wp, [&](auto* px, auto* pw) {
+      return lepton::conv2d_integer(d, px, xz, pw, wzp, per, yp);
+    });
+  }
+  raise_status(op, st);
+}
+
+double measure_vnni_gops(int threads, double seconds) {
+  if (threads < 1) value_error("measure_vnni_gops", "threads must be >= 1, got " + std::to_string(threads));
+  if (!(seconds > 0) || seconds > 600)
+    value_error("measure_vnni_gops", "seconds must be in (0, 600], got " + std::to_string(seconds));
+  py::gil_scoped_release nogil;
+  return lepton::measure_vnni_gops(threads, seconds);
+}
+
+void set_igemm_path(const std::string& name) {
+  lepton::IgemmPath p;
+  if (name == "auto") p = lepton::IgemmPath::automatic;
+  else if (name == "vnni") p = lepton::IgemmPath::vnni;
+  else if (name == "avx2") p = lepton::IgemmPath::avx2;
+  else if (name == "generic") p = lepton::IgemmPath::generic;
+  else value_error("set_igemm_path", "name must be 'auto', 'vnni', 'avx2' or 'generic', got '" + name + "'");
+  raise_status("set_igemm_path", lepton::set_igemm_path(p));
+}
+
+std::string igemm_path() {
+  switch (lepton::active_igemm_path()) {
+    case lepton::IgemmPath::vnni: return "vnni";
+    case lepton::IgemmPath::avx2: return "avx2";
+    case lepton::IgemmPath::generic: return "generic";
+    default: return "auto";
+  }
+}
+
 
 }  // namespace
 
@@ -749,6 +1229,25 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         "is given); grad_x (transposed convolution), grad_w, grad_b (sums over the batch in a "
         "fixed order: deterministic). Each gradient may be None (skipped).");
 
+  m.def("sgd_step", &sgd_step, py::arg("params"), py::arg("grads"), py::arg("bufs"), py::arg("lr"),
+        py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
+        py::arg("maximize"), py::arg("first_step"),
+        "torch.optim.SGD update of every array of `params` in place, one call (lepton/optim.h). Lists of "
+        "float32/float64 C-contiguous arrays of one dtype; bufs entries may be None when momentum == 0. "
+        "Everything is checked before anything is written.");
+  m.def("adam_step", &adam_step, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
+        py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"), py::arg("step"), py::arg("lr"), py::arg("beta1"),
+        py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"), py::arg("amsgrad"),
+        py::arg("maximize"),
+        "torch.optim.Adam / AdamW (decoupled) update of every array of `params` in place, one call "
+        "(lepton/optim.h); max_exp_avg_sqs is a list when amsgrad, else None. Everything is checked before "
+        "anything is written.");
+  m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("target"), py::arg("weight"),
+        py::arg("ignore_index"), py::arg("label_smoothing"), py::arg("losses"), py::arg("dlogits"),
+        "Fused log-softmax + NLL (lepton/loss.h): logits (N, C), target int64 (N,), weight (C,) or None -> "
+        "losses (N,) and, unless None, dlogits (N, C) = d loss_i / d logits. A target outside [0, C) that is "
+        "not ignore_index raises ValueError.");
+
   m.def("isa", [] { return std::string(lepton::isa_name(lepton::active_isa())); },
         "The SIMD variant kernels use now: 'generic', 'avx2' or 'avx512'.");
   m.def("detected_isa", [] { return std::string(lepton::isa_name(lepton::detected_isa())); },
@@ -767,4 +1266,37 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         "Measured peak fp32 FMA GFLOP/s of the active ISA on `threads` threads.");
   m.def("measure_copy_gbs", &measure_copy_gbs, py::arg("bytes"), py::arg("repeats"),
         "Measured copy bandwidth (bytes read + written per second, GB/s), best of `repeats`.");
+  m.def("quantize", &quantize, py::arg("x3"), py::arg("scale"), py::arg("zero_point"), py::arg("out3"),
+        "ONNX QuantizeLinear (lepton/quant.h): out3 (int8/uint8) = saturate(round_half_to_even(x3 / scale[c]) "
+        "+ zero_point[c]) over (outer, channels, inner); NaN -> zero point, +-inf saturate.");
+  m.def("dequantize", &dequantize, py::arg("q3"), py::arg("scale"), py::arg("zero_point"), py::arg("out3"),
+        "ONNX DequantizeLinear: out3 float32 = (q3 - zero_point[c]) * scale[c]; q3 int8, uint8 or int32.");
+  m.def("dynamic_quantize", &dynamic_quantize, py::arg("x"), py::arg("out"),
+        "ONNX DynamicQuantizeLinear of a finite float32 vector into out (uint8); returns (scale, zero_point).");
+  m.def("matmul_integer", &matmul_integer, py::arg("a"), py::arg("b"), py::arg("a_zero_point"),
+        py::arg("b_zero_point"), py::arg("out"),
+        "ONNX MatMulInteger: out int32 (M, N) = (a - a_zero_point) @ (b - b_zero_point); a/b uint8 or int8; "
+        "b_zero_point int32 (N,), (1,) or None.");
+  py::class_<lepton::PackedIntB>(m, "PackedIntB",
+                                 "Integer GEMM right operand (K, N) with its zero point, packed once.")
+      .def_property_readonly("k", &lepton::PackedIntB::k)
+      .def_property_readonly("n", &lepton::PackedIntB::n)
+      .def_property_readonly("nbytes", &lepton::PackedIntB::bytes);
+  m.def("pack_matmul_integer_b", &pack_matmul_integer_b, py::arg("b"), py::arg("b_zero_point"),
+        "Pack b (K, N) int8/uint8 with its zero point (int32 (N,), (1,) or None) for matmul_integer_packed.");
+  m.def("matmul_integer_packed", &matmul_integer_packed, py::arg("a"), py::arg("packed"),
+        py::arg("a_zero_point"), py::arg("out"),
+        "out int32 (M, N) = (a - a_zero_point) @ (B - b_zero_point) with B packed by pack_matmul_integer_b.");
+  m.def("conv2d_integer", &conv2d_integer, py::arg("x"), py::arg("weight"), py::arg("x_zero_point"),
+        py::arg("w_zero_point"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"),
+        py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("dilation_h"),
+        py::arg("dilation_w"), py::arg("groups"),
+        "ONNX ConvInteger: out int32 (N, O, OH, OW) = conv of (x - x_zero_point) and (weight - w_zero_point[o]); "
+        "padding takes x_zero_point; w_zero_point int32 (O,), (1,) or None.");
+  m.def("has_vnni", &lepton::has_vnni, "True when the CPU and OS support AVX-512 VNNI (vpdpbusd).");
+  m.def("measure_vnni_gops", &measure_vnni_gops, py::arg("threads"), py::arg("seconds"),
+        "Measured peak int8 VNNI GOP/s (2 ops per multiply-add) on `threads` threads; 0 without VNNI.");
+  m.def("set_igemm_path", &set_igemm_path, py::arg("name"),
+        "Force the integer GEMM path ('auto', 'vnni', 'avx2', 'generic'); ValueError if unsupported.");
+  m.def("igemm_path", &igemm_path, "The integer GEMM path calls use now.");
 }

@@ -17,11 +17,14 @@
 //
 // Importing the module needs no GPU or driver; device_count() is 0 there.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "launch.h"
 
@@ -493,6 +496,129 @@ void conv2d_backward(std::uintptr_t grad_out, std::uintptr_t x, std::uintptr_t w
 }
 
 // The launch shape the launchers use (tests compare it with the CuPy backend's copy).
+// ------------------------------------------------------------------ optimizers and losses
+// Pointer tables (lists of ints), one entry per tensor; every table and count is
+// checked before the first launch, so a bad entry leaves every tensor untouched.
+
+using PtrList = std::vector<std::uintptr_t>;
+
+void need_len(const char* op, const char* name, size_t got, size_t want) {
+  if (got != want)
+    bad(op, std::string("the lists must have equal lengths, got ") + name + ": " + std::to_string(got) +
+                ", param_ptrs: " + std::to_string(want));
+}
+
+void need_not_nan(const char* op, const char* name, double v) {
+  if (v != v) bad(op, std::string(name) + " must not be NaN");
+}
+
+void need_table(const char* op, const char* name, const PtrList& ptrs, const std::vector<int64_t>& counts) {
+  need_len(op, name, ptrs.size(), counts.size());
+  for (size_t i = 0; i < ptrs.size(); ++i) {
+    if (counts[i] > 0 && ptrs[i] == 0)
+      bad(op, std::string(name) + "[" + std::to_string(i) + "] is a null pointer for " + std::to_string(counts[i]) +
+                  " elements");
+  }
+}
+
+void need_counts(const char* op, const std::vector<int64_t>& counts) {
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] < 0) bad(op, "counts[" + std::to_string(i) + "] must be >= 0, got " + std::to_string(counts[i]));
+  }
+}
+
+template <typename T>
+std::vector<T> as_table(const PtrList& ptrs) {
+  std::vector<T> r(ptrs.size());
+  for (size_t i = 0; i < ptrs.size(); ++i) r[i] = reinterpret_cast<T>(ptrs[i]);
+  return r;
+}
+
+void sgd_step(const PtrList& params, const PtrList& grads, const std::optional<PtrList>& bufs,
+              const std::vector<int64_t>& counts, int dtype_code, double lr, double momentum, double dampening,
+              double weight_decay, bool nesterov, bool maximize, bool first_step, std::uintptr_t stream) {
+  const char* op = "sgd_step";
+  const DType dt = dtype_of(op, dtype_code);
+  for (auto [name, v] : {std::pair<const char*, double>{"lr", lr}, {"momentum", momentum},
+                         {"dampening", dampening}, {"weight_decay", weight_decay}})
+    need_not_nan(op, name, v);
+  if (lr < 0) bad(op, "lr must be >= 0");
+  if (momentum < 0) bad(op, "momentum must be >= 0");
+  if (weight_decay < 0) bad(op, "weight_decay must be >= 0");
+  if (nesterov && (momentum <= 0 || dampening != 0)) bad(op, "nesterov needs momentum > 0 and dampening 0");
+  need_counts(op, counts);
+  need_table(op, "param_ptrs", params, counts);
+  need_table(op, "grad_ptrs", grads, counts);
+  const bool use_buf = momentum != 0;
+  if (use_buf && !bufs) bad(op, "buf_ptrs are required when momentum != 0");
+  if (use_buf) need_table(op, "buf_ptrs", *bufs, counts);
+  lepton::SgdParams p;
+  p.lr = lr, p.momentum = momentum, p.dampening = dampening, p.weight_decay = weight_decay;
+  p.nesterov = nesterov, p.maximize = maximize, p.first_step = first_step;
+  const auto pp = as_table<void*>(params), bp = use_buf ? as_table<void*>(*bufs) : std::vector<void*>();
+  const auto gp = as_table<const void*>(grads);
+  run(op, [&] {
+    return lepton_cuda::sgd_step(dt, p, static_cast<int64_t>(counts.size()), pp.data(), gp.data(),
+                                 use_buf ? bp.data() : nullptr, counts.data(), as_stream(stream));
+  });
+}
+
+void adam_step(const PtrList& params, const PtrList& grads, const PtrList& exp_avgs, const PtrList& exp_avg_sqs,
+               const std::optional<PtrList>& vmaxs, const std::vector<int64_t>& counts, int dtype_code,
+               int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
+               bool amsgrad, bool maximize, std::uintptr_t stream) {
+  const char* op = "adam_step";
+  const DType dt = dtype_of(op, dtype_code);
+  for (auto [name, v] : {std::pair<const char*, double>{"lr", lr}, {"beta1", beta1}, {"beta2", beta2},
+                         {"eps", eps}, {"weight_decay", weight_decay}})
+    need_not_nan(op, name, v);
+  if (step < 1) bad(op, "step must be >= 1, got " + std::to_string(step));
+  if (lr < 0) bad(op, "lr must be >= 0");
+  if (!(beta1 >= 0 && beta1 < 1)) bad(op, "beta1 must be in [0, 1)");
+  if (!(beta2 >= 0 && beta2 < 1)) bad(op, "beta2 must be in [0, 1)");
+  if (eps < 0) bad(op, "eps must be >= 0");
+  if (weight_decay < 0) bad(op, "weight_decay must be >= 0");
+  need_counts(op, counts);
+  need_table(op, "param_ptrs", params, counts);
+  need_table(op, "grad_ptrs", grads, counts);
+  need_table(op, "exp_avg_ptrs", exp_avgs, counts);
+  need_table(op, "exp_avg_sq_ptrs", exp_avg_sqs, counts);
+  if (amsgrad && !vmaxs) bad(op, "amsgrad=True needs max_exp_avg_sq_ptrs");
+  if (amsgrad) need_table(op, "max_exp_avg_sq_ptrs", *vmaxs, counts);
+  lepton::AdamParams p;
+  p.step = step, p.lr = lr, p.beta1 = beta1, p.beta2 = beta2, p.eps = eps, p.weight_decay = weight_decay;
+  p.decoupled = decoupled, p.amsgrad = amsgrad, p.maximize = maximize;
+  const auto pp = as_table<void*>(params), mp = as_table<void*>(exp_avgs), vp = as_table<void*>(exp_avg_sqs);
+  const auto xp = amsgrad ? as_table<void*>(*vmaxs) : std::vector<void*>();
+  const auto gp = as_table<const void*>(grads);
+  run(op, [&] {
+    return lepton_cuda::adam_step(dt, p, static_cast<int64_t>(counts.size()), pp.data(), gp.data(), mp.data(),
+                                  vp.data(), amsgrad ? xp.data() : nullptr, counts.data(), as_stream(stream));
+  });
+}
+
+void cross_entropy(std::uintptr_t logits, std::uintptr_t target, std::uintptr_t weight, std::uintptr_t losses,
+                   std::uintptr_t dlogits, int64_t n, int64_t c, int64_t ignore_index, double label_smoothing,
+                   int dtype_code, std::uintptr_t stream) {
+  const char* op = "cross_entropy";
+  const DType dt = dtype_of(op, dtype_code);
+  need_nonneg(op, "n", n);
+  need_nonneg(op, "c", c);
+  const int64_t count = product(op, {n, c});
+  if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
+    bad(op, "label_smoothing must be in [0, 1], got " + std::to_string(label_smoothing));
+  need_ptr(op, "logits_ptr", logits, count);
+  need_ptr(op, "target_ptr", target, n);
+  need_ptr(op, "losses_ptr", losses, n);  // weight_ptr / dlogits_ptr 0 = none
+  lepton::CrossEntropyDesc d;
+  d.n = n, d.c = c, d.ignore_index = ignore_index, d.label_smoothing = label_smoothing;
+  run(op, [&] {
+    return lepton_cuda::cross_entropy(dt, d, dev<const void>(logits), dev<const int64_t>(target),
+                                      dev<const void>(weight), dev<void>(losses), dev<void>(dlogits),
+                                      as_stream(stream));
+  });
+}
+
 py::tuple gemm_plan(int64_t m, int64_t n, int64_t groups, int dtype_code) {
   const char* op = "gemm_plan";
   const DType dt = dtype_of(op, dtype_code);
@@ -614,6 +740,24 @@ PYBIND11_MODULE(_lepton_cuda, m) {
         arg("n"), arg("c_in"), arg("h"), arg("w"), arg("c_out"), arg("kernel_h"), arg("kernel_w"), arg("out_h"),
         arg("out_w"), arg("stride_h"), arg("stride_w"), arg("pad_top"), arg("pad_bottom"), arg("pad_left"),
         arg("pad_right"), arg("dilation_h"), arg("dilation_w"), arg("groups"), arg("dtype_code"), stream);
+  m.def("sgd_step", &sgd_step,
+        "torch.optim.SGD update of every tensor of the pointer tables, in place, in list order on `stream` "
+        "(lepton/optim.h); buf_ptrs may be None when momentum == 0. Tables and counts are checked first.",
+        arg("param_ptrs"), arg("grad_ptrs"), arg("buf_ptrs"), arg("counts"), arg("dtype_code"), arg("lr"),
+        arg("momentum"), arg("dampening"), arg("weight_decay"), arg("nesterov"), arg("maximize"),
+        arg("first_step"), stream);
+  m.def("adam_step", &adam_step,
+        "torch.optim.Adam / AdamW (decoupled) update of every tensor of the pointer tables, in place "
+        "(lepton/optim.h); max_exp_avg_sq_ptrs is None unless amsgrad.",
+        arg("param_ptrs"), arg("grad_ptrs"), arg("exp_avg_ptrs"), arg("exp_avg_sq_ptrs"),
+        arg("max_exp_avg_sq_ptrs"), arg("counts"), arg("dtype_code"), arg("step"), arg("lr"), arg("beta1"),
+        arg("beta2"), arg("eps"), arg("weight_decay"), arg("decoupled"), arg("amsgrad"), arg("maximize"), stream);
+  m.def("cross_entropy", &cross_entropy,
+        "Fused log-softmax + NLL (lepton/loss.h), one block per row: logits (n, c), target int64 (n,), "
+        "weight_ptr 0 = no weights, losses (n,), dlogits_ptr 0 = no gradient. Targets must be in [0, c) or "
+        "ignore_index (a target outside gives a NaN row, never an out-of-bounds read).",
+        arg("logits_ptr"), arg("target_ptr"), arg("weight_ptr"), arg("losses_ptr"), arg("dlogits_ptr"), arg("n"),
+        arg("c"), arg("ignore_index"), arg("label_smoothing"), arg("dtype_code"), stream);
   m.def("gemm_plan", &gemm_plan,
         "(small_tile, grid_x, grid_y, grid_z, threads) of the tiled GEMM kernels for an (m x n) output per "
         "group.",

@@ -13,6 +13,8 @@
 #include "lepton/conv.h"
 #include "lepton/elementwise.h"
 #include "lepton/linear.h"
+#include "lepton/loss.h"
+#include "lepton/optim.h"
 #include "lepton/pool.h"
 
 namespace lepton_cuda {
@@ -119,6 +121,34 @@ inline GemmPlan gemm_plan(DType dtype, int64_t m, int64_t n, int64_t groups) {
 inline unsigned bias_grad_grid(int64_t c, int64_t s) {
   const int64_t blocks = s == 1 ? (c + 31) / 32 : c;
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > kMaxGridYZ ? kMaxGridYZ : blocks));
+}
+
+// ---------------------------------------------------------------- optimizers and losses
+// (cuda/optim.cu, cuda/loss.cu over cuda/kernels/optim.cuh and loss.cuh). Semantics of
+// lepton/optim.h and lepton/loss.h. The optimizer launchers update `num` tensors in
+// list order, one grid-stride launch per non-empty tensor (grid_for(count) x kBlock),
+// all on `stream`; entry i of each pointer table is tensor i (bufs / max_exp_avg_sqs
+// may be null tables when momentum == 0 / without amsgrad). The per-step scalars are
+// computed in double once per call and passed rounded to the dtype.
+cudaError_t sgd_step(DType dtype, const lepton::SgdParams& p, int64_t num, void* const* params,
+                     const void* const* grads, void* const* bufs, const int64_t* counts, cudaStream_t stream);
+cudaError_t adam_step(DType dtype, const lepton::AdamParams& p, int64_t num, void* const* params,
+                      const void* const* grads, void* const* exp_avgs, void* const* exp_avg_sqs,
+                      void* const* max_exp_avg_sqs, const int64_t* counts, cudaStream_t stream);
+// One block of ce_block(c) threads per row (grid min(n, kMaxGrid), grid-stride over rows);
+// weight and dlogits may be null. Targets are trusted to be in [0, c) or ignore_index (a
+// target outside gives a NaN row, never an out-of-bounds read).
+cudaError_t cross_entropy(DType dtype, const lepton::CrossEntropyDesc& d, const void* logits,
+                          const int64_t* target, const void* weight, void* losses, void* dlogits,
+                          cudaStream_t stream);
+constexpr int kCeThreads = 256;  // LK_CE_THREADS in kernels/loss.cuh
+// Whole warps, enough to cover a row of c classes once, at most kCeThreads.
+inline unsigned ce_block(int64_t c) {
+  const int64_t t = (c + kWarp - 1) / kWarp * kWarp;
+  return static_cast<unsigned>(t < kWarp ? kWarp : (t > kCeThreads ? kCeThreads : t));
+}
+inline unsigned ce_grid(int64_t n) {
+  return static_cast<unsigned>(n < 1 ? 1 : (n > kMaxGrid ? kMaxGrid : n));
 }
 
 }  // namespace lepton_cuda

@@ -40,7 +40,8 @@ def _expand_entries(text: str) -> set[str]:
 
 
 def test_kernel_sources_exist():
-    assert {p.name for p in KERNELS} >= {"elementwise.cuh", "pool.cuh", "gemm.cuh", "conv.cuh"}
+    assert {p.name for p in KERNELS} >= {"elementwise.cuh", "pool.cuh", "gemm.cuh", "conv.cuh", "optim.cuh",
+                                         "loss.cuh"}
 
 
 @pytest.mark.parametrize("path", KERNELS, ids=lambda p: p.name)
@@ -68,6 +69,7 @@ def test_cupy_backend_kernel_names_exist():
         for op in ("matmul", "linear", "linear_grad_x", "linear_grad_w", "conv2d", "conv2d_grad_w",
                    "conv2d_grad_x"):
             wanted += [f"lk_{op}_{sfx}", f"lk_{op}_s_{sfx}"]  # large and small tile
+        wanted += [f"lk_sgd_step_{sfx}", f"lk_adam_step_{sfx}", f"lk_cross_entropy_{sfx}"]
     missing = sorted(set(wanted) - names)
     assert not missing, f"kernels missing from cuda/kernels: {missing}"
 
@@ -284,6 +286,59 @@ def test_lepton_cuda_validates_gemm_and_conv_arguments():
     m.conv2d(0, 0, 0, 0, **{**g, "n": 0}, relu=True, dtype_code=0)
     m.conv2d_backward(0, 0, 0, 0, 0, 0, 0, **g, dtype_code=0)  # no gradient asked for
     m.linear_backward(0, 0, 0, 0, 0, 0, 0, 4, 5, 6, 1)
+
+
+def test_lepton_cuda_validates_optimizer_and_loss_arguments():
+    """Every pointer table, count and hyper-parameter is checked before the first launch."""
+    m = _lepton_cuda()
+    sgd = dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
+               first_step=False)
+    with pytest.raises(ValueError, match="sgd_step: grad_ptrs\\[1\\] is a null pointer"):
+        m.sgd_step([8, 8], [8, 0], None, [4, 4], 0, **sgd)
+    with pytest.raises(ValueError, match="sgd_step: the lists must have equal lengths"):
+        m.sgd_step([8, 8], [8], None, [4, 4], 0, **sgd)
+    with pytest.raises(ValueError, match="sgd_step: buf_ptrs are required"):
+        m.sgd_step([8], [8], None, [4], 0, **{**sgd, "momentum": 0.9})
+    with pytest.raises(ValueError, match="sgd_step: counts\\[0\\] must be >= 0"):
+        m.sgd_step([8], [8], None, [-1], 0, **sgd)
+    with pytest.raises(ValueError, match="sgd_step: lr must not be NaN"):
+        m.sgd_step([8], [8], None, [4], 0, **{**sgd, "lr": float("nan")})
+    with pytest.raises(ValueError, match="sgd_step: nesterov"):
+        m.sgd_step([8], [8], [8], [4], 0, **{**sgd, "nesterov": True})
+    with pytest.raises(ValueError, match="sgd_step: dtype_code"):
+        m.sgd_step([8], [8], None, [4], 2, **sgd)
+    adam = dict(step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False, amsgrad=False,
+                maximize=False)
+    with pytest.raises(ValueError, match="adam_step: step must be >= 1"):
+        m.adam_step([8], [8], [8], [8], None, [4], 0, **{**adam, "step": 0})
+    with pytest.raises(ValueError, match="adam_step: beta2 must be in"):
+        m.adam_step([8], [8], [8], [8], None, [4], 0, **{**adam, "beta2": 1.0})
+    with pytest.raises(ValueError, match="adam_step: amsgrad=True needs"):
+        m.adam_step([8], [8], [8], [8], None, [4], 0, **{**adam, "amsgrad": True})
+    with pytest.raises(ValueError, match="adam_step: exp_avg_sq_ptrs\\[0\\] is a null pointer"):
+        m.adam_step([8], [8], [8], [0], None, [4], 1, **adam)
+    with pytest.raises(ValueError, match="cross_entropy: logits_ptr is a null pointer"):
+        m.cross_entropy(0, 8, 0, 8, 0, 2, 3, -100, 0.0, 0)
+    with pytest.raises(ValueError, match="cross_entropy: label_smoothing"):
+        m.cross_entropy(8, 8, 0, 8, 0, 2, 3, -100, 1.5, 0)
+    with pytest.raises(ValueError, match="cross_entropy: sizes overflow"):
+        m.cross_entropy(8, 8, 0, 8, 0, 1 << 40, 1 << 40, -100, 0.0, 0)
+    # Nothing to compute: returns without touching the device, even without a GPU.
+    m.sgd_step([], [], None, [], 0, **sgd)
+    m.sgd_step([0, 8], [0, 8], None, [0, 0], 1, **sgd)
+    m.adam_step([0], [0], [0], [0], None, [0], 0, **adam)
+    m.cross_entropy(0, 0, 0, 0, 0, 0, 5, -100, 0.0, 1)
+
+
+@pytest.mark.skipif(HAVE_GPU_NODE, reason="checks the no-GPU error path")
+def test_lepton_cuda_optimizer_launch_without_gpu_is_a_runtime_error():
+    m = _lepton_cuda()
+    with pytest.raises(RuntimeError, match="^sgd_step: "):
+        m.sgd_step([16], [16], None, [4], 0, 0.1, 0.0, 0.0, 0.0, False, False, False)
+    with pytest.raises(RuntimeError, match="^adam_step: "):
+        m.adam_step([16], [16], [16], [16], None, [4], 1, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, False, False, False)
+    with pytest.raises(RuntimeError, match="^cross_entropy: "):
+        m.cross_entropy(16, 16, 0, 16, 0, 2, 3, -100, 0.0, 0)
 
 
 @pytest.mark.skipif(HAVE_GPU_NODE, reason="checks the no-GPU error path")

@@ -1,7 +1,8 @@
 // cpu/conv_avx2.cpp -- float32 direct convolution kernels, AVX2 + FMA (8 lanes):
 // the forward tile (up to 8 output channels x 1-6 vectors of 8 outputs in
 // ymm accumulators, one load per tap and vector, weights broadcast) and the
-// weight-gradient tile (3 channels x 3 taps reduced over the outputs). The
+// weight-gradient tiles (3 channels x 3 taps reduced over the outputs; and
+// 1-3 channel vectors x 4-12 taps reduced over a transposed gradient). The
 // bodies are shared with AVX-512 through conv_internal.h; see there for layouts.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -63,6 +64,9 @@ ConvDirectKernels conv_direct_kernels() {
   k.fwd = fwd_any;
   k.wgrad = wgrad_any;
   k.copy_rows = copy_rows;
+  k.wgrad_t = wgrad_t_any;
+  k.transpose = transpose_any;
+  k.mask = mask_any;
   return k;
 }
 

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string>
 
+#include "cpu/igemm_internal.h"
 #include "cpu/internal.h"
 
 namespace lepton {
@@ -188,6 +189,8 @@ std::string cpu_features() {
   return s;
 }
 
+bool has_vnni() { return isa_supported(Isa::avx512) && cpu().avx512vnni; }
+
 int num_threads() { return threads_slot().load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
@@ -249,6 +252,26 @@ double measure_fma_gflops(int threads, double seconds) {
     worst = el;
   }
   return worst > 0 ? total_flops / worst / 1e9 : 0.0;
+}
+
+double measure_vnni_gops(int threads, double seconds) {
+  if (!has_vnni()) return 0.0;
+  if (threads < 1) threads = 1;
+  if (!(seconds > 0)) seconds = 0.1;
+  const int64_t batch = 1 << 16;
+  double total_ops = 0, worst = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total_ops) reduction(max : worst)
+  {
+    detail::vnni::vnni_probe(batch);  // warm up the clocks and the vector units
+#pragma omp barrier
+    double t0 = omp_get_wtime(), el = 0;
+    do {
+      total_ops += detail::vnni::vnni_probe(batch);
+      el = omp_get_wtime() - t0;
+    } while (el < seconds);
+    worst = el;
+  }
+  return worst > 0 ? total_ops / worst / 1e9 : 0.0;
 }
 
 double measure_copy_gbs(int64_t bytes, int repeats) {

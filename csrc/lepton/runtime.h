@@ -15,7 +15,10 @@ Isa active_isa();    // the one kernels use now (detected_isa() at start-up)
 // Forces a variant (tests use it to run every variant on one machine).
 // Refuses an ISA the CPU does not support.
 Status set_active_isa(Isa isa);
-std::string cpu_features();  // e.g. "sse4.2 avx avx2 fma avx512f avx512bw ..."
+std::string cpu_features();  // e.g. "sse4.2 avx avx2 fma avx512f avx512bw ... avx512vnni"
+// AVX-512 VNNI (vpdpbusd) usable: the avx512_vnni cpuid bit plus the AVX-512
+// variant's requirements (F/BW/DQ/VL and OS zmm state).
+bool has_vnni();
 
 int num_threads();  // OpenMP threads kernels use
 void set_num_threads(int n);
@@ -23,6 +26,10 @@ void set_num_threads(int n);
 // Peak fp32 FMA throughput of the active ISA over `threads` threads, GFLOP/s
 // (2 flops per lane per FMA), measured for about `seconds`.
 double measure_fma_gflops(int threads, double seconds);
+// Peak int8 throughput of vpdpbusd (AVX-512 VNNI) over `threads` threads,
+// GOP/s (2 ops per 8-bit multiply-add, 64 per zmm instruction), measured like
+// the FMA probe; 0 when the CPU has no VNNI.
+double measure_vnni_gops(int threads, double seconds);
 // Sustained copy bandwidth (bytes read + bytes written per second, GB/s)
 // copying a buffer of `bytes` with all threads, best of `repeats`.
 double measure_copy_gbs(int64_t bytes, int repeats);

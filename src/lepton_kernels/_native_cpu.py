@@ -68,3 +68,40 @@ def conv2d(x, weight, bias, out, c, relu):
 
 def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
     _cpu.conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, *_conv_geometry(c))
+
+
+def sgd_step(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    # One call for the whole list: the C++ side chunks every tensor and updates them in one parallel pass.
+    _cpu.sgd_step(params, grads, bufs, float(lr), float(momentum), float(dampening), float(weight_decay),
+                  bool(nesterov), bool(maximize), bool(first_step))
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay,
+              decoupled, amsgrad, maximize):
+    _cpu.adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None, int(step),
+                   float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
+                   bool(amsgrad), bool(maximize))
+
+
+def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses, dlogits):
+    _cpu.cross_entropy(logits, target, weight, int(ignore_index), float(label_smoothing), losses, dlogits)
+
+
+def quantize(x3, scale, zero_point, q3):
+    _cpu.quantize(x3, scale, zero_point, q3)
+
+
+def dequantize(q3, scale, zero_point, y3):
+    _cpu.dequantize(q3, scale, zero_point, y3)
+
+
+def dynamic_quantize(x, q):
+    return _cpu.dynamic_quantize(x, q)
+
+
+def matmul_integer(a, b, a_zero_point, b_zero_point, out):
+    _cpu.matmul_integer(a, b, a_zero_point, b_zero_point, out)
+
+
+def conv2d_integer(x, w, x_zero_point, w_zero_point, out, c):
+    _cpu.conv2d_integer(x, w, x_zero_point, w_zero_point, out, *_conv_geometry(c))

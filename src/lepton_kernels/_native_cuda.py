@@ -37,6 +37,9 @@ __all__ = [
     "linear_backward",
     "conv2d",
     "conv2d_backward",
+    "sgd_step",
+    "adam_step",
+    "cross_entropy",
 ]
 
 _DTYPE_CODES = {"f4": 0, "f8": 1}
@@ -266,3 +269,57 @@ def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
     _cu.conv2d_backward(gp, xp, wp, _optional(y, "output", op, code), _optional(grad_x, "grad_x", op, code),
                         _optional(grad_w, "grad_w", op, code), _optional(grad_b, "grad_b", op, code),
                         n, c_in, h, w, c_out, kh, kw, oh, ow, *_conv_geometry(c), code, _stream())
+
+
+# ---------------------------------------------------------------- optimizers and losses
+
+def _tables(op: str, params, **lists):
+    """(dtype code, counts, {name: pointer list}) for lists of arrays shaped like params.
+
+    A list given as None (no momentum buffers, no amsgrad) comes back as None.
+    """
+    counts, tables, code = [], {"params": []}, None
+    for i, p in enumerate(params):
+        ptr, shape, c = _float(p, f"params[{i}]")
+        code = c if code is None else code
+        _same(op, code, **{f"params[{i}]": c})
+        counts.append(math.prod(shape))
+        tables["params"].append(ptr)
+    for name, arrays in lists.items():
+        if arrays is None:
+            tables[name] = None
+            continue
+        tables[name] = []
+        for i, a in enumerate(arrays):
+            ptr, shape, c = _float(a, f"{name}[{i}]")
+            _same(op, code, **{f"{name}[{i}]": c})
+            if math.prod(shape) != counts[i]:
+                raise ValueError(f"{op}: {name}[{i}] has {math.prod(shape)} elements, params[{i}] {counts[i]}")
+            tables[name].append(ptr)
+    return (0 if code is None else code), counts, tables
+
+
+def sgd_step(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    # One binding call; the launcher loops over the tensors on the host, all on one stream.
+    code, counts, t = _tables("sgd_step", params, grads=grads, bufs=bufs if momentum else None)
+    _cu.sgd_step(t["params"], t["grads"], t["bufs"], counts, code, float(lr), float(momentum), float(dampening),
+                 float(weight_decay), bool(nesterov), bool(maximize), bool(first_step), _stream())
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay,
+              decoupled, amsgrad, maximize):
+    code, counts, t = _tables("adam_step", params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs,
+                              max_exp_avg_sqs=max_exp_avg_sqs if amsgrad else None)
+    _cu.adam_step(t["params"], t["grads"], t["exp_avgs"], t["exp_avg_sqs"], t["max_exp_avg_sqs"], counts, code,
+                  int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
+                  bool(amsgrad), bool(maximize), _stream())
+
+
+def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses, dlogits):
+    op = "cross_entropy"
+    zp, (n, c), code = _float(logits, "logits")
+    lp, _, lc = _float(losses, "losses")
+    _same(op, code, losses=lc)
+    _cu.cross_entropy(zp, _index_ptr(target, "target"), _optional(weight, "weight", op, code), lp,
+                      _optional(dlogits, "dlogits", op, code), n, c, int(ignore_index), float(label_smoothing),
+                      code, _stream())

@@ -37,9 +37,12 @@ __all__ = [
     "linear_backward",
     "conv2d",
     "conv2d_backward",
+    "sgd_step",
+    "adam_step",
+    "cross_entropy",
 ]
 
-_SOURCES = ("elementwise.cuh", "pool.cuh", "gemm.cuh", "conv.cuh")
+_SOURCES = ("elementwise.cuh", "pool.cuh", "gemm.cuh", "conv.cuh", "optim.cuh", "loss.cuh")
 _OPTIONS = ("--std=c++17",)
 # conv.cuh includes gemm.cuh from its own directory; its copy of the dense GEMM
 # entry points is left out (they come from the gemm.cuh module), as in cuda/conv.cu.
@@ -400,3 +403,67 @@ def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
         _gemm_launch("conv.cuh", "conv2d_grad_x", sfx, cg, n * h * w, g, (gp, yp, wp, _iface(grad_x)[0]) + geom)
     if grad_b is not None and c_out > 0:
         _bias_grad(sfx, grad_out, y, grad_b, n, c_out, oh * ow)
+
+
+# ---------------------------------------------------------------- optimizers and losses
+# Mirrors cuda/optim.cu and cuda/loss.cu: scalars computed in double and rounded to the
+# dtype, one grid-stride launch per tensor; one block of _ce_block(c) threads per row.
+
+_SGD_MOMENTUM, _SGD_NESTEROV, _SGD_FIRST, _SGD_WD = 1, 2, 4, 8  # LK_SGD_* in optim.cuh
+_ADAM_WD, _ADAM_DECOUPLED, _ADAM_AMSGRAD = 1, 2, 4  # LK_ADAM_*
+_CE_THREADS = 256  # LK_CE_THREADS in loss.cuh / kCeThreads
+
+
+def _scalar_type(sfx: str):
+    return np.float32 if sfx == "f32" else np.float64
+
+
+def sgd_step(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    use_buf = momentum != 0
+    flags = ((_SGD_MOMENTUM if use_buf else 0) | (_SGD_NESTEROV if use_buf and nesterov else 0)
+             | (_SGD_FIRST if first_step else 0) | (_SGD_WD if weight_decay != 0 else 0))
+    for i, p in enumerate(params):
+        pp, shape, t = _iface(p)
+        count = math.prod(shape)
+        if count == 0:
+            continue
+        sfx = _suffix(t)
+        T = _scalar_type(sfx)
+        bp = _iface(bufs[i])[0] if use_buf else _NULL
+        _launch("optim.cuh", f"lk_sgd_step_{sfx}", _grid(count), _BLOCK,
+                (pp, _iface(grads[i])[0], bp, _ll(count), T(lr), T(momentum), T(1.0 - dampening), T(weight_decay),
+                 T(-1.0 if maximize else 1.0), np.int32(flags)))
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay,
+              decoupled, amsgrad, maximize):
+    flags = ((_ADAM_WD if weight_decay != 0 else 0) | (_ADAM_DECOUPLED if decoupled else 0)
+             | (_ADAM_AMSGRAD if amsgrad else 0))
+    step_size = lr / (1.0 - beta1 ** step)
+    bias2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    for i, p in enumerate(params):
+        pp, shape, t = _iface(p)
+        count = math.prod(shape)
+        if count == 0:
+            continue
+        sfx = _suffix(t)
+        T = _scalar_type(sfx)
+        xp = _iface(max_exp_avg_sqs[i])[0] if amsgrad else _NULL
+        _launch("optim.cuh", f"lk_adam_step_{sfx}", _grid(count), _BLOCK,
+                (pp, _iface(grads[i])[0], _iface(exp_avgs[i])[0], _iface(exp_avg_sqs[i])[0], xp, _ll(count),
+                 T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(eps), T(weight_decay), T(1.0 - lr * weight_decay),
+                 T(step_size), T(bias2_sqrt), T(-1.0 if maximize else 1.0), np.int32(flags)))
+
+
+def _ce_block(c: int) -> int:
+    """Mirror of ce_block() in cuda/launch.h: whole warps covering a row, at most _CE_THREADS."""
+    return max(_WARP, min(_CE_THREADS, -(-c // _WARP) * _WARP))
+
+
+def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses, dlogits):
+    zp, (n, c), t = _iface(logits)
+    if n == 0:
+        return
+    _launch("loss.cuh", f"lk_cross_entropy_{_suffix(t)}", max(1, min(n, _MAX_GRID)), _ce_block(c),
+            (zp, _iface(target)[0], _ptr_or_null(weight), _iface(losses)[0], _ptr_or_null(dlogits), _ll(n), _ll(c),
+             _ll(ignore_index), np.float64(label_smoothing)))

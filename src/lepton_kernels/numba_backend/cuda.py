@@ -15,7 +15,8 @@ default stream. Semantics: ``csrc/lepton/pool.h`` and
 ``csrc/lepton/elementwise.h``. The other sums (average pooling and its
 gradient, grad_bias) accumulate in float64 for both dtypes; everything else
 stays in the array's dtype. matmul, linear and conv2d (forward and backward)
-live in ``cuda_conv`` and are re-exported here.
+live in ``cuda_conv``, the optimizer updates and the fused cross-entropy in
+``cuda_optim``; both are re-exported here.
 """
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ __all__ = [
     "linear_backward",
     "conv2d",
     "conv2d_backward",
+    "sgd_step",
+    "adam_step",
+    "cross_entropy",
 ]
 
 
@@ -328,4 +332,9 @@ from .cuda_conv import (  # noqa: E402
     linear,
     linear_backward,
     matmul,
+)
+from .cuda_optim import (  # noqa: E402
+    adam_step,
+    cross_entropy,
+    sgd_step,
 )

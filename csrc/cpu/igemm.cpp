@@ -1,0 +1,887 @@
+// cpu/igemm.cpp -- integer GEMM and convolution drivers (ONNX MatMulInteger /
+// ConvInteger): C (m x n, row-major int32) = (A - a_zp)(B - b_zp), operands
+// uint8 or int8. Argument checks, the kernel choice (VNNI, AVX2 or generic),
+// packing of both operands (formats in igemm_internal.h), cache blocking and
+// the thread split; conv2d_integer = im2col (padding with x_zp) + this GEMM
+// with the weights as A, packed once per call.
+//
+// Loop nest over one thread's rectangle of C (B packed whole beforehand):
+//   for i0 in rows step MB:            A rows packed (whole k) into a thread buffer
+//     for p0 in K step KC:             KC x NB block of packed B stays in L2
+//       for j0 in cols step NB:
+//         for each MR panel of A:      A micro-panel (MR x KC) stays in L1
+//           for each NR panel of B:    micro-kernel, zero-point sums fused into its store
+// Integer sums are exact in any order: results never depend on the thread count.
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <emmintrin.h>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/igemm_internal.h"
+#include "cpu/internal.h"
+#include "lepton/quant.h"
+
+namespace lepton {
+namespace detail {
+
+struct PackedIntBImpl {
+  IgemmKernel K;
+  int64_t k = 0, n = 0, kpad = 0;
+  bool b_signed = true;
+  AlignedBuffer<char> data;  // ceil(n / NR) panels of NR x kpad elements
+  std::vector<int32_t> zb;   // vnni: effective zero point per column (b_zp, -128 for uint8 B)
+  std::vector<int32_t> colterm;  // vnni: colsum(B') - k * zb
+  bool zb_zero = true;
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::AlignedBuffer;
+using detail::IgemmEpilogue;
+using detail::IgemmFormat;
+using detail::IgemmKernel;
+using detail::PackedIntBImpl;
+
+constexpr int kMaxVariants = 8;
+// Below this many multiply-adds one thread is faster than waking a team.
+constexpr double kMinParallelMacs = 2.0e6;
+
+std::atomic<int> g_forced_path{0};
+std::atomic<int> g_forced_variant{-1};
+
+template <class F>
+Status guarded(F f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status::Internal("out of memory");
+  } catch (...) {
+    return Status::Internal("unexpected C++ exception");
+  }
+}
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// ---- generic micro-kernel on the i16 format (plain int32 loops) ----
+template <int MR, int NR>
+void micro_generic(int64_t kc, const void* pav, const void* pbv, int32_t* c, int64_t ldc, int mv,
+                   int nv, const IgemmEpilogue& ep) {
+  const int16_t* pa = static_cast<const int16_t*>(pav);
+  const int16_t* pb = static_cast<const int16_t*>(pbv);
+  uint32_t acc[MR][NR] = {};
+  for (int64_t g = 0; g < kc / 2; ++g) {
+    for (int i = 0; i < MR; ++i) {
+      const int32_t a0 = pa[2 * i], a1 = pa[2 * i + 1];
+      for (int j = 0; j < NR; ++j)
+        acc[i][j] += static_cast<uint32_t>(a0 * pb[2 * j] + a1 * pb[2 * j + 1]);
+    }
+    pa += 2 * MR;
+    pb += 2 * NR;
+  }
+  for (int i = 0; i < mv; ++i) {
+    int32_t* cr = c + i * ldc;
+    for (int j = 0; j < nv; ++j) {
+      uint32_t v = acc[i][j];
+      if (ep.load_c) v += static_cast<uint32_t>(cr[j]);
+      cr[j] = static_cast<int32_t>(v);
+    }
+  }
+}
+
+int generic_kernels(IgemmKernel* out) {
+  IgemmKernel k;
+  k.fmt = IgemmFormat::i16;
+  k.mr = 4;
+  k.nr = 8;
+  k.group = 2;
+  k.esize = 2;
+  k.micro = micro_generic<4, 8>;
+  out[0] = k;
+  return 1;
+}
+
+bool cpu_has_avx2() { return detected_isa() != Isa::generic; }
+
+IgemmPath resolve_path() {
+  const IgemmPath forced = static_cast<IgemmPath>(g_forced_path.load(std::memory_order_relaxed));
+  if (forced != IgemmPath::automatic) return forced;
+  switch (active_isa()) {
+    case Isa::avx512: return has_vnni() ? IgemmPath::vnni : IgemmPath::avx2;
+    case Isa::avx2: return IgemmPath::avx2;
+    default: return IgemmPath::generic;
+  }
+}
+
+int kernels_for(IgemmPath p, IgemmKernel* ks) {
+  switch (p) {
+    case IgemmPath::vnni: return detail::vnni::igemm_kernels(ks, kMaxVariants);
+    case IgemmPath::avx2: return detail::avx2::igemm_kernels(ks, kMaxVariants);
+    default: return generic_kernels(ks);
+  }
+}
+
+// The tile shape with the least padded work (edge panels), per load it costs.
+IgemmKernel choose_kernel(int64_t m, int64_t n) {
+  IgemmKernel ks[kMaxVariants];
+  const int count = kernels_for(resolve_path(), ks);
+  const int forced = g_forced_variant.load(std::memory_order_relaxed);
+  if (forced >= 0) return ks[forced % count];
+  int best = 0;
+  double best_area = -1;
+  for (int i = 0; i < count; ++i) {
+    // Padded tile area, weighted by the loads per multiply of the tile shape.
+    const double mr = ks[i].mr, nv = ks[i].nr / 16.0;
+    const double area = static_cast<double>(round_up(m, ks[i].mr)) *
+                        static_cast<double>(round_up(n, ks[i].nr)) * (1.0 + (mr + nv) / (mr * nv));
+    if (best_area < 0 || area < best_area) {
+      best_area = area;
+      best = i;
+    }
+  }
+  return ks[best];
+}
+
+// ---------------------------------------------------------------- packing
+// A rows [0, rows) (stride lda, k values each) into ceil(rows / MR) panels.
+// vnni: flips int8 to uint8 and writes rowsum(A') (when rowsum is non-null);
+// i16: subtracts za[i].
+void pack_a(const IgemmKernel& K, const uint8_t* a, int64_t lda, bool a_signed, int64_t rows,
+            int64_t k, int64_t kpad, const int32_t* za, char* dst, int32_t* rowsum) {
+  const int MR = K.mr;
+  if (K.fmt == IgemmFormat::vnni) {
+    const uint32_t flip = a_signed ? 0x80808080u : 0u;
+    const int64_t full = k / 4;
+    for (int64_t i0 = 0; i0 < rows; i0 += MR) {
+      uint32_t* d = reinterpret_cast<uint32_t*>(dst + i0 * kpad);
+      for (int i = 0; i < MR; ++i) {
+        const int64_t r = i0 + i;
+        if (r >= rows) {
+          for (int64_t g = 0; g < kpad / 4; ++g) d[g * MR + i] = 0;
+          continue;
+        }
+        const uint8_t* src = a + r * lda;
+        for (int64_t g = 0; g < full; ++g) {
+          uint32_t w;
+          std::memcpy(&w, src + 4 * g, 4);
+          d[g * MR + i] = w ^ flip;
+        }
+        if (full * 4 < kpad) {
+          uint8_t tail[4] = {0, 0, 0, 0};
+          for (int64_t p = full * 4; p < k; ++p) tail[p - full * 4] = static_cast<uint8_t>(src[p] ^ flip);
+          uint32_t w;
+          std::memcpy(&w, tail, 4);
+          d[full * MR + i] = w;
+        }
+        if (rowsum) {
+          uint32_t s = 0;
+          const uint8_t f = static_cast<uint8_t>(flip);
+          for (int64_t p = 0; p < k; ++p) s += static_cast<uint8_t>(src[p] ^ f);
+          rowsum[r] = static_cast<int32_t>(s);
+        }
+      }
+    }
+    return;
+  }
+  for (int64_t i0 = 0; i0 < rows; i0 += MR) {
+    int16_t* d = reinterpret_cast<int16_t*>(dst) + i0 * kpad;
+    for (int i = 0; i < MR; ++i) {
+      const int64_t r = i0 + i;
+      const uint8_t* src = a + r * lda;
+      for (int64_t p = 0; p < kpad; ++p) {
+        int32_t v = 0;
+        if (r < rows && p < k)
+          v = (a_signed ? static_cast<int32_t>(static_cast<int8_t>(src[p])) : src[p]) - za[r];
+        d[(p / 2) * 2 * MR + 2 * i + (p & 1)] = static_cast<int16_t>(v);
+      }
+    }
+  }
+}
+
+// Adds the 16 signed bytes of x (one per column) to cs[0..16) as int32.
+inline void add_cols(__m128i x, int32_t* cs) {
+  const __m128i zero = _mm_setzero_si128();
+  const __m128i sx = _mm_cmpgt_epi8(zero, x);
+  const __m128i lo = _mm_unpacklo_epi8(x, sx), hi = _mm_unpackhi_epi8(x, sx);  // int16
+  const __m128i slo = _mm_srai_epi16(lo, 15), shi = _mm_srai_epi16(hi, 15);
+  __m128i* c = reinterpret_cast<__m128i*>(cs);
+  _mm_storeu_si128(c + 0, _mm_add_epi32(_mm_loadu_si128(c + 0), _mm_unpacklo_epi16(lo, slo)));
+  _mm_storeu_si128(c + 1, _mm_add_epi32(_mm_loadu_si128(c + 1), _mm_unpackhi_epi16(lo, slo)));
+  _mm_storeu_si128(c + 2, _mm_add_epi32(_mm_loadu_si128(c + 2), _mm_unpacklo_epi16(hi, shi)));
+  _mm_storeu_si128(c + 3, _mm_add_epi32(_mm_loadu_si128(c + 3), _mm_unpackhi_epi16(hi, shi)));
+}
+
+// 4 rows x 16 columns of B (each row flipped by `flip`) -> 16 dwords of 4 bytes;
+// the column sums of the flipped bytes are added to cs (when non-null).
+inline void interleave4x16(const uint8_t* r0, const uint8_t* r1, const uint8_t* r2,
+                           const uint8_t* r3, __m128i flip, int8_t* out, int32_t* cs) {
+  const __m128i x0 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0)), flip);
+  const __m128i x1 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r1)), flip);
+  const __m128i x2 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r2)), flip);
+  const __m128i x3 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r3)), flip);
+  const __m128i t0 = _mm_unpacklo_epi8(x0, x1), t1 = _mm_unpackhi_epi8(x0, x1);
+  const __m128i t2 = _mm_unpacklo_epi8(x2, x3), t3 = _mm_unpackhi_epi8(x2, x3);
+  __m128i* o = reinterpret_cast<__m128i*>(out);
+  _mm_storeu_si128(o + 0, _mm_unpacklo_epi16(t0, t2));
+  _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t2));
+  _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t1, t3));
+  _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t1, t3));
+  if (cs) {
+    // |sum of 4 int8| <= 512: add in int8 pairs widened once.
+    add_cols(x0, cs);
+    add_cols(x1, cs);
+    add_cols(x2, cs);
+    add_cols(x3, cs);
+  }
+}
+
+// B columns [0, cols) (k rows, stride ldb) into ceil(cols / NR) panels.
+// vnni: flips uint8 to int8, writes colsum(B') (all cols); i16: subtracts zb[j].
+void pack_b(const IgemmKernel& K, const uint8_t* b, int64_t ldb, bool b_signed, int64_t k,
+            int64_t cols, int64_t kpad, const int32_t* zb, char* dst, int32_t* colsum) {
+  const int NR = K.nr;
+  if (K.fmt == IgemmFormat::vnni) {
+    const uint8_t f = b_signed ? 0 : 0x80;
+    const __m128i flip = _mm_set1_epi8(static_cast<char>(f));
+    uint8_t pad_row[256];  // rows past k: flipped to 0
+    std::memset(pad_row, f, sizeof(pad_row));
+    if (colsum) std::memset(colsum, 0, sizeof(int32_t) * static_cast<size_t>(cols));
+    for (int64_t j0 = 0; j0 < cols; j0 += NR) {
+      int8_t* d = reinterpret_cast<int8_t*>(dst) + j0 * kpad;
+      const int64_t nc = std::min<int64_t>(NR, cols - j0);
+      int32_t* cs = colsum ? colsum + j0 : nullptr;
+      for (int64_t g = 0; g < kpad / 4; ++g) {
+        int8_t* o = d + g * 4 * NR;
+        const uint8_t* r[4];
+        for (int t = 0; t < 4; ++t) r[t] = 4 * g + t < k ? b + (4 * g + t) * ldb + j0 : pad_row;
+        int64_t j = 0;
+        for (; j + 16 <= nc; j += 16)
+          interleave4x16(r[0] + j, r[1] + j, r[2] + j, r[3] + j, flip, o + 4 * j, cs ? cs + j : nullptr);
+        for (; j < NR; ++j)
+          for (int t = 0; t < 4; ++t) {
+            const int8_t v = j < nc ? static_cast<int8_t>(r[t][j] ^ f) : int8_t(0);
+            o[4 * j + t] = v;
+            if (cs && j < nc) cs[j] += v;
+          }
+      }
+    }
+    return;
+  }
+  for (int64_t j0 = 0; j0 < cols; j0 += NR) {
+    int16_t* d = reinterpret_cast<int16_t*>(dst) + j0 * kpad;
+    const int64_t nc = std::min<int64_t>(NR, cols - j0);
+    for (int64_t p = 0; p < kpad; ++p) {
+      const uint8_t* s = b + p * ldb + j0;
+      int16_t* o = d + (p / 2) * 2 * NR + (p & 1);
+      for (int64_t j = 0; j < NR; ++j) {
+        int32_t v = 0;
+        if (j < nc && p < k)
+          v = (b_signed ? static_cast<int32_t>(static_cast<int8_t>(s[j])) : s[j]) - zb[j0 + j];
+        o[2 * j] = static_cast<int16_t>(v);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- compute
+struct Problem {
+  IgemmKernel K;
+  int64_t k = 0, kpad = 0;
+  const char* pb = nullptr;  // packed B, all panels
+  const int32_t* colterm = nullptr;  // vnni: per column; null when every za is 0
+  const int32_t* zb = nullptr;       // vnni: per column; null when every zb is 0
+  int32_t* c = nullptr;
+  int64_t ldc = 0;
+};
+
+struct Blocking {
+  int64_t kc, nb, mb;
+};
+
+Blocking blocking_for(const IgemmKernel& K, int64_t kpad) {
+  // int8: KC 1024 x NB 384 B block = 384 KB of a 1 MB L2; A micro-panel
+  // 12 x 1024 = 12 KB of L1. int16 halves the k reach per byte.
+  const int64_t kc_max = K.esize == 1 ? 1024 : 512;
+  const int64_t blocks = (kpad + kc_max - 1) / kc_max;
+  Blocking b;
+  b.kc = round_up((kpad + blocks - 1) / blocks, K.group);
+  b.nb = std::max<int64_t>(1, 384 / K.nr) * K.nr;
+  // A rows packed whole-k per step: about 512 KB of packed A.
+  const int64_t rows = (512 * 1024) / std::max<int64_t>(1, kpad * K.esize);
+  b.mb = std::max<int64_t>(1, std::min<int64_t>(rows, 1536) / K.mr) * K.mr;
+  return b;
+}
+
+// C rows [i0, i0 + mb) x columns [j0, j1) (j0 on a panel boundary); pa holds
+// those rows packed (panel 0 = row i0); za / rowsum indexed from row i0.
+void compute_rows(const Problem& P, const Blocking& bl, const char* pa, const int32_t* za,
+                  const int32_t* rowsum, int64_t i0, int64_t mb, int64_t j0, int64_t j1) {
+  const IgemmKernel& K = P.K;
+  const int64_t es = K.esize;
+  for (int64_t p0 = 0; p0 < P.kpad; p0 += bl.kc) {
+    const int64_t kc = std::min(bl.kc, P.kpad - p0);
+    IgemmEpilogue ep;
+    ep.load_c = p0 > 0;
+    ep.last = p0 + kc >= P.kpad;
+    for (int64_t jb = j0; jb < j1; jb += bl.nb) {
+      const int64_t je = std::min(j1, jb + bl.nb);
+      for (int64_t ir = 0; ir < mb; ir += K.mr) {
+        const int mv = static_cast<int>(std::min<int64_t>(K.mr, mb - ir));
+        const char* apanel = pa + (ir * P.kpad + p0 * K.mr) * es;
+        ep.za = P.colterm ? za + ir : nullptr;
+        ep.rowsum = rowsum ? rowsum + ir : nullptr;
+        for (int64_t jr = jb; jr < je; jr += K.nr) {
+          const int nv = static_cast<int>(std::min<int64_t>(K.nr, je - jr));
+          ep.colterm = P.colterm ? P.colterm + jr : nullptr;
+          ep.zb = P.zb ? P.zb + jr : nullptr;
+          K.micro(kc, apanel, P.pb + (jr * P.kpad + p0 * K.nr) * es,
+                  P.c + (i0 + ir) * P.ldc + jr, P.ldc, mv, nv, ep);
+        }
+      }
+    }
+  }
+}
+
+struct Range {
+  int64_t i0, i1, j0, j1;
+};
+
+// Splits C into tm x tn rectangles on panel boundaries (least padded work + packing).
+void choose_grid(int64_t m, int64_t n, int64_t k, int mr, int nr, int parts, int* tm, int* tn) {
+  const int64_t pm = (m + mr - 1) / mr, pn = (n + nr - 1) / nr;
+  double best = -1;
+  for (int a = 1; a <= parts; ++a) {
+    if (parts % a) continue;
+    const int bcol = parts / a;
+    if (a > pm || bcol > pn) continue;
+    const double rows = static_cast<double>((pm + a - 1) / a) * mr;
+    const double cols = static_cast<double>((pn + bcol - 1) / bcol) * nr;
+    const double cost = rows * cols * k + 4.0 * k * rows * bcol;
+    if (best < 0 || cost < best) {
+      best = cost;
+      *tm = a;
+      *tn = bcol;
+    }
+  }
+  if (best < 0) {
+    *tm = static_cast<int>(std::min<int64_t>(pm, parts));
+    *tn = 1;
+  }
+}
+
+Range part_range(int64_t m, int64_t n, int mr, int nr, int tm, int tn, int id) {
+  const int64_t pm = (m + mr - 1) / mr, pn = (n + nr - 1) / nr;
+  const int bi = id / tn, bj = id % tn;
+  auto cut = [](int64_t panels, int parts, int idx, int64_t unit, int64_t total) {
+    const int64_t base = panels / parts, extra = panels % parts;
+    const int64_t p = idx * base + std::min<int64_t>(idx, extra);
+    return std::min(total, p * unit);
+  };
+  return {cut(pm, tm, bi, mr, m), cut(pm, tm, bi + 1, mr, m), cut(pn, tn, bj, nr, n),
+          cut(pn, tn, bj + 1, nr, n)};
+}
+
+// A as the driver sees it: raw rows plus the effective zero point.
+struct OperandA {
+  const uint8_t* a;
+  int64_t lda;
+  bool a_signed;
+  int32_t zp;  // the caller's a_zp
+};
+
+// Per-thread packing of A rows, kept between calls.
+struct ThreadA {
+  AlignedBuffer<char> buf;
+  size_t len = 0;
+  std::vector<int32_t> za, rowsum;
+  bool reserve(size_t bytes, size_t rows) {
+    if (bytes > len) {
+      if (!buf.allocate(bytes)) { len = 0; return false; }
+      len = bytes;
+    }
+    if (za.size() < rows) za.resize(rows);
+    if (rowsum.size() < rows) rowsum.resize(rows);
+    return true;
+  }
+};
+ThreadA& thread_a() {
+  thread_local ThreadA t;
+  return t;
+}
+
+// One thread's rectangle: pack A row blocks and run compute_rows.
+bool run_part(const Problem& P, const OperandA& A, const Range& r) {
+  const IgemmKernel& K = P.K;
+  const Blocking bl = blocking_for(K, P.kpad);
+  const int64_t mb_max = std::min(bl.mb, round_up(r.i1 - r.i0, K.mr));
+  ThreadA& t = thread_a();
+  if (!t.reserve(static_cast<size_t>(mb_max * P.kpad * K.esize), static_cast<size_t>(mb_max)))
+    return false;
+  const bool vnni = K.fmt == IgemmFormat::vnni;
+  const int32_t za = A.zp + (vnni && A.a_signed ? 128 : 0);
+  std::fill(t.za.begin(), t.za.begin() + mb_max, za);
+  for (int64_t i0 = r.i0; i0 < r.i1; i0 += bl.mb) {
+    const int64_t mb = std::min(bl.mb, r.i1 - i0);
+    pack_a(K, A.a + i0 * A.lda, A.lda, A.a_signed, mb, P.k, P.kpad, t.za.data(), t.buf.get(),
+           vnni && P.zb ? t.rowsum.data() : nullptr);
+    compute_rows(P, bl, t.buf.get(), t.za.data(), vnni && P.zb ? t.rowsum.data() : nullptr, i0,
+                 mb, r.j0, r.j1);
+  }
+  return true;
+}
+
+// Packs B (k x n) into impl (parallel over panels when nt > 1).
+Status pack_b_impl(const IgemmKernel& K, int64_t k, int64_t n, const uint8_t* b, int64_t ldb,
+                   bool b_signed, const int32_t* bzp, bool per_col, int nt, PackedIntBImpl* out) {
+  out->K = K;
+  out->k = k;
+  out->n = n;
+  out->kpad = round_up(std::max<int64_t>(k, 1), K.group);
+  out->b_signed = b_signed;
+  const int64_t panels = (n + K.nr - 1) / K.nr;
+  if (!out->data.allocate(static_cast<size_t>(panels * K.nr * out->kpad * K.esize)))
+    return Status::Internal("out of memory for the packed B");
+  const bool vnni = K.fmt == IgemmFormat::vnni;
+  std::vector<int32_t> zb(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) {
+    const int32_t z = bzp ? bzp[per_col ? j : 0] : 0;
+    zb[j] = z - (vnni && !b_signed ? 128 : 0);
+  }
+  std::vector<int32_t> colsum(vnni ? static_cast<size_t>(n) : 0);
+  const int64_t kpad = out->kpad;
+  char* dst = out->data.get();
+  const int32_t* zbp = zb.data();
+  int32_t* cs = vnni ? colsum.data() : nullptr;
+  // i16 packs subtract the caller's zero point (zb holds it unchanged there).
+  auto pack_range = [&](int64_t p0, int64_t p1) {
+    if (p0 >= p1) return;
+    const int64_t j0 = p0 * K.nr, j1 = std::min(n, p1 * K.nr);
+    pack_b(K, b + j0, ldb, b_signed, k, j1 - j0, kpad, zbp + j0, dst + j0 * kpad * K.esize,
+           cs ? cs + j0 : nullptr);
+  };
+  if (nt > 1 && panels > 1) {
+#pragma omp parallel num_threads(nt)
+    {
+      const int id = omp_get_thread_num(), team = omp_get_num_threads();
+      pack_range(panels * id / team, panels * (id + 1) / team);
+    }
+  } else {
+    pack_range(0, panels);
+  }
+  out->zb_zero = true;
+  if (vnni) {
+    out->colterm.resize(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) {
+      if (zb[j] != 0) out->zb_zero = false;
+      out->colterm[j] = static_cast<int32_t>(static_cast<uint32_t>(colsum[j]) -
+                                             static_cast<uint32_t>(k) * static_cast<uint32_t>(zb[j]));
+    }
+  }
+  out->zb = std::move(zb);
+  return Status::Ok();
+}
+
+int threads_for_macs(double macs, bool parallel) {
+  if (!parallel || omp_in_parallel() || macs < kMinParallelMacs) return 1;
+  return num_threads();
+}
+
+// C = (A - a_zp) . B(packed), the whole C split over nt threads.
+Status run(const MatmulIntegerDesc& d, const OperandA& A, const PackedIntBImpl& B, int32_t* c,
+           int nt) {
+  Problem P;
+  P.K = B.K;
+  P.k = B.k;
+  P.kpad = B.kpad;
+  P.pb = B.data.get();
+  const bool vnni = B.K.fmt == IgemmFormat::vnni;
+  const int32_t za = A.zp + (vnni && A.a_signed ? 128 : 0);
+  P.colterm = vnni && za != 0 ? B.colterm.data() : nullptr;
+  P.zb = vnni && !B.zb_zero ? B.zb.data() : nullptr;
+  P.c = c;
+  P.ldc = d.ldc;
+  if (nt <= 1) {
+    if (!run_part(P, A, Range{0, d.m, 0, d.n})) return Status::Internal("out of memory for packing");
+    return Status::Ok();
+  }
+  int tm = 1, tn = 1;
+  choose_grid(d.m, d.n, B.kpad, P.K.mr, P.K.nr, nt, &tm, &tn);
+  const int parts = tm * tn;
+  std::atomic<bool> ok{true};
+#pragma omp parallel num_threads(parts)
+  {
+    const int team = omp_get_num_threads();
+    for (int id = omp_get_thread_num(); id < parts; id += team) {
+      const Range r = part_range(d.m, d.n, P.K.mr, P.K.nr, tm, tn, id);
+      if (r.i0 < r.i1 && r.j0 < r.j1 && !run_part(P, A, r)) ok.store(false);
+    }
+  }
+  if (!ok.load()) return Status::Internal("out of memory for packing");
+  return Status::Ok();
+}
+
+template <class T>
+constexpr bool is_signed_t() {
+  return std::is_same<T, int8_t>::value;
+}
+template <class T>
+bool zp_in_range(int32_t z) {
+  return is_signed_t<T>() ? (z >= -128 && z <= 127) : (z >= 0 && z <= 255);
+}
+
+template <class TB>
+Status check_bzp(int64_t n, const int32_t* bzp, bool per_col) {
+  if (!bzp) return Status::Ok();
+  const int64_t cnt = per_col ? n : 1;
+  for (int64_t j = 0; j < cnt; ++j)
+    if (!zp_in_range<TB>(bzp[j]))
+      return Status::Invalid("b_zero_point " + std::to_string(bzp[j]) +
+                             " is outside the range of B's type");
+  return Status::Ok();
+}
+
+Status check_desc(const MatmulIntegerDesc& d, bool need_b) {
+  if (d.m < 0 || d.n < 0 || d.k < 0) return Status::Invalid("m, n and k must be non-negative");
+  if (d.m == 0 || d.n == 0) return Status::Ok();
+  if (d.ldc < d.n) return Status::Invalid("ldc must be >= n");
+  if (d.k > 0 && d.lda < d.k) return Status::Invalid("lda must be >= k");
+  if (need_b && d.k > 0 && d.ldb < d.n) return Status::Invalid("ldb must be >= n");
+  if (d.k >= (int64_t(1) << 31) || d.m >= (int64_t(1) << 40) || d.n >= (int64_t(1) << 40))
+    return Status::Invalid("sizes too large");
+  return Status::Ok();
+}
+
+void zero_c(const MatmulIntegerDesc& d, int32_t* c) {
+  for (int64_t i = 0; i < d.m; ++i) std::memset(c + i * d.ldc, 0, sizeof(int32_t) * d.n);
+}
+
+template <class TA, class TB>
+Status matmul_impl(const MatmulIntegerDesc& d, const TA* a, const TB* b, const int32_t* bzp,
+                   int32_t* c) {
+  Status st = check_desc(d, true);
+  if (!st.ok()) return st;
+  if (d.m == 0 || d.n == 0) return Status::Ok();
+  if (!c) return Status::Invalid("null C pointer");
+  if (!zp_in_range<TA>(d.a_zero_point))
+    return Status::Invalid("a_zero_point " + std::to_string(d.a_zero_point) +
+                           " is outside the range of A's type");
+  st = check_bzp<TB>(d.n, bzp, d.b_zero_point_per_column);
+  if (!st.ok()) return st;
+  if (d.k == 0) {
+    zero_c(d, c);
+    return Status::Ok();
+  }
+  if (!a || !b) return Status::Invalid("null A or B pointer");
+  const double macs = static_cast<double>(d.m) * static_cast<double>(d.n) * static_cast<double>(d.k);
+  const int nt = threads_for_macs(macs, d.parallel);
+  const IgemmKernel K = choose_kernel(d.m, d.n);
+  PackedIntBImpl B;
+  st = pack_b_impl(K, d.k, d.n, reinterpret_cast<const uint8_t*>(b), d.ldb, is_signed_t<TB>(), bzp,
+                   d.b_zero_point_per_column, nt, &B);
+  if (!st.ok()) return st;
+  const OperandA A{reinterpret_cast<const uint8_t*>(a), d.lda, is_signed_t<TA>(), d.a_zero_point};
+  return run(d, A, B, c, nt);
+}
+
+template <class TB>
+Status pack_impl(int64_t k, int64_t n, const TB* b, int64_t ldb, const int32_t* bzp, bool per_col,
+                 PackedIntB* out) {
+  if (!out) return Status::Invalid("null output pack");
+  if (k < 0 || n < 0) return Status::Invalid("k and n must be non-negative");
+  if (k >= (int64_t(1) << 31)) return Status::Invalid("k too large");
+  if (k > 0 && n > 0 && (!b || ldb < n)) return Status::Invalid("null B or ldb < n");
+  Status st = check_bzp<TB>(n, bzp, per_col);
+  if (!st.ok()) return st;
+  PackedIntB fresh;
+  auto* impl = fresh.impl();
+  const IgemmKernel K = choose_kernel(64, n);
+  const double work = static_cast<double>(k) * static_cast<double>(n);
+  const int nt = threads_for_macs(work * 64, true);
+  if (k > 0 && n > 0) {
+    st = pack_b_impl(K, k, n, reinterpret_cast<const uint8_t*>(b), ldb, is_signed_t<TB>(), bzp,
+                     per_col, nt, impl);
+    if (!st.ok()) return st;
+  } else {
+    impl->K = K;
+    impl->k = k;
+    impl->n = n;
+    impl->b_signed = is_signed_t<TB>();
+  }
+  *out = std::move(fresh);
+  return Status::Ok();
+}
+
+template <class TA>
+Status packed_impl(const MatmulIntegerDesc& d, const TA* a, const PackedIntB& b, int32_t* c) {
+  if (b.empty()) return Status::Invalid("the packed B is empty (not packed)");
+  if (d.n != b.n() || d.k != b.k())
+    return Status::Invalid("m x k x n = " + std::to_string(d.m) + " x " + std::to_string(d.k) +
+                           " x " + std::to_string(d.n) + " does not match the packed B (k = " +
+                           std::to_string(b.k()) + ", n = " + std::to_string(b.n()) + ")");
+  Status st = check_desc(d, false);
+  if (!st.ok()) return st;
+  if (d.m == 0 || d.n == 0) return Status::Ok();
+  if (!c) return Status::Invalid("null C pointer");
+  if (!zp_in_range<TA>(d.a_zero_point))
+    return Status::Invalid("a_zero_point " + std::to_string(d.a_zero_point) +
+                           " is outside the range of A's type");
+  if (d.k == 0) {
+    zero_c(d, c);
+    return Status::Ok();
+  }
+  if (!a) return Status::Invalid("null A pointer");
+  const double macs = static_cast<double>(d.m) * static_cast<double>(d.n) * static_cast<double>(d.k);
+  const OperandA A{reinterpret_cast<const uint8_t*>(a), d.lda, is_signed_t<TA>(), d.a_zero_point};
+  return run(d, A, *b.impl(), c, threads_for_macs(macs, d.parallel));
+}
+
+// ---------------------------------------------------------------- convolution
+struct ConvShape {
+  int64_t cg, cog, ntaps, ohw, hw;
+};
+
+// Short row copies (an output row is often 8-32 bytes): no memcpy call.
+inline void copy_bytes(uint8_t* d, const uint8_t* s, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+  if (i + 8 <= n) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(d + i), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + i)));
+    i += 8;
+  }
+  for (; i < n; ++i) d[i] = s[i];
+}
+
+// im2col of one image/group: rows t = (c, a, b) of the tap matrix, columns
+// [j0, j1) of the output plane; outside taps take x_zp. Written as bytes.
+void im2col_u8(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, uint8_t pad, int64_t j0,
+               int64_t j1, uint8_t* col, int64_t ld) {
+  const int64_t kk = d.kernel_h * d.kernel_w;
+  for (int64_t t = 0; t < s.ntaps; ++t) {
+    const int64_t ch = t / kk, a = (t % kk) / d.kernel_w, bb = t % d.kernel_w;
+    const uint8_t* xc = x + ch * s.hw;
+    uint8_t* out = col + t * ld;
+    int64_t oh = j0 / d.out_w, ow = j0 % d.out_w;
+    for (int64_t j = j0; j < j1;) {
+      const int64_t ih = oh * d.stride_h - d.pad_top + a * d.dilation_h;
+      const int64_t run = std::min<int64_t>(d.out_w - ow, j1 - j);
+      if (ih < 0 || ih >= d.h) {
+        std::memset(out + (j - j0), pad, static_cast<size_t>(run));
+      } else {
+        const uint8_t* xr = xc + ih * d.w;
+        const int64_t iw0 = ow * d.stride_w - d.pad_left + bb * d.dilation_w;
+        uint8_t* o = out + (j - j0);
+        if (d.stride_w == 1) {  // pad | copy | pad
+          const int64_t lo = std::min(run, std::max<int64_t>(0, -iw0));
+          const int64_t hi = std::max(lo, std::min(run, d.w - iw0));
+          for (int64_t q = 0; q < lo; ++q) o[q] = pad;
+          copy_bytes(o + lo, xr + iw0 + lo, hi - lo);
+          for (int64_t q = hi; q < run; ++q) o[q] = pad;
+        } else {
+          for (int64_t q = 0; q < run; ++q) {
+            const int64_t iw = iw0 + q * d.stride_w;
+            o[q] = (iw >= 0 && iw < d.w) ? xr[iw] : pad;
+          }
+        }
+      }
+      j += run;
+      ow = 0;
+      ++oh;
+    }
+  }
+}
+
+struct ConvScratch {
+  std::vector<uint8_t> col;
+  AlignedBuffer<char> pb;
+  size_t pb_len = 0;
+  std::vector<int32_t> colsum, colterm, zb, zbi16;
+};
+
+template <class TX, class TW>
+Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, const int32_t* wzp,
+                 bool per_channel, int32_t* y) {
+  Status st = validate(d);
+  if (!st.ok()) return st;
+  if (d.relu) return Status::Invalid("relu is not supported by conv2d_integer");
+  if (!zp_in_range<TX>(xzp))
+    return Status::Invalid("x_zero_point " + std::to_string(xzp) + " is outside the range of x's type");
+  if (wzp)
+    for (int64_t o = 0; o < (per_channel ? d.c_out : 1); ++o)
+      if (!zp_in_range<TW>(wzp[o]))
+        return Status::Invalid("w_zero_point " + std::to_string(wzp[o]) +
+                               " is outside the range of w's type");
+  const ConvShape s{d.c_in / d.groups, d.c_out / d.groups, d.c_in / d.groups * d.kernel_h * d.kernel_w,
+                    d.out_h * d.out_w, d.h * d.w};
+  if (d.n == 0 || d.c_out == 0 || s.ohw == 0) return Status::Ok();
+  if (!y) return Status::Invalid("null output pointer");
+  if (s.ntaps == 0) {
+    std::memset(y, 0, sizeof(int32_t) * static_cast<size_t>(d.n * d.c_out * s.ohw));
+    return Status::Ok();
+  }
+  if (!x || !w) return Status::Invalid("null x or w pointer");
+  const IgemmKernel K = choose_kernel(s.cog, s.ohw);
+  const bool vnni = K.fmt == IgemmFormat::vnni;
+  const bool w_signed = is_signed_t<TW>(), x_signed = is_signed_t<TX>();
+  const int64_t kpad = round_up(s.ntaps, K.group);
+  // Weights (A) packed once: per group ceil(cog / MR) panels.
+  const int64_t apanel_rows = round_up(s.cog, K.mr);
+  const int64_t abytes = apanel_rows * kpad * K.esize;
+  AlignedBuffer<char> pa(static_cast<size_t>(abytes * d.groups));
+  if (pa.empty()) return Status::Internal("out of memory");
+  std::vector<int32_t> za(static_cast<size_t>(d.c_out)), rowsum(static_cast<size_t>(d.c_out));
+  for (int64_t o = 0; o < d.c_out; ++o)
+    za[o] = (wzp ? wzp[per_channel ? o : 0] : 0) + (vnni && w_signed ? 128 : 0);
+  bool za_zero = true;
+  for (int32_t v : za) za_zero = za_zero && v == 0;
+  for (int64_t g = 0; g < d.groups; ++g)
+    pack_a(K, reinterpret_cast<const uint8_t*>(w) + g * s.cog * s.ntaps, s.ntaps, w_signed, s.cog,
+           s.ntaps, kpad, za.data() + g * s.cog, pa.get() + g * abytes,
+           vnni ? rowsum.data() + g * s.cog : nullptr);
+  const int32_t zb_eff = xzp - (vnni && !x_signed ? 128 : 0);
+  // Work units: (image, group, column chunk); chunks keep the tap matrix in L2.
+  const int64_t chunk_target = std::max<int64_t>(K.nr, round_up(std::max<int64_t>(1, (256 * 1024) / std::max<int64_t>(1, s.ntaps)), K.nr));
+  const int64_t chunk = std::min(round_up(s.ohw, K.nr), chunk_target);
+  const int64_t nchunks = (s.ohw + chunk - 1) / chunk;
+  const int64_t units = d.n * d.groups * nchunks;
+  const double macs = static_cast<double>(d.n) * d.c_out * s.ohw * s.ntaps;
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for_macs(macs, true), units));
+  const Blocking bl = blocking_for(K, kpad);
+  std::atomic<bool> ok{true};
+  const uint8_t pad = static_cast<uint8_t>(xzp);
+#pragma omp parallel num_threads(nt)
+  {
+    ConvScratch sc;
+    bool mine = true;
+    try {
+      sc.col.resize(static_cast<size_t>(s.ntaps * chunk));
+      sc.colsum.resize(static_cast<size_t>(chunk));
+      sc.colterm.resize(static_cast<size_t>(chunk));
+      sc.zb.assign(static_cast<size_t>(chunk), zb_eff);
+      sc.zbi16.assign(static_cast<size_t>(chunk), xzp);
+      mine = sc.pb.allocate(static_cast<size_t>(chunk * kpad * K.esize));
+    } catch (...) {
+      mine = false;
+    }
+    if (!mine) ok.store(false);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      if (!mine) continue;
+      const int64_t img = u / (d.groups * nchunks), g = (u / nchunks) % d.groups, ch = u % nchunks;
+      const int64_t j0 = ch * chunk, j1 = std::min(s.ohw, j0 + chunk);
+      const uint8_t* xg = reinterpret_cast<const uint8_t*>(x) + (img * d.c_in + g * s.cg) * s.hw;
+      im2col_u8(d, s, xg, pad, j0, j1, sc.col.data(), j1 - j0);
+      pack_b(K, sc.col.data(), j1 - j0, x_signed, s.ntaps, j1 - j0, kpad, sc.zbi16.data(), sc.pb.get(),
+             vnni ? sc.colsum.data() : nullptr);
+      Problem P;
+      P.K = K;
+      P.k = s.ntaps;
+      P.kpad = kpad;
+      P.pb = sc.pb.get();
+      if (vnni) {
+        for (int64_t j = 0; j < j1 - j0; ++j)
+          sc.colterm[j] = static_cast<int32_t>(static_cast<uint32_t>(sc.colsum[j]) -
+                                               static_cast<uint32_t>(s.ntaps) * static_cast<uint32_t>(zb_eff));
+        P.colterm = za_zero ? nullptr : sc.colterm.data();
+        P.zb = zb_eff == 0 ? nullptr : sc.zb.data();
+      }
+      P.c = y + (img * d.c_out + g * s.cog) * s.ohw + j0;
+      P.ldc = s.ohw;
+      for (int64_t i0 = 0; i0 < s.cog; i0 += bl.mb) {
+        const int64_t mb = std::min(bl.mb, s.cog - i0);
+        compute_rows(P, bl, pa.get() + g * abytes + i0 * kpad * K.esize, za.data() + g * s.cog + i0,
+                     vnni ? rowsum.data() + g * s.cog + i0 : nullptr, i0, mb, 0, j1 - j0);
+      }
+    }
+  }
+  if (!ok.load()) return Status::Internal("out of memory");
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public API
+PackedIntB::PackedIntB() : impl_(new detail::PackedIntBImpl) {}
+PackedIntB::~PackedIntB() = default;
+PackedIntB::PackedIntB(PackedIntB&&) noexcept = default;
+PackedIntB& PackedIntB::operator=(PackedIntB&&) noexcept = default;
+bool PackedIntB::empty() const { return !impl_ || (impl_->data.empty() && impl_->k * impl_->n != 0) || impl_->K.micro == nullptr; }
+int64_t PackedIntB::k() const { return impl_ ? impl_->k : 0; }
+int64_t PackedIntB::n() const { return impl_ ? impl_->n : 0; }
+bool PackedIntB::b_signed() const { return impl_ ? impl_->b_signed : true; }
+int64_t PackedIntB::bytes() const {
+  if (!impl_ || impl_->K.micro == nullptr) return 0;
+  const auto& K = impl_->K;
+  return round_up(impl_->n, K.nr) * impl_->kpad * K.esize +
+         static_cast<int64_t>(sizeof(int32_t) * (impl_->zb.size() + impl_->colterm.size()));
+}
+
+#define LEPTON_MATMUL(TA, TB)                                                                  \
+  Status matmul_integer(const MatmulIntegerDesc& d, const TA* a, const TB* b,                  \
+                        const int32_t* bzp, int32_t* c) {                                      \
+    return guarded([&] { return matmul_impl(d, a, b, bzp, c); });                              \
+  }
+LEPTON_MATMUL(uint8_t, int8_t)
+LEPTON_MATMUL(uint8_t, uint8_t)
+LEPTON_MATMUL(int8_t, int8_t)
+LEPTON_MATMUL(int8_t, uint8_t)
+#undef LEPTON_MATMUL
+
+Status pack_matmul_integer_b(int64_t k, int64_t n, const int8_t* b, int64_t ldb,
+                             const int32_t* bzp, bool per_column, PackedIntB* out) {
+  return guarded([&] { return pack_impl(k, n, b, ldb, bzp, per_column, out); });
+}
+Status pack_matmul_integer_b(int64_t k, int64_t n, const uint8_t* b, int64_t ldb,
+                             const int32_t* bzp, bool per_column, PackedIntB* out) {
+  return guarded([&] { return pack_impl(k, n, b, ldb, bzp, per_column, out); });
+}
+Status matmul_integer_packed(const MatmulIntegerDesc& d, const uint8_t* a, const PackedIntB& b,
+                             int32_t* c) {
+  return guarded([&] { return packed_impl(d, a, b, c); });
+}
+Status matmul_integer_packed(const MatmulIntegerDesc& d, const int8_t* a, const PackedIntB& b,
+                             int32_t* c) {
+  return guarded([&] { return packed_impl(d, a, b, c); });
+}
+
+#define LEPTON_CONV(TX, TW)                                                                    \
+  Status conv2d_integer(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w,            \
+                        const int32_t* wzp, bool per_channel, int32_t* y) {                    \
+    return guarded([&] { return conv_impl(d, x, xzp, w, wzp, per_channel, y); });              \
+  }
+LEPTON_CONV(uint8_t, int8_t)
+LEPTON_CONV(uint8_t, uint8_t)
+LEPTON_CONV(int8_t, int8_t)
+LEPTON_CONV(int8_t, uint8_t)
+#undef LEPTON_CONV
+
+Status set_igemm_path(IgemmPath p) {
+  switch (p) {
+    case IgemmPath::automatic:
+    case IgemmPath::generic: break;
+    case IgemmPath::avx2:
+      if (!cpu_has_avx2()) return Status::Invalid("the avx2 integer GEMM needs AVX2");
+      break;
+    case IgemmPath::vnni:
+      if (!has_vnni()) return Status::Invalid("the vnni integer GEMM needs AVX-512 VNNI");
+      break;
+    default: return Status::Invalid("unknown integer GEMM path");
+  }
+  g_forced_path.store(static_cast<int>(p), std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+IgemmPath active_igemm_path() { return resolve_path(); }
+
+namespace detail {
+void igemm_force_variant(int v) { g_forced_variant.store(v, std::memory_order_relaxed); }
+}  // namespace detail
+
+}  // namespace lepton

@@ -1,0 +1,98 @@
+// cpu/igemm_internal.h -- private interface between the integer GEMM driver
+// (igemm.cpp), its per-ISA micro-kernels (igemm_vnni.cpp, igemm_avx2.cpp) and
+// the quantize kernels (quant.cpp, quant_avx512.cpp, quant_avx2.cpp).
+//
+// Packed formats (both operands packed whole, k padded with zeros to a
+// multiple of the group G, edge panels zero-padded to full MR / NR):
+//   vnni: G = 4 bytes. A' = A as uint8 (int8 A flipped: a ^ 0x80 = a + 128),
+//         panels of MR rows, element (i, p) at (p/4)*MR*4 + i*4 + p%4, so one
+//         row's 4 consecutive k values form the dword vpdpbusd broadcasts.
+//         B' = B as int8 (uint8 B flipped: b ^ 0x80 = b - 128), panels of NR
+//         columns, element (p, j) at (p/4)*NR*4 + j*4 + p%4.
+//         The flips and zero points go into the epilogue through sums:
+//           sum_p (a - za)(b - zb) = acc - za_i*colterm_j - rowsum_i*zb_j,
+//           acc = A'.B', za_i = a_zp (+128 for int8 A), zb_j = b_zp (-128 for
+//           uint8 B), colterm_j = colsum(B')_j - k*zb_j, rowsum_i = rowsum(A')_i.
+//   i16:  G = 2 int16. A'' = a - za_i and B'' = b - zb_j (exact in int16,
+//         |products| <= 255*255, a pair sum fits vpmaddwd's int32),
+//         element (i, p) of an A panel at (p/2)*MR*2 + i*2 + p%2, (p, j) of a
+//         B panel at (p/2)*NR*2 + j*2 + p%2. No epilogue terms.
+// All arithmetic wraps modulo 2^32 (unsigned in scalar code), which is the
+// reference's int64 result cast to int32.
+#pragma once
+#include <cstdint>
+
+namespace lepton {
+namespace detail {
+
+enum class IgemmFormat { vnni = 0, i16 = 1 };
+
+struct IgemmEpilogue {
+  bool load_c;  // add the current C (a k-block after the first)
+  bool last;    // final k-block: apply the sums (vnni format only)
+  // vnni: C -= za[i]*colterm[j] + rowsum[i]*zb[j]; pointers at the tile's
+  // first row / column; zb null when every zb_j is 0.
+  const int32_t* za;
+  const int32_t* rowsum;
+  const int32_t* colterm;
+  const int32_t* zb;
+};
+
+// C tile (mv x nv valid of MR x NR) over kc (a multiple of G) k values; pa/pb at
+// the k-block's start inside their panels.
+using IgemmMicroFn = void (*)(int64_t kc, const void* pa, const void* pb, int32_t* c, int64_t ldc,
+                              int mv, int nv, const IgemmEpilogue& ep);
+
+struct IgemmKernel {
+  IgemmFormat fmt = IgemmFormat::i16;
+  int mr = 0, nr = 0;
+  int group = 2;  // k values per packed group
+  int esize = 2;  // bytes per packed element
+  IgemmMicroFn micro = nullptr;
+  // Optional fast packers (null: the portable ones in igemm.cpp). Rows/cols
+  // beyond the source are zero; see the format notes for flips and sums.
+  void (*pack_b_vnni)(const uint8_t* b, int64_t ldb, bool flip, int64_t k, int64_t ncols,
+                      int8_t* dst, int32_t* colsum) = nullptr;
+};
+
+// Test hook: force tile variant v (modulo the path's count); -1 restores the choice.
+void igemm_force_variant(int v);
+
+namespace vnni {
+int igemm_kernels(IgemmKernel* out, int max);
+double vnni_probe(int64_t iters);  // int8 ops (2 per multiply-add) done
+}  // namespace vnni
+namespace avx2 {
+int igemm_kernels(IgemmKernel* out, int max);
+}
+
+// Quantize kernels on one contiguous run of n elements: per_lane = scale/zp
+// vary per element (arrays of n), else scale[0]/zp[0] for all; stream = write
+// with non-temporal stores (large outputs).
+#define LEPTON_DECLARE_QUANT_KERNELS                                                          \
+  void quantize_s8(const float* x, int8_t* q, int64_t n, const float* scale, const int32_t* zp, \
+                   bool per_lane, bool stream);                                               \
+  void quantize_u8(const float* x, uint8_t* q, int64_t n, const float* scale,                 \
+                   const int32_t* zp, bool per_lane, bool stream);                            \
+  void dequantize_s8(const int8_t* q, float* y, int64_t n, const float* scale,                \
+                     const int32_t* zp, bool per_lane, bool stream);                          \
+  void dequantize_u8(const uint8_t* q, float* y, int64_t n, const float* scale,               \
+                     const int32_t* zp, bool per_lane, bool stream);                          \
+  void dequantize_s32(const int32_t* q, float* y, int64_t n, const float* scale,              \
+                      const int32_t* zp, bool per_lane, bool stream);                         \
+  /* min and max of x[0..n); false when some element is NaN or +-inf. */                      \
+  bool minmax_finite(const float* x, int64_t n, float* lo, float* hi);
+
+namespace qgeneric {
+LEPTON_DECLARE_QUANT_KERNELS
+}
+namespace avx512 {
+LEPTON_DECLARE_QUANT_KERNELS
+}
+namespace avx2 {
+LEPTON_DECLARE_QUANT_KERNELS
+}
+#undef LEPTON_DECLARE_QUANT_KERNELS
+
+}  // namespace detail
+}  // namespace lepton

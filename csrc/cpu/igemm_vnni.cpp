@@ -1,0 +1,148 @@
+// cpu/igemm_vnni.cpp -- AVX-512 VNNI integer GEMM micro-kernels (u8 x s8 -> s32)
+// and the VNNI peak probe. Packed "vnni" format (igemm_internal.h): per group
+// of 4 k values an A panel holds MR dwords (one row's 4 bytes each), a B panel
+// NR dwords (one column's 4 bytes each). Each group: NV zmm loads of B, MR
+// dword broadcasts of A, MR*NV vpdpbusd into zmm accumulators (16 columns x
+// int32 each). The epilogue applies the zero-point / flip sums on the last
+// k-block and stores with column masks (edge tiles never touch memory outside C).
+// Built with -mavx512vnni (CMakeLists.txt, *_vnni.cpp); only called after the
+// avx512_vnni cpuid bit was seen.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <cstdint>
+
+#include "cpu/igemm_internal.h"
+
+namespace lepton {
+namespace detail {
+namespace vnni {
+namespace {
+
+inline __mmask16 mask16(int n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
+}
+
+template <int MR, int NV>
+void micro(int64_t kc, const void* pav, const void* pbv, int32_t* c, int64_t ldc, int mv, int nv,
+           const IgemmEpilogue& ep) {
+  const int32_t* pa = static_cast<const int32_t*>(pav);
+  const int8_t* pb = static_cast<const int8_t*>(pbv);
+  constexpr int NR = NV * 16;
+  __m512i acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_si512();
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    if (i >= mv) break;
+#pragma GCC unroll 8
+    for (int l = 0; l < NV; ++l) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * l), _MM_HINT_T0);
+  }
+  const int64_t groups = kc / 4;
+#pragma GCC unroll 2
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(pb + 64 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512i av = _mm512_set1_epi32(pa[i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, bv[v]);
+    }
+    pa += MR;
+    pb += 4 * NR;
+  }
+  __mmask16 mk[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) mk[v] = mask16(nv - 16 * v);
+  __m512i ct[NV], zb[NV];
+  const bool use_za = ep.last && ep.za, use_zb = ep.last && ep.zb;
+  if (use_za) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) ct[v] = _mm512_maskz_loadu_epi32(mk[v], ep.colterm + 16 * v);
+  }
+  if (use_zb) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) zb[v] = _mm512_maskz_loadu_epi32(mk[v], ep.zb + 16 * v);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    if (i >= mv) break;
+    int32_t* cr = c + i * ldc;
+    const __m512i za = use_za ? _mm512_set1_epi32(ep.za[i]) : _mm512_setzero_si512();
+    const __m512i rs = use_zb ? _mm512_set1_epi32(ep.rowsum[i]) : _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      __m512i x = acc[i][v];
+      if (ep.load_c) x = _mm512_add_epi32(x, _mm512_maskz_loadu_epi32(mk[v], cr + 16 * v));
+      if (use_za) x = _mm512_sub_epi32(x, _mm512_mullo_epi32(za, ct[v]));
+      if (use_zb) x = _mm512_sub_epi32(x, _mm512_mullo_epi32(rs, zb[v]));
+      _mm512_mask_storeu_epi32(cr + 16 * v, mk[v], x);
+    }
+  }
+}
+
+template <int MR, int NV>
+IgemmKernel make() {
+  IgemmKernel k;
+  k.fmt = IgemmFormat::vnni;
+  k.mr = MR;
+  k.nr = NV * 16;
+  k.group = 4;
+  k.esize = 1;
+  k.micro = micro<MR, NV>;
+  return k;
+}
+
+}  // namespace
+
+int igemm_kernels(IgemmKernel* out, int max) {
+  const IgemmKernel all[] = {make<12, 2>(), make<8, 3>(), make<6, 4>(), make<4, 4>()};
+  int n = 0;
+  for (const auto& k : all)
+    if (n < max) out[n++] = k;
+  return n;
+}
+
+// Sixteen independent vpdpbusd chains (covers latency x throughput of two
+// 512-bit VNNI pipes), like the FMA probe in runtime_avx512.cpp.
+double vnni_probe(int64_t iters) {
+  const __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x01FF0102);
+  __m512i c0 = _mm512_set1_epi32(0), c1 = _mm512_set1_epi32(1), c2 = _mm512_set1_epi32(2);
+  __m512i c3 = _mm512_set1_epi32(3), c4 = _mm512_set1_epi32(4), c5 = _mm512_set1_epi32(5);
+  __m512i c6 = _mm512_set1_epi32(6), c7 = _mm512_set1_epi32(7), c8 = _mm512_set1_epi32(8);
+  __m512i c9 = _mm512_set1_epi32(9), c10 = _mm512_set1_epi32(10), c11 = _mm512_set1_epi32(11);
+  __m512i c12 = _mm512_set1_epi32(12), c13 = _mm512_set1_epi32(13), c14 = _mm512_set1_epi32(14);
+  __m512i c15 = _mm512_set1_epi32(15);
+  // Inline asm: GCC 12 copies the accumulator around the vpdpbusd builtin in
+  // a loop like this one, which would measure the copies instead.
+#define LEPTON_DP4(x, y, z, w)                                                          \
+  __asm__("vpdpbusd %[b], %[a], %[c0]\n\tvpdpbusd %[b], %[a], %[c1]\n\t"             \
+          "vpdpbusd %[b], %[a], %[c2]\n\tvpdpbusd %[b], %[a], %[c3]"                    \
+          : [c0] "+v"(x), [c1] "+v"(y), [c2] "+v"(z), [c3] "+v"(w)                     \
+          : [a] "v"(a), [b] "v"(b))
+  for (int64_t i = 0; i < iters; ++i) {
+    LEPTON_DP4(c0, c1, c2, c3);
+    LEPTON_DP4(c4, c5, c6, c7);
+    LEPTON_DP4(c8, c9, c10, c11);
+    LEPTON_DP4(c12, c13, c14, c15);
+  }
+#undef LEPTON_DP4
+  __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
+                               _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+  s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11)));
+  s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c12, c13), _mm512_add_epi32(c14, c15)));
+  volatile int sink = _mm512_reduce_add_epi32(s);
+  (void)sink;
+  return 16.0 * 64.0 * 2.0 * static_cast<double>(iters);
+}
+
+}  // namespace vnni
+}  // namespace detail
+}  // namespace lepton

@@ -1,0 +1,113 @@
+"""int8 ops on every CPU backend: integer results equal the reference exactly (ONNX numerics)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lepton_kernels as lk
+from lepton_kernels import reference as ref
+
+SIZES = [(1,), (15,), (16,), (17,), (3, 64, 65), (2, 3, 7, 9), (100003,)]
+
+
+@pytest.mark.parametrize("qtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("shape", SIZES, ids=str)
+def test_quantize_dequantize_per_tensor_exact(cpu_backend, shape, qtype, rng):
+    if cpu_backend == "reference" and np.prod(shape) > 5000:
+        pytest.skip("reference backend is slow")
+    x = (rng.standard_normal(shape) * 40).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[::7] = np.float32(0.5) * rng.integers(-300, 300, flat[::7].size)  # exact .5 ties
+    flat[1::11] = np.nan
+    flat[2::13] = np.inf
+    flat[3::13] = -np.inf
+    zp = 3 if qtype == np.int8 else 128
+    q = lk.quantize(x, 0.5, zp, dtype=qtype)
+    assert q.dtype == qtype
+    np.testing.assert_array_equal(q, ref.quantize(x, 0.5, zp, dtype=qtype))
+    y = lk.dequantize(q, 0.5, zp)
+    np.testing.assert_array_equal(y, ref.dequantize(q, 0.5, zp).astype(np.float32))
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_quantize_per_channel_exact(cpu_backend, axis, rng):
+    x = (rng.standard_normal((4, 5, 6)) * 10).astype(np.float32)
+    n = x.shape[axis]
+    scale = (rng.random(n) + 0.05).astype(np.float32)
+    zp = rng.integers(-128, 128, n).astype(np.int8)
+    zp[0] = -128
+    q = lk.quantize(x, scale, zp, axis=axis)
+    np.testing.assert_array_equal(q, ref.quantize(x, scale, zp, axis=axis))
+    np.testing.assert_array_equal(lk.dequantize(q, scale, zp, axis=axis),
+                                  ref.dequantize(q, scale, zp, axis=axis).astype(np.float32))
+
+
+def test_dequantize_int32(cpu_backend):
+    q = np.array([-2**31, -5, 0, 7, 2**31 - 1], np.int32)
+    np.testing.assert_array_equal(lk.dequantize(q, 0.25, 0), ref.dequantize(q, 0.25, 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3, 37.5])
+def test_dynamic_quantize_matches_onnx(cpu_backend, scale, rng):
+    for x in (rng.standard_normal(1001).astype(np.float32) * scale, np.abs(rng.standard_normal(64)).astype(np.float32),
+              -np.abs(rng.standard_normal(64)).astype(np.float32), np.zeros(5, np.float32)):
+        q, s, z = lk.dynamic_quantize(x)
+        rq, rs, rz = ref.dynamic_quantize(x)
+        np.testing.assert_array_equal(q, rq)
+        assert s == rs and z == rz and q.dtype == np.uint8
+
+
+MM_SIZES = [(1, 1, 1), (7, 300, 5), (16, 64, 32), (33, 129, 47), (64, 4100, 17), (128, 256, 96)]
+
+
+@pytest.mark.parametrize("types", [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8), (np.int8, np.uint8)])
+@pytest.mark.parametrize("m,k,n", MM_SIZES)
+def test_matmul_integer_exact(cpu_backend, m, k, n, types, rng):
+    if cpu_backend == "reference" and m * k * n > 2_000_000:
+        pytest.skip("reference backend is slow")
+    ta, tb = types
+    lo_a, hi_a = np.iinfo(ta).min, np.iinfo(ta).max
+    lo_b, hi_b = np.iinfo(tb).min, np.iinfo(tb).max
+    a = rng.integers(lo_a, hi_a + 1, (m, k)).astype(ta)
+    b = rng.integers(lo_b, hi_b + 1, (k, n)).astype(tb)
+    a[0, :] = hi_a  # extremes: the 16-bit trap of vpmaddubsw
+    b[:, 0] = lo_b
+    for azp, bzp in ((None, None), (hi_a, lo_b), (lo_a, rng.integers(lo_b, hi_b + 1, n).astype(tb))):
+        np.testing.assert_array_equal(lk.matmul_integer(a, b, azp, bzp), ref.matmul_integer(a, b, azp, bzp))
+
+
+@pytest.mark.parametrize("case", [((2, 3, 9, 9), 4, 3, 1, 1, 1, 1), ((1, 6, 8, 7), 6, 3, 2, 2, 1, 3),
+                                  ((2, 4, 10, 10), 8, 5, 1, 0, 2, 1), ((1, 1, 28, 28), 6, 5, 1, 2, 1, 1)])
+def test_conv2d_integer_exact(cpu_backend, case, rng):
+    shape, co, k, s, p, d, g = case
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    w = rng.integers(-128, 128, (co, shape[1] // g, k, k)).astype(np.int8)
+    wzp = rng.integers(-128, 128, co).astype(np.int8)
+    for xzp, wz in ((None, None), (255, wzp), (0, -128)):
+        np.testing.assert_array_equal(lk.conv2d_integer(x, w, xzp, wz, s, p, d, g),
+                                      ref.conv2d_integer(x, w, xzp, wz, s, p, d, g))
+
+
+@pytest.mark.parametrize("call,exc,words", [
+    (lambda x: lk.quantize(x, 0.0, 0), ValueError, ("scale",)),
+    (lambda x: lk.quantize(x, np.inf, 0), ValueError, ("scale",)),
+    (lambda x: lk.quantize(x, 1.0, 200), ValueError, ("zero_point", "[-128, 127]")),
+    (lambda x: lk.quantize(x, 1.0, -1, dtype=np.uint8), ValueError, ("zero_point",)),
+    (lambda x: lk.quantize(x, 1.0, 0, dtype=np.int16), TypeError, ("dtype",)),
+    (lambda x: lk.quantize(x, np.ones(3, np.float32), 0, axis=1), ValueError, ("scale", "4 entries")),
+    (lambda x: lk.quantize(x, 1.0, 0, axis=5), ValueError, ("axis",)),
+    (lambda x: lk.dequantize(x, 1.0, 0), TypeError, ("q", "float32")),
+    (lambda x: lk.dynamic_quantize(np.array([1.0, np.nan], np.float32)), ValueError, ("finite",)),
+    (lambda x: lk.matmul_integer(np.ones((2, 3), np.uint8), np.ones((4, 2), np.int8)), ValueError, ("inner",)),
+    (lambda x: lk.matmul_integer(np.ones((2, 3), np.int16), np.ones((3, 2), np.int8)), TypeError, ("a",)),
+    (lambda x: lk.matmul_integer(np.ones((2, 3), np.uint8), np.ones((3, 2), np.int8), 300), ValueError,
+     ("a_zero_point",)),
+    (lambda x: lk.matmul_integer(np.ones((2, 3), np.uint8), np.ones((3, 2), np.int8), 0, np.zeros(3, np.int8)),
+     ValueError, ("b_zero_point",)),
+])
+def test_int8_bad_input(call, exc, words):
+    x = np.ones((2, 4, 3), np.float32)
+    with pytest.raises(exc) as info:
+        call(x)
+    for word in words:
+        assert word in str(info.value), f"{word!r} not in {info.value}"
