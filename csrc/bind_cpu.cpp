@@ -753,7 +753,7 @@ void sgd_step(const py::object& params, const py::object& grads, const py::objec
   const std::string op = "sgd_step";
   const bool use_buf = momentum != 0;
   if (use_buf && bufs.is_none()) value_error(op, "bufs (momentum buffers) are required when momentum != 0");
-  OptimLists L = optim_lists(op, {{"params", params}, {"grads", grads}, {"bufs", bufs}},
+  OptimLists L = optim_lists(op, {{"params", params}, {"grads", grads}, {"momentum_buffers", bufs}},
                              {true, true, use_buf}, {true, false, true});
   lepton::SgdParams hp;
   hp.lr = lr, hp.momentum = momentum, hp.dampening = dampening, hp.weight_decay = weight_decay;
@@ -1229,7 +1229,7 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         "is given); grad_x (transposed convolution), grad_w, grad_b (sums over the batch in a "
         "fixed order: deterministic). Each gradient may be None (skipped).");
 
-  m.def("sgd_step", &sgd_step, py::arg("params"), py::arg("grads"), py::arg("bufs"), py::arg("lr"),
+  m.def("sgd_step", &sgd_step, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"), py::arg("lr"),
         py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
         py::arg("maximize"), py::arg("first_step"),
         "torch.optim.SGD update of every array of `params` in place, one call (lepton/optim.h). Lists of "

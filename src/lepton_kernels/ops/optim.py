@@ -67,6 +67,23 @@ def _lists(op, named_lists):
     return next(iter(lengths.values()), 0)
 
 
+def _native_fast_path(kernel, named_lists):
+    """The native CPU backend when every array is a NumPy array with C-contiguous gradients.
+
+    Its binding checks each array (dtype, contiguity, writeability, size, overlap) with
+    errors naming the list and index, before anything is written; validating here too
+    would cost more than the update of a small model (~2.5 us per array).
+    """
+    for name, values in named_lists.items():
+        for a in values or ():
+            if a is None:
+                continue
+            if type(a) is not np.ndarray or (name == "grads" and not a.flags.c_contiguous):
+                return None
+    backend = _backend.get_backend("cpu", kernel)
+    return backend if backend.__name__ == "lepton_kernels._native_cpu" else None
+
+
 def _as_list(op, name, value):
     if value is None:
         return None
@@ -104,6 +121,11 @@ def multi_tensor_sgd_step(params, grads, momentum_buffers=None, *, lr, momentum=
     count = _lists(op, {"params": params, "grads": grads, "momentum_buffers": bufs})
     if momentum and bufs is None:
         raise ValueError(f"{op}: momentum_buffers are required when momentum != 0")
+    native = _native_fast_path("sgd_step", {"params": params, "grads": grads, "momentum_buffers": bufs})
+    if native is not None:
+        native.sgd_step(params, grads, bufs if momentum else [None] * count, lr, momentum, dampening,
+                        weight_decay, bool(nesterov), bool(maximize), bool(first_step))
+        return
     p_arrays, g_arrays, b_arrays, device = [], [], [], None
     for i in range(count):
         p, kind = _state_array(op, f"params[{i}]", params[i], device=device)
@@ -170,6 +192,12 @@ def multi_tensor_adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr, be
     count = _lists(op, lists)
     if amsgrad and lists["max_exp_avg_sqs"] is None:
         raise ValueError(f"{op}: amsgrad=True needs max_exp_avg_sqs")
+    native = _native_fast_path("adam_step", lists if amsgrad else {**lists, "max_exp_avg_sqs": None})
+    if native is not None:
+        native.adam_step(lists["params"], lists["grads"], lists["exp_avgs"], lists["exp_avg_sqs"],
+                         lists["max_exp_avg_sqs"] if amsgrad else None, step, lr, beta1, beta2, eps, weight_decay,
+                         bool(decoupled_weight_decay), bool(amsgrad), bool(maximize))
+        return
     state, device = {k: [] for k in lists}, None
     for i in range(count):
         p, kind = _state_array(op, f"params[{i}]", lists["params"][i], device=device)
@@ -214,9 +242,17 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.
                            maximize=maximize)
 
 
+def _span(a):
+    """[first byte, last byte + 1) of a C-contiguous array (checked before this is called)."""
+    if isinstance(a, np.ndarray):
+        start = a.__array_interface__["data"][0]
+        return start, start + a.nbytes
+    return arr._data_span(a)
+
+
 def _check_distinct(op, arrays):
     """No two updated arrays may share memory (an update would be applied twice)."""
-    spans = sorted((arr._data_span(a), i) for i, a in enumerate(arrays) if a.size)
+    spans = sorted((_span(a), i) for i, a in enumerate(arrays) if a.size)
     for ((lo1, hi1), i), ((lo2, hi2), j) in zip(spans, spans[1:]):
         if lo2 < hi1:
             raise ValueError(f"{op}: two of the arrays to update share memory (positions {i} and {j} in the "
