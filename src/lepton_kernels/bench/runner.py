@@ -207,7 +207,16 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool | None:
         return None
     if a.shape != b.shape:
         return False
-    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True))
+    if bool(np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)):
+        return True
+    # float32 reductions over thousands of terms (GEMM, grad_w) differ element-wise by more
+    # than 1e-4 where the result is small; compare the whole array's relative error instead.
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    if not np.array_equal(np.isnan(a64), np.isnan(b64)):
+        return False
+    finite = np.isfinite(b64)
+    err = np.linalg.norm((a64 - b64)[finite])
+    return bool(err <= 1e-4 * max(np.linalg.norm(b64[finite]), 1e-30))
 
 
 # ---------------------------------------------------------------- driver

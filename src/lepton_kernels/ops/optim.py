@@ -19,7 +19,8 @@ from . import _arrays as arr
 # --------------------------------------------------------------------------- validation
 def _number(op, name, value, *, low=None, high=None, high_open=False, integer=False):
     kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
+    exact = type(value) is int or (type(value) is float and not integer)  # skips the slow ABC check
+    if not exact and (isinstance(value, bool) or not isinstance(value, kind)):
         raise TypeError(f"{op}: {name} must be {'an int' if integer else 'a number'}, got {value!r}")
     value = int(value) if integer else float(value)
     if value != value:
