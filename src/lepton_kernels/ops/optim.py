@@ -68,21 +68,26 @@ def _lists(op, named_lists):
     return next(iter(lengths.values()), 0)
 
 
-def _native_fast_path(kernel, named_lists):
-    """The native CPU backend when every array is a NumPy array with C-contiguous gradients.
+def _native_cpu():
+    """The native CPU backend when it serves the optimizer kernels now (not forced elsewhere)."""
+    backend = _backend.get_backend("cpu", "adam_step") if _backend.forced_backend() in (None, "native") else None
+    return backend if backend is not None and backend.__name__ == "lepton_kernels._native_cpu" else None
 
-    Its binding checks each array (dtype, contiguity, writeability, size, overlap) with
-    errors naming the list and index, before anything is written; validating here too
-    would cost more than the update of a small model (~2.5 us per array).
-    """
-    for name, values in named_lists.items():
-        for a in values or ():
-            if a is None:
-                continue
-            if type(a) is not np.ndarray or (name == "grads" and not a.flags.c_contiguous):
-                return None
-    backend = _backend.get_backend("cpu", kernel)
-    return backend if backend.__name__ == "lepton_kernels._native_cpu" else None
+
+def _try_native(kernel, *args):
+    """Run the update through the native binding, which checks every array (dtype, contiguity,
+    writeability, size, overlap) before writing anything. On a refusal (a non-NumPy array, a
+    non-contiguous gradient, a bad array) it returns False and the caller validates in Python,
+    which adapts what it can and otherwise raises an error in terms of the public arguments.
+    Validating ~40 arrays in Python first would cost more than updating a small model."""
+    native = _native_cpu()
+    if native is None:
+        return False
+    try:
+        getattr(native, kernel)(*args)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _as_list(op, name, value):
@@ -122,10 +127,8 @@ def multi_tensor_sgd_step(params, grads, momentum_buffers=None, *, lr, momentum=
     count = _lists(op, {"params": params, "grads": grads, "momentum_buffers": bufs})
     if momentum and bufs is None:
         raise ValueError(f"{op}: momentum_buffers are required when momentum != 0")
-    native = _native_fast_path("sgd_step", {"params": params, "grads": grads, "momentum_buffers": bufs})
-    if native is not None:
-        native.sgd_step(params, grads, bufs if momentum else [None] * count, lr, momentum, dampening,
-                        weight_decay, bool(nesterov), bool(maximize), bool(first_step))
+    if _try_native("sgd_step", params, grads, bufs if momentum else [None] * count, lr, momentum, dampening,
+                   weight_decay, bool(nesterov), bool(maximize), bool(first_step)):
         return
     p_arrays, g_arrays, b_arrays, device = [], [], [], None
     for i in range(count):
@@ -193,11 +196,9 @@ def multi_tensor_adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr, be
     count = _lists(op, lists)
     if amsgrad and lists["max_exp_avg_sqs"] is None:
         raise ValueError(f"{op}: amsgrad=True needs max_exp_avg_sqs")
-    native = _native_fast_path("adam_step", lists if amsgrad else {**lists, "max_exp_avg_sqs": None})
-    if native is not None:
-        native.adam_step(lists["params"], lists["grads"], lists["exp_avgs"], lists["exp_avg_sqs"],
-                         lists["max_exp_avg_sqs"] if amsgrad else None, step, lr, beta1, beta2, eps, weight_decay,
-                         bool(decoupled_weight_decay), bool(amsgrad), bool(maximize))
+    if _try_native("adam_step", lists["params"], lists["grads"], lists["exp_avgs"], lists["exp_avg_sqs"],
+                   lists["max_exp_avg_sqs"] if amsgrad else None, step, lr, beta1, beta2, eps, weight_decay,
+                   bool(decoupled_weight_decay), bool(amsgrad), bool(maximize)):
         return
     state, device = {k: [] for k in lists}, None
     for i in range(count):
