@@ -211,6 +211,9 @@ def measure_cpu_limits(threads: int | None = None, *, copy_bytes: int = COPY_BYT
         copy = _numpy_copy_gbs(copy_bytes, COPY_REPEATS)
         sources.append("copy: numpy single-thread fallback")
     limits.update(fma_gflops=float(fma), copy_gbs=float(copy), source="; ".join(sources))
+    has_vnni = getattr(mod, "has_vnni", None)
+    if has_vnni is not None and has_vnni():
+        limits["int8_gops"] = float(_call(mod, "measure_vnni_gops", threads, fma_seconds) or 0) or None
     _limits_cache[key] = limits
     return limits
 
@@ -222,7 +225,9 @@ def remeasure_cpu_limits(limits: dict[str, Any]) -> dict[str, Any]:
     again = measure_cpu_limits(limits.get("threads"), copy_bytes=limits.get("copy_buffer_bytes", COPY_BYTES),
                                refresh=True)
     merged = dict(limits)
-    for key in ("fma_gflops", "copy_gbs"):
+    for key in ("fma_gflops", "copy_gbs", "int8_gops"):
+        if key not in limits:
+            continue
         samples = list(limits.get(f"{key}_samples", [limits.get(key)])) + [again.get(key)]
         samples = [v for v in samples if v]
         merged[f"{key}_samples"] = samples

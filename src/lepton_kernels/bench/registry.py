@@ -29,7 +29,9 @@ Factory = Callable[[Inputs], Callable[[], Any]]
 LIMITS = {
     "copy_gbs": ("GB/s", "memory copy"),
     "fma_gflops": ("GFLOP/s", "fp32 FMA peak"),
+    "int8_gops": ("GOP/s", "int8 multiply-add peak (AVX-512 VNNI)"),
 }
+COMPUTE_LIMITS = ("fma_gflops", "int8_gops")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class BenchCase:
     flops : int
         Floating-point (or int) operations per call; 0 for memory-bound ops.
     limit : str
-        Key of the machine limit to compare to: ``copy_gbs`` or ``fma_gflops``.
+        Key of the machine limit to compare to: ``copy_gbs``, ``fma_gflops`` or
+        ``int8_gops`` (flops then counts int8 operations, 2 per multiply-add).
     baselines : mapping
         ``{"torch": factory, "numpy": factory}``; a torch factory receives
         torch tensors (zero-copy views of the inputs), a numpy one NumPy arrays.
@@ -94,7 +97,7 @@ class BenchCase:
     @property
     def work(self) -> float:
         """The quantity divided by time: bytes for memory-bound, flops otherwise."""
-        return float(self.flops if self.limit == "fma_gflops" else self.bytes_moved)
+        return float(self.flops if self.limit in COMPUTE_LIMITS else self.bytes_moved)
 
     def throughput(self, seconds: float) -> float:
         """GB/s or GFLOP/s (10^9 per second) for one call taking ``seconds``."""

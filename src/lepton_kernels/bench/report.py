@@ -82,7 +82,9 @@ def machine_summary(machine: dict) -> str:
         lines.append(
             f"limits: fp32 FMA {_fmt(lim.get('fma_gflops'), '.1f', ' GFLOP/s')}{probes('fma_gflops')}, "
             f"copy {_fmt(lim.get('copy_gbs'), '.1f', ' GB/s')}{probes('copy_gbs')}, "
-            f"{_mib(lim.get('copy_buffer_bytes'))} buffer  [{lim.get('source', '')}]"
+            + (f"int8 VNNI {_fmt(lim.get('int8_gops'), '.0f', ' GOP/s')}{probes('int8_gops')}, "
+               if lim.get("int8_gops") else "")
+            + f"{_mib(lim.get('copy_buffer_bytes'))} buffer  [{lim.get('source', '')}]"
         )
     return "\n".join(lines)
 
