@@ -14,7 +14,7 @@ from .cli import CliError, register_command
 
 # Per-model defaults: epochs, batch size, learning rate, optimizer.
 DEFAULTS = {
-    "digits-cnn": (15, 32, 2e-3, "adam"),
+    "digits-cnn": (25, 32, 2e-3, "adam"),
     "lenet5": (5, 64, 1e-3, "adam"),
     "cifar-cnn": (10, 64, 1e-3, "adam"),
     "linear": (1000, 512, 0.1, "adam"),  # full batch: converges to the least-squares fit
