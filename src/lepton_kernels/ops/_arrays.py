@@ -155,11 +155,16 @@ def contiguous(a):
     return xp_of(a).ascontiguousarray(a)
 
 
+_byte_bounds = np.lib.array_utils.byte_bounds if hasattr(np.lib, "array_utils") else np.byte_bounds
+
+
 def _data_span(a) -> tuple[int, int]:
     """[first byte, last byte + 1) an array's elements occupy."""
     if isinstance(a, np.ndarray):
-        lo, hi = np.byte_bounds(a) if hasattr(np, "byte_bounds") else np.lib.array_utils.byte_bounds(a)
-        return lo, hi
+        if a.flags.c_contiguous:  # the common case, without byte_bounds' stride walk
+            start = a.__array_interface__["data"][0]
+            return start, start + a.nbytes
+        return _byte_bounds(a)
     iface = a.__cuda_array_interface__
     start = iface["data"][0]
     itemsize = np.dtype(iface["typestr"]).itemsize
