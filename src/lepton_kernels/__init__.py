@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
-from . import autograd, data, models, nn, optim, reference
+from . import autograd, data, models, nn, ops, optim, reference
 from .autograd import Tensor, no_grad
 from .io import save
 from .models import load_model as load
@@ -54,33 +54,15 @@ __all__ = [
     "use_backend",
     "set_num_threads",
     "get_num_threads",
+    "autograd",
+    "data",
+    "models",
+    "nn",
+    "optim",
     "reference",
     "Tensor",
     "no_grad",
     "save",
     "load",
-    "conv2d",
-    "conv2d_backward",
-    "linear",
-    "linear_backward",
-    "matmul",
-    "quantize",
-    "dequantize",
-    "dynamic_quantize",
-    "matmul_integer",
-    "conv2d_integer",
-    "cross_entropy",
-    "cross_entropy_backward",
-    "sgd_step",
-    "adam_step",
-    "multi_tensor_sgd_step",
-    "multi_tensor_adam_step",
-    "relu",
-    "relu_backward",
-    "bias_relu",
-    "bias_relu_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
+    *ops.__all__,  # every kernel, as listed by the ops package
 ]
