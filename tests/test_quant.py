@@ -111,3 +111,29 @@ def test_int8_bad_input(call, exc, words):
         call(x)
     for word in words:
         assert word in str(info.value), f"{word!r} not in {info.value}"
+
+
+def test_fake_quantize_matches_quantize_then_dequantize_and_torch(cpu_backend, rng):
+    torch = pytest.importorskip("torch")
+    x = (rng.standard_normal((4, 6)) * 10).astype(np.float32)
+    y = lk.fake_quantize(x, 0.1, 3)
+    np.testing.assert_array_equal(y, ref.dequantize(ref.quantize(x, 0.1, 3), 0.1, 3).astype(np.float32))
+    t = torch.fake_quantize_per_tensor_affine(torch.tensor(x), 0.1, 3, -128, 127).numpy()
+    assert np.max(np.abs(y - t)) <= 0.1 + 1e-6  # torch multiplies by 1/scale: ties may land one step apart
+
+
+def test_fake_quantize_straight_through_gradient():
+    torch = pytest.importorskip("torch")
+    from lepton_kernels.autograd import Tensor
+    from lepton_kernels.nn import functional as F
+
+    x = np.array([[-20.0, -12.8, -0.04, 0.0, 0.26, 12.7, 13.0, 30.0]], np.float32)
+    t = Tensor(x.copy(), requires_grad=True)
+    F.fake_quantize(t, 0.1, 0).sum().backward()
+    tt = torch.tensor(x, requires_grad=True)
+    torch.fake_quantize_per_tensor_affine(tt, 0.1, 0, -128, 127).sum().backward()
+    np.testing.assert_array_equal(t.grad, tt.grad.numpy())
+    scale = np.array([0.1, 0.5], np.float32)
+    t2 = Tensor(np.ones((2, 3), np.float32) * 20, requires_grad=True)
+    F.fake_quantize(t2, scale, np.zeros(2, np.int8), axis=0).sum().backward()
+    np.testing.assert_array_equal(t2.grad, [[0, 0, 0], [1, 1, 1]])  # 20/0.1 = 200 saturates, 20/0.5 = 40 does not

@@ -27,6 +27,7 @@ from .ops import (
     cross_entropy_backward,
     dequantize,
     dynamic_quantize,
+    fake_quantize,
     linear,
     linear_backward,
     matmul,

@@ -463,9 +463,10 @@ def quantize(x, scale, zero_point, *, dtype=np.int8, axis=None, out=None):
 
 
 def dequantize(q, scale, zero_point, *, axis=None, out=None):
-    """ONNX DequantizeLinear: (q - zero_point) * scale, computed exactly in float64."""
+    """ONNX DequantizeLinear: (q - zero_point) * scale, computed exactly in float64 from the
+    float32 scale (scales are float32 in ONNX), so a float32 result is one correct rounding."""
     q = np.asarray(q).astype(np.float64)
-    s = _per_axis(_f64(scale), q.ndim, axis)
+    s = _per_axis(np.asarray(scale, dtype=np.float32).astype(np.float64), q.ndim, axis)
     zp = _per_axis(np.asarray(zero_point, dtype=np.float64), q.ndim, axis)
     return (q - zp) * s
 

@@ -133,6 +133,36 @@ def dropout(x, p=0.5, training=True, *, rng=None):
     return _Dropout.apply(x, p=p, rng=rng or _default_rng)
 
 
+class _FakeQuantize(Function):
+    """Quantize-dequantize forward; straight-through backward inside the representable range."""
+
+    def forward(self, x, scale, zero_point, dtype, axis):
+        y = ops.fake_quantize(x, scale, zero_point, dtype=dtype, axis=axis)
+        xp = arr.xp_of(x)
+        lo, hi = (-128, 127) if np.dtype(dtype) == np.int8 else (0, 255)
+        shape = [1] * x.ndim
+        if axis is not None:
+            shape[axis % x.ndim] = -1
+        s = xp.asarray(np.asarray(scale, np.float32).reshape(shape if np.ndim(scale) else ()))
+        z = xp.asarray(np.asarray(zero_point, np.float32).reshape(shape if np.ndim(zero_point) else ()))
+        v = xp.rint(x.astype(np.float32) / s) + z
+        self.mask = ((v >= lo) & (v <= hi)).astype(x.dtype)  # NaN compares False: no gradient
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, grad):
+        return (grad * self.mask,)
+
+
+def fake_quantize(x, scale, zero_point, *, dtype=np.int8, axis=None):
+    """Fake quantization for quantization-aware training (see :func:`lepton_kernels.fake_quantize`).
+
+    The gradient passes straight through where ``round(x / scale) + zero_point``
+    lies inside the type's range and is zero where it saturates (as
+    ``torch.fake_quantize_per_tensor_affine``).
+    """
+    return _FakeQuantize.apply(x, scale=scale, zero_point=zero_point, dtype=dtype, axis=axis)
+
+
 # --------------------------------------------------------------------------- losses
 def _reduce(loss, reduction, op):
     if reduction == "none":
@@ -208,5 +238,6 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean", pos_weight
                    "binary_cross_entropy_with_logits")
 
 
-__all__ = ["conv2d", "linear", "relu", "max_pool2d", "avg_pool2d", "dropout", "cross_entropy", "mse_loss",
+__all__ = ["conv2d", "linear", "relu", "max_pool2d", "avg_pool2d", "dropout", "fake_quantize", "cross_entropy",
+           "mse_loss",
            "binary_cross_entropy_with_logits", "is_grad_enabled"]

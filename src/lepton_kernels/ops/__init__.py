@@ -4,7 +4,7 @@ from .elementwise import bias_relu, bias_relu_backward, relu, relu_backward
 from .loss import cross_entropy, cross_entropy_backward
 from .linear import linear, linear_backward, matmul
 from .optim import adam_step, multi_tensor_adam_step, multi_tensor_sgd_step, sgd_step
-from .quant import conv2d_integer, dequantize, dynamic_quantize, matmul_integer, quantize
+from .quant import conv2d_integer, dequantize, dynamic_quantize, fake_quantize, matmul_integer, quantize
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "quantize",
     "dequantize",
     "dynamic_quantize",
+    "fake_quantize",
     "matmul_integer",
     "conv2d_integer",
     "cross_entropy",

@@ -226,4 +226,16 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
     return xkind.wrap(y)
 
 
-__all__ = ["quantize", "dequantize", "dynamic_quantize", "matmul_integer", "conv2d_integer"]
+def fake_quantize(x, scale, zero_point, *, dtype=np.int8, axis=None):
+    """Quantize then dequantize: ``(saturate(round_half_to_even(x / scale) + zp) - zp) * scale``.
+
+    The float32 result carries exactly the rounding and saturation an int8 model
+    would see (quantization-aware training); arguments as :func:`quantize`. The
+    autograd version with a straight-through gradient is
+    ``lepton_kernels.nn.functional.fake_quantize``.
+    """
+    q = quantize(x, scale, zero_point, dtype=dtype, axis=axis)
+    return dequantize(q, scale, zero_point, axis=axis)
+
+
+__all__ = ["quantize", "dequantize", "dynamic_quantize", "fake_quantize", "matmul_integer", "conv2d_integer"]
