@@ -12,6 +12,8 @@ weights), (N, C, S) for bias_relu, row-major 2-D for matmul and linear.
 """
 from __future__ import annotations
 
+from lepton_kernels._backend import KERNEL_NAMES as _KERNEL_NAMES
+
 import math
 
 try:
@@ -22,25 +24,6 @@ except Exception as exc:  # not built (no nvcc at build time), or a broken insta
     _cu = None
     _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 
-__all__ = [
-    "unavailable_reason",
-    "relu",
-    "relu_backward",
-    "bias_relu",
-    "bias_relu_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "matmul",
-    "linear",
-    "linear_backward",
-    "conv2d",
-    "conv2d_backward",
-    "sgd_step",
-    "adam_step",
-    "cross_entropy",
-]
 
 _DTYPE_CODES = {"f4": 0, "f8": 1}
 _cupy_module = None  # None: not looked up yet; False: not importable
@@ -323,3 +306,6 @@ def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses,
     _cu.cross_entropy(zp, _index_ptr(target, "target"), _optional(weight, "weight", op, code), lp,
                       _optional(dlogits, "dlogits", op, code), n, c, int(ignore_index), float(label_smoothing),
                       code, _stream())
+
+# The kernel-interface functions this backend defines (see _backend.KERNEL_NAMES).
+__all__ = ["unavailable_reason"] + [_name for _name in _KERNEL_NAMES if _name in globals()]

@@ -15,6 +15,8 @@ index kernels and of GEMM tiles mirror ``cuda/launch.h``, ``cuda/pool.cu``,
 """
 from __future__ import annotations
 
+from lepton_kernels._backend import KERNEL_NAMES as _KERNEL_NAMES
+
 import importlib.resources
 import math
 import threading
@@ -22,25 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "unavailable_reason",
-    "relu",
-    "relu_backward",
-    "bias_relu",
-    "bias_relu_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "matmul",
-    "linear",
-    "linear_backward",
-    "conv2d",
-    "conv2d_backward",
-    "sgd_step",
-    "adam_step",
-    "cross_entropy",
-]
 
 _SOURCES = ("elementwise.cuh", "pool.cuh", "gemm.cuh", "conv.cuh", "optim.cuh", "loss.cuh")
 _OPTIONS = ("--std=c++17",)
@@ -467,3 +450,6 @@ def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses,
     _launch("loss.cuh", f"lk_cross_entropy_{_suffix(t)}", max(1, min(n, _MAX_GRID)), _ce_block(c),
             (zp, _iface(target)[0], _ptr_or_null(weight), _iface(losses)[0], _ptr_or_null(dlogits), _ll(n), _ll(c),
              _ll(ignore_index), np.float64(label_smoothing)))
+
+# The kernel-interface functions this backend defines (see _backend.KERNEL_NAMES).
+__all__ = ["unavailable_reason"] + [_name for _name in _KERNEL_NAMES if _name in globals()]

@@ -11,6 +11,8 @@ numba.cuda backend lives in ``lepton_kernels.numba_backend.cuda``.
 """
 from __future__ import annotations
 
+from lepton_kernels._backend import KERNEL_NAMES as _KERNEL_NAMES
+
 import numpy as np
 
 try:
@@ -30,30 +32,6 @@ from .quant import (  # noqa: F401  (kernel interface)
 )
 from . import cpu as _k
 
-__all__ = [
-    "unavailable_reason",
-    "relu",
-    "relu_backward",
-    "bias_relu",
-    "bias_relu_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "matmul",
-    "linear",
-    "linear_backward",
-    "conv2d",
-    "conv2d_backward",
-    "sgd_step",
-    "adam_step",
-    "cross_entropy",
-    "quantize",
-    "dequantize",
-    "dynamic_quantize",
-    "matmul_integer",
-    "conv2d_integer",
-]
 
 # Placeholder handed to the max-pool kernel when the caller wants no indices,
 # so that one compiled specialization serves both cases.
@@ -180,3 +158,6 @@ def conv2d_backward(grad_out, x, weight, y, grad_x, grad_w, grad_b, c):
     if grad_b is not None:
         n, o = g.shape[0], g.shape[1]
         _c.channel_sum_kernel(g.reshape(n, o, -1), grad_b)
+
+# The kernel-interface functions this backend defines (see _backend.KERNEL_NAMES).
+__all__ = ["unavailable_reason"] + [_name for _name in _KERNEL_NAMES if _name in globals()]

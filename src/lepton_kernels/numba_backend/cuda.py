@@ -20,6 +20,8 @@ live in ``cuda_conv``, the optimizer updates and the fused cross-entropy in
 """
 from __future__ import annotations
 
+from lepton_kernels._backend import KERNEL_NAMES as _KERNEL_NAMES
+
 import math
 
 import numpy as np
@@ -33,25 +35,6 @@ _MAX_BLOCKS = 2 if _SIM else 65535
 _REDUCE_THREADS = 32 if _SIM else 256  # power of two, <= _SHARED
 _SHARED = 256
 
-__all__ = [
-    "unavailable_reason",
-    "relu",
-    "relu_backward",
-    "bias_relu",
-    "bias_relu_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "matmul",
-    "linear",
-    "linear_backward",
-    "conv2d",
-    "conv2d_backward",
-    "sgd_step",
-    "adam_step",
-    "cross_entropy",
-]
 
 
 def unavailable_reason() -> str | None:
@@ -338,3 +321,6 @@ from .cuda_optim import (  # noqa: E402
     cross_entropy,
     sgd_step,
 )
+
+# The kernel-interface functions this backend defines (see _backend.KERNEL_NAMES).
+__all__ = ["unavailable_reason"] + [_name for _name in _KERNEL_NAMES if _name in globals()]
