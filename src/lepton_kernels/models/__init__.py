@@ -99,13 +99,21 @@ def load_model(path):
     """Load a model file written by ``lepton_kernels.save``.
 
     Returns the rebuilt model (in eval mode) when the file records the
-    architecture of one of :data:`MODELS`, else the state dict. Never runs code
+    architecture of one of :data:`MODELS` or a quantized model
+    (:class:`lepton_kernels.quant.QuantizedModel`), else the state dict. Never runs code
     from the file; a damaged file raises ``ValueError``.
     """
     from .. import io
 
     state, info = io.load(path)
     architecture = info.get("architecture")
+    if isinstance(architecture, dict) and architecture.get("class") == "QuantizedModel":
+        from ..quant import QuantizedModel  # a file written from lepton_kernels.quant.quantize_model
+
+        try:
+            return QuantizedModel.from_state(architecture, state)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"load: {path}: {exc}") from None
     if not isinstance(architecture, dict) or architecture.get("class") not in MODELS:
         return state
     model = from_config(architecture)
