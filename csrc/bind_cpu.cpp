@@ -1129,6 +1129,134 @@ void conv2d_integer(const py::object& xo, const py::object& wo, int64_t xzp, con
   raise_status(op, st);
 }
 
+// The requantization of a qlinear op: multiplier float64 (count,), bias int32 (count,) or None.
+struct RequantArgs {
+  Arg multiplier;
+  std::optional<Arg> bias;
+  lepton::Requant r;
+};
+RequantArgs requant_args(const std::string& op, const py::object& bo, const py::object& mo, int64_t yzp, bool relu,
+                         int64_t count) {
+  RequantArgs q{typed_arg(op, "multiplier", mo, false, py::dtype::of<double>(), "float64"), std::nullopt, {}};
+  expect_shape(op, q.multiplier, {count});
+  if (!bo.is_none()) {
+    q.bias = i32_arg(op, "bias", bo, false);
+    expect_shape(op, *q.bias, {count});
+  }
+  q.r.multiplier = cptr<double>(q.multiplier);
+  q.r.bias = q.bias ? cptr<int32_t>(*q.bias) : nullptr;
+  q.r.y_zero_point = int_scalar(op, "y_zero_point", yzp);
+  q.r.relu = relu;
+  return q;
+}
+
+// Calls f(y) with out's data typed as its int8/uint8 element type.
+template <class F>
+lepton::Status dispatch_y(IType ty, void* y, F f) {
+  return ty == IType::i8 ? f(static_cast<int8_t*>(y)) : f(static_cast<uint8_t*>(y));
+}
+
+void qlinear_matmul(const py::object& ao, const py::object& bo, int64_t azp, const py::object& bzo,
+                    const py::object& biaso, const py::object& mo, int64_t yzp, bool relu, const py::object& oo) {
+  const std::string op = "qlinear_matmul";
+  Arg a = array_arg(op, "a", ao, false);
+  Arg b = array_arg(op, "b", bo, false);
+  const IType ta = int_arg_type(op, a, false), tb = int_arg_type(op, b, false);
+  expect_ndim(op, a, 2, "(M, K)");
+  expect_ndim(op, b, 2, "(K, N)");
+  if (a.a.shape(1) != b.a.shape(0))
+    value_error(op, "inner dimensions differ: a is " + shape_str(shape_of(a.a)) + ", b is " + shape_str(shape_of(b.a)));
+  Arg out = array_arg(op, "out", oo, true);
+  const IType ty = int_arg_type(op, out, false);
+  expect_shape(op, out, {a.a.shape(0), b.a.shape(1)});
+  const ZeroPoints bz = zero_points_arg(op, "b_zero_point", bzo, b.a.shape(1));
+  const RequantArgs q = requant_args(op, biaso, mo, yzp, relu, b.a.shape(1));
+  std::vector<const Arg*> ins{&a, &b, &q.multiplier};
+  if (bz.arg) ins.push_back(&*bz.arg);
+  if (q.bias) ins.push_back(&*q.bias);
+  expect_outputs_disjoint(op, {&out}, ins);
+  lepton::MatmulIntegerDesc d;
+  d.m = a.a.shape(0), d.k = a.a.shape(1), d.n = b.a.shape(1);
+  d.lda = d.k, d.ldb = d.n, d.ldc = d.n;
+  d.a_zero_point = int_scalar(op, "a_zero_point", azp);
+  d.b_zero_point_per_column = bz.per;
+  const int32_t* bzp = bz.ptr();
+  const void *ap = a.a.data(), *bp = b.a.data();
+  void* yp = out.a.mutable_data();
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = dispatch_ab(ta, tb, ap, bp, [&](auto* pa, auto* pb) {
+      return dispatch_y(ty, yp, [&](auto* py_) { return lepton::qlinear_matmul(d, pa, pb, bzp, q.r, py_); });
+    });
+  }
+  raise_status(op, st);
+}
+
+void qlinear_conv2d(const py::object& xo, const py::object& wo, int64_t xzp, const py::object& wzo,
+                    const py::object& biaso, const py::object& mo, int64_t yzp, bool relu, const py::object& oo,
+                    int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw,
+                    int64_t groups) {
+  const std::string op = "qlinear_conv2d";
+  Arg x = array_arg(op, "x", xo, false);
+  Arg w = array_arg(op, "weight", wo, false);
+  const IType tx = int_arg_type(op, x, false), tw = int_arg_type(op, w, false);
+  lepton::Conv2dDesc d = conv_desc(op, x, w, {sh, sw, pt, pb, pl, pr, dh, dw, groups});
+  Arg out = array_arg(op, "out", oo, true);
+  const IType ty = int_arg_type(op, out, false);
+  conv_out_shape(op, out, &d);
+  const ZeroPoints wz = zero_points_arg(op, "w_zero_point", wzo, d.c_out);
+  const RequantArgs q = requant_args(op, biaso, mo, yzp, relu, d.c_out);
+  std::vector<const Arg*> ins{&x, &w, &q.multiplier};
+  if (wz.arg) ins.push_back(&*wz.arg);
+  if (q.bias) ins.push_back(&*q.bias);
+  expect_outputs_disjoint(op, {&out}, ins);
+  const int32_t xz = int_scalar(op, "x_zero_point", xzp);
+  const int32_t* wzp = wz.ptr();
+  const bool per = wz.per;
+  const void *xp = x.a.data(), *wp = w.a.data();
+  void* yp = out.a.mutable_data();
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = dispatch_ab(tx, tw, xp, wp, [&](auto* px, auto* pw) {
+      return dispatch_y(ty, yp, [&](auto* py_) { return lepton::qlinear_conv2d(d, px, xz, pw, wzp, per, q.r, py_); });
+    });
+  }
+  raise_status(op, st);
+}
+
+// max_pool2d on quantized activations (int8 / uint8); out has x's type.
+void max_pool2d_int8(const py::object& xo, const py::object& oo, const py::object& io, int64_t kh, int64_t kw,
+                     int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw) {
+  const std::string op = "max_pool2d";
+  Arg x = array_arg(op, "x", xo, false);
+  const IType tx = int_arg_type(op, x, false);
+  Arg out = array_arg(op, "out", oo, true);
+  if (int_arg_type(op, out, false) != tx)
+    type_error(op, "out must have x's dtype (" + dtype_str(x.a) + "), got " + dtype_str(out.a));
+  expect_pool_shapes(op, x, out);
+  expect_disjoint(op, out, x, false);
+  std::optional<Arg> ind;
+  if (!io.is_none()) {
+    ind = index_arg(op, "indices", io, true);
+    expect_shape(op, *ind, shape_of(out.a));
+    expect_disjoint(op, *ind, x, false);
+    expect_disjoint(op, *ind, out, false);
+  }
+  const lepton::Pool2dDesc d = pool_desc(x, out, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw);
+  int64_t* ip = ind ? mptr<int64_t>(*ind) : nullptr;
+  const void* xp = x.a.data();
+  void* yp = out.a.mutable_data();
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = tx == IType::u8 ? lepton::max_pool2d(d, static_cast<const uint8_t*>(xp), static_cast<uint8_t*>(yp), ip)
+                         : lepton::max_pool2d(d, static_cast<const int8_t*>(xp), static_cast<int8_t*>(yp), ip);
+  }
+  raise_status(op, st);
+}
+
 double measure_vnni_gops(int threads, double seconds) {
   if (threads < 1) value_error("measure_vnni_gops", "threads must be >= 1, got " + std::to_string(threads));
   if (!(seconds > 0) || seconds > 600)
@@ -1293,6 +1421,23 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         py::arg("dilation_w"), py::arg("groups"),
         "ONNX ConvInteger: out int32 (N, O, OH, OW) = conv of (x - x_zero_point) and (weight - w_zero_point[o]); "
         "padding takes x_zero_point; w_zero_point int32 (O,), (1,) or None.");
+  m.def("qlinear_matmul", &qlinear_matmul, py::arg("a"), py::arg("b"), py::arg("a_zero_point"),
+        py::arg("b_zero_point"), py::arg("bias"), py::arg("multiplier"), py::arg("y_zero_point"), py::arg("relu"),
+        py::arg("out"),
+        "ONNX QLinearMatMul (lepton/quant.h): out int8/uint8 (M, N) = clamp(rint(double(int32((a - a_zp) @ "
+        "(b - b_zp[j]) + bias[j])) * multiplier[j]) + y_zero_point); multiplier float64 (N,), bias int32 (N,) or None; "
+        "relu raises the lower bound to y_zero_point.");
+  m.def("qlinear_conv2d", &qlinear_conv2d, py::arg("x"), py::arg("weight"), py::arg("x_zero_point"),
+        py::arg("w_zero_point"), py::arg("bias"), py::arg("multiplier"), py::arg("y_zero_point"), py::arg("relu"),
+        py::arg("out"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_bottom"),
+        py::arg("pad_left"), py::arg("pad_right"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("groups"),
+        "ONNX QLinearConv: conv2d_integer requantized per output channel o like qlinear_matmul (multiplier, "
+        "bias of length O); out int8/uint8 (N, O, OH, OW).");
+  m.def("max_pool2d_int8", &max_pool2d_int8, py::arg("x"), py::arg("out"), py::arg("indices"),
+        py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"),
+        py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("dilation_h"),
+        py::arg("dilation_w"),
+        "max_pool2d on int8/uint8 NCHW (quantized activations); an empty window gives the type's minimum.");
   m.def("has_vnni", &lepton::has_vnni, "True when the CPU and OS support AVX-512 VNNI (vpdpbusd).");
   m.def("measure_vnni_gops", &measure_vnni_gops, py::arg("threads"), py::arg("seconds"),
         "Measured peak int8 VNNI GOP/s (2 ops per multiply-add) on `threads` threads; 0 without VNNI.");

@@ -88,6 +88,103 @@ def test_conv2d_integer_exact(cpu_backend, case, rng):
                                       ref.conv2d_integer(x, w, xzp, wz, s, p, d, g))
 
 
+def _rand(rng, dtype, shape):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+
+QL_TYPES = [(np.uint8, np.int8, np.uint8), (np.int8, np.int8, np.int8), (np.uint8, np.uint8, np.int8),
+            (np.int8, np.uint8, np.uint8)]
+
+
+@pytest.mark.parametrize("types", QL_TYPES, ids=lambda t: "-".join(np.dtype(d).name for d in t))
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 300, 5), (16, 64, 32), (33, 129, 47), (64, 4100, 17)])
+def test_qlinear_matmul_exact(cpu_backend, m, k, n, types, rng):
+    """Requantized output equals the reference bit for bit: per-column scales and zero points,
+    int32 and float bias, ReLU, saturation at both ends, zero points at the extremes."""
+    ta, tb, ty = types
+    a, b = _rand(rng, ta, (m, k)), _rand(rng, tb, (k, n))
+    b_scale = (rng.random(n) * 0.02 + 1e-4).astype(np.float32)
+    y_info = np.iinfo(ty)
+    cases = [
+        dict(a_zp=np.iinfo(ta).max, b_zp=_rand(rng, tb, n), y_zp=ty(y_info.min), bias=None, activation=None),
+        dict(a_zp=np.iinfo(ta).min, b_zp=np.iinfo(tb).min, y_zp=ty(y_info.max), bias=rng.normal(0, 5, n),
+             activation="relu"),
+        dict(a_zp=0, b_zp=None, y_zp=ty(3), bias=rng.integers(-2**20, 2**20, n).astype(np.int32), activation="relu"),
+    ]
+    for c in cases:
+        # y_scale small enough that many outputs saturate, large enough that many do not
+        args = (a, 0.05, c["a_zp"], b, b_scale, c["b_zp"], 0.05 * np.sqrt(k) * 0.02, c["y_zp"])
+        got = lk.qlinear_matmul(*args, bias=c["bias"], activation=c["activation"])
+        want = ref.qlinear_matmul(*args, bias=c["bias"], activation=c["activation"])
+        assert got.dtype == ty
+        np.testing.assert_array_equal(got, want)
+        assert (got == y_info.max).any() or k < 4 or m * n < 8  # saturation is exercised
+
+
+@pytest.mark.parametrize("case", [((2, 3, 9, 9), 4, 3, 1, 1, 1, 1), ((1, 6, 8, 7), 6, 3, 2, 2, 1, 3),
+                                  ((2, 4, 10, 10), 8, 5, 1, 0, 2, 1), ((3, 16, 8, 8), 32, 3, 1, 1, 1, 1),
+                                  ((1, 1, 28, 28), 17, 5, 1, 2, 1, 1)])
+@pytest.mark.parametrize("types", QL_TYPES, ids=lambda t: "-".join(np.dtype(d).name for d in t))
+def test_qlinear_conv2d_exact(cpu_backend, case, types, rng):
+    tx, tw, ty = types
+    shape, co, k, s, p, d, g = case
+    x, w = _rand(rng, tx, shape), _rand(rng, tw, (co, shape[1] // g, k, k))
+    w_scale = (rng.random(co) * 0.01 + 1e-4).astype(np.float32)
+    for x_zp, w_zp, act in ((np.iinfo(tx).max, _rand(rng, tw, co), "relu"), (0, None, None)):
+        args = (x, 0.1, x_zp, w, w_scale, w_zp, 0.1 * 0.01 * k * np.sqrt(shape[1]), ty(np.iinfo(ty).min + 5))
+        kw = dict(bias=rng.normal(0, 10, co).astype(np.float32), stride=s, padding=p, dilation=d, groups=g,
+                  activation=act)
+        got = lk.qlinear_conv2d(*args, **kw)
+        np.testing.assert_array_equal(got, ref.qlinear_conv2d(*args, **kw))
+
+
+def test_requantize_ties_and_int32_wraparound(cpu_backend):
+    """acc * m landing exactly on .5 rounds half to even; acc + bias wraps in int32."""
+    a = np.array([[1, 3, 5, 7, 9, 11, 13, 15, 255]], np.uint8)  # one row, K = 9, a single 1 in b picks a column
+    b = np.eye(9, dtype=np.int8)
+    y = lk.qlinear_matmul(a, 1.0, 0, b, 1.0, 0, 2.0, np.uint8(100))  # m = 0.5: 0.5, 1.5, ... are ties
+    np.testing.assert_array_equal(y, ref.qlinear_matmul(a, 1.0, 0, b, 1.0, 0, 2.0, np.uint8(100)))
+    np.testing.assert_array_equal(y[0, :8], 100 + np.array([0, 2, 2, 4, 4, 6, 6, 8]))
+    big = np.full(9, 2**31 - 100, np.int32)  # + 255 wraps to a large negative accumulator
+    y = lk.qlinear_matmul(a, 1.0, 0, b, 1.0, 0, 1e-9, np.int8(0), bias=big)
+    np.testing.assert_array_equal(y, ref.qlinear_matmul(a, 1.0, 0, b, 1.0, 0, 1e-9, np.int8(0), bias=big))
+    assert y[0, 8] == -128 and y[0, 0] == 127
+
+
+def test_qlinear_output_dtype_rule():
+    a, b = np.ones((2, 3), np.uint8), np.ones((3, 4), np.int8)
+    assert lk.qlinear_matmul(a, 1.0, 0, b, 1.0, 0, 1.0, 0).dtype == np.uint8  # a's type
+    assert lk.qlinear_matmul(a, 1.0, 0, b, 1.0, 0, 1.0, np.int8(0)).dtype == np.int8  # y_zp's type
+    assert lk.qlinear_matmul(a, 1.0, 0, b, 1.0, 0, 1.0, 0, dtype=np.int8).dtype == np.int8
+    out = np.empty((2, 4), np.uint8)
+    assert lk.qlinear_matmul(a, 1.0, 0, b, 1.0, 0, 1.0, 0, out=out) is out
+    assert (out == 3).all()
+    empty_k = lk.qlinear_matmul(np.ones((2, 0), np.uint8), 1.0, 0, np.ones((0, 4), np.int8), 1.0, 0, 1.0, 7,
+                                bias=np.array([-20, 0, 2, 9], np.int32))
+    np.testing.assert_array_equal(empty_k, [[0, 7, 9, 16]] * 2)
+
+
+@pytest.mark.parametrize("qtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("geom", [(2, None, 0, False), (3, 2, 1, False), (3, 2, 1, True), (2, 1, 0, False)])
+def test_max_pool2d_int8_exact(cpu_backend, qtype, geom, rng):
+    k, s, p, ceil = geom
+    x = _rand(rng, qtype, (2, 3, 11, 10))
+    x[0, 0] = np.iinfo(qtype).min  # a plane at the minimum: ties go to the first tap
+    y, idx = lk.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)
+    ry, ridx = ref.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)
+    assert y.dtype == qtype
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    np.testing.assert_array_equal(lk.max_pool2d(x, k, s, p, ceil_mode=ceil), ry)
+
+
+def test_max_pool2d_int8_commutes_with_quantization(rng):
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    q = lk.quantize(x, 0.02, 128, dtype=np.uint8)
+    np.testing.assert_array_equal(lk.max_pool2d(q, 2), lk.quantize(lk.max_pool2d(x, 2), 0.02, 128, dtype=np.uint8))
+
+
 @pytest.mark.parametrize("call,exc,words", [
     (lambda x: lk.quantize(x, 0.0, 0), ValueError, ("scale",)),
     (lambda x: lk.quantize(x, np.inf, 0), ValueError, ("scale",)),
@@ -104,6 +201,27 @@ def test_conv2d_integer_exact(cpu_backend, case, rng):
      ("a_zero_point",)),
     (lambda x: lk.matmul_integer(np.ones((2, 3), np.uint8), np.ones((3, 2), np.int8), 0, np.zeros(3, np.int8)),
      ValueError, ("b_zero_point",)),
+    (lambda x: lk.qlinear_matmul(np.ones((2, 3), np.uint8), 0.0, 0, np.ones((3, 2), np.int8), 1.0, 0, 1.0, 0),
+     ValueError, ("a_scale",)),
+    (lambda x: lk.qlinear_matmul(np.ones((2, 3), np.uint8), 1.0, 0, np.ones((3, 2), np.int8), np.ones(3), 0, 1.0, 0),
+     ValueError, ("b_scale", "2 entries")),
+    (lambda x: lk.qlinear_matmul(np.ones((2, 3), np.uint8), 1.0, 0, np.ones((3, 2), np.int8), 1.0, 0, np.nan, 0),
+     ValueError, ("y_scale",)),
+    (lambda x: lk.qlinear_matmul(np.ones((2, 3), np.uint8), 1.0, 0, np.ones((3, 2), np.int8), 1.0, 0, 1.0, 300),
+     ValueError, ("y_zero_point",)),
+    (lambda x: lk.qlinear_matmul(np.ones((2, 3), np.uint8), 1.0, 0, np.ones((3, 2), np.int8), 1.0, 0, 1.0, 0,
+                                 bias=np.ones(3)), ValueError, ("bias", "(2,)")),
+    (lambda x: lk.qlinear_matmul(np.ones((2, 3), np.uint8), 1.0, 0, np.ones((3, 2), np.int8), 1.0, 0, 1.0, 0,
+                                 bias=np.ones(2, np.int64)), TypeError, ("bias", "int32")),
+    (lambda x: lk.qlinear_matmul(np.ones((2, 3), np.uint8), 1.0, 0, np.ones((3, 2), np.int8), 1.0, 0, 1.0, 0,
+                                 activation="gelu"), ValueError, ("activation",)),
+    (lambda x: lk.qlinear_matmul(np.ones((2, 3), np.uint8), 1.0, 0, np.ones((3, 2), np.int8), 1.0, 0, 1.0, 0,
+                                 dtype=np.int32), TypeError, ("dtype",)),
+    (lambda x: lk.qlinear_conv2d(np.ones((1, 2, 5, 5), np.uint8), 1.0, 0, np.ones((3, 2, 3, 3), np.int8),
+                                 np.ones(2), 0, 1.0, 0), ValueError, ("w_scale", "3 entries")),
+    (lambda x: lk.qlinear_conv2d(np.ones((1, 2, 5, 5), np.float32), 1.0, 0, np.ones((3, 2, 3, 3), np.int8),
+                                 1.0, 0, 1.0, 0), TypeError, ("x",)),
+    (lambda x: lk.max_pool2d(np.ones((1, 1, 4, 4), np.int16), 2), TypeError, ("x",)),
 ])
 def test_int8_bad_input(call, exc, words):
     x = np.ones((2, 4, 3), np.float32)

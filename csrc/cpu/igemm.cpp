@@ -25,6 +25,7 @@
 
 #include "cpu/igemm_internal.h"
 #include "cpu/internal.h"
+#include "cpu/requant_internal.h"
 #include "lepton/quant.h"
 
 namespace lepton {
@@ -299,7 +300,30 @@ struct Problem {
   const int32_t* zb = nullptr;       // vnni: per column; null when every zb is 0
   int32_t* c = nullptr;
   int64_t ldc = 0;
+  int64_t c_row0 = 0, c_col0 = 0;  // the C element c points at (a block scratch for qlinear)
 };
+
+// Where finished int32 blocks go when the op requantizes (qlinear_*): element
+// (row, col) of C lands at y[row * ldy + col], channel ch0 + row (per_row,
+// convolution) or the column (matmul).
+struct RequantSink {
+  const Requant* r = nullptr;
+  void* y = nullptr;
+  int64_t ldy = 0;
+  bool y_signed = false;
+  bool per_row = false;
+  int64_t ch0 = 0;
+};
+
+void emit_block(const RequantSink& s, const int32_t* acc, int64_t lda, int64_t rows, int64_t cols,
+                int64_t row0, int64_t col0) {
+  const detail::RequantBlock b{acc, lda, rows, cols, s.per_row ? s.ch0 + row0 : col0, s.per_row};
+  const int64_t at = row0 * s.ldy + col0;
+  if (s.y_signed)
+    detail::requantize(b, *s.r, static_cast<int8_t*>(s.y) + at, s.ldy);
+  else
+    detail::requantize(b, *s.r, static_cast<uint8_t*>(s.y) + at, s.ldy);
+}
 
 struct Blocking {
   int64_t kc, nb, mb;
@@ -342,7 +366,7 @@ void compute_rows(const Problem& P, const Blocking& bl, const char* pa, const in
           ep.colterm = P.colterm ? P.colterm + jr : nullptr;
           ep.zb = P.zb ? P.zb + jr : nullptr;
           K.micro(kc, apanel, P.pb + (jr * P.kpad + p0 * K.nr) * es,
-                  P.c + (i0 + ir) * P.ldc + jr, P.ldc, mv, nv, ep);
+                  P.c + (i0 + ir - P.c_row0) * P.ldc + (jr - P.c_col0), P.ldc, mv, nv, ep);
         }
       }
     }
@@ -401,6 +425,7 @@ struct ThreadA {
   AlignedBuffer<char> buf;
   size_t len = 0;
   std::vector<int32_t> za, rowsum;
+  std::vector<int32_t> acc;  // qlinear: one row block of int32 results before requantization
   bool reserve(size_t bytes, size_t rows) {
     if (bytes > len) {
       if (!buf.allocate(bytes)) { len = 0; return false; }
@@ -416,8 +441,9 @@ ThreadA& thread_a() {
   return t;
 }
 
-// One thread's rectangle: pack A row blocks and run compute_rows.
-bool run_part(const Problem& P, const OperandA& A, const Range& r) {
+// One thread's rectangle: pack A row blocks and run compute_rows (with a sink,
+// into a row-block scratch that is requantized while still in cache).
+bool run_part(const Problem& P, const OperandA& A, const Range& r, const RequantSink* sink) {
   const IgemmKernel& K = P.K;
   const Blocking bl = blocking_for(K, P.kpad);
   const int64_t mb_max = std::min(bl.mb, round_up(r.i1 - r.i0, K.mr));
@@ -427,12 +453,29 @@ bool run_part(const Problem& P, const OperandA& A, const Range& r) {
   const bool vnni = K.fmt == IgemmFormat::vnni;
   const int32_t za = A.zp + (vnni && A.a_signed ? 128 : 0);
   std::fill(t.za.begin(), t.za.begin() + mb_max, za);
+  const int64_t cols = r.j1 - r.j0;
+  if (sink && t.acc.size() < static_cast<size_t>(mb_max * cols)) {
+    try {  // runs inside an OpenMP team: no exception may escape
+      t.acc.resize(static_cast<size_t>(mb_max * cols));
+    } catch (...) {
+      return false;
+    }
+  }
   for (int64_t i0 = r.i0; i0 < r.i1; i0 += bl.mb) {
     const int64_t mb = std::min(bl.mb, r.i1 - i0);
-    pack_a(K, A.a + i0 * A.lda, A.lda, A.a_signed, mb, P.k, P.kpad, t.za.data(), t.buf.get(),
-           vnni && P.zb ? t.rowsum.data() : nullptr);
-    compute_rows(P, bl, t.buf.get(), t.za.data(), vnni && P.zb ? t.rowsum.data() : nullptr, i0,
-                 mb, r.j0, r.j1);
+    int32_t* rowsum = vnni && P.zb ? t.rowsum.data() : nullptr;
+    pack_a(K, A.a + i0 * A.lda, A.lda, A.a_signed, mb, P.k, P.kpad, t.za.data(), t.buf.get(), rowsum);
+    if (!sink) {
+      compute_rows(P, bl, t.buf.get(), t.za.data(), rowsum, i0, mb, r.j0, r.j1);
+      continue;
+    }
+    Problem Q = P;
+    Q.c = t.acc.data();
+    Q.ldc = cols;
+    Q.c_row0 = i0;
+    Q.c_col0 = r.j0;
+    compute_rows(Q, bl, t.buf.get(), t.za.data(), rowsum, i0, mb, r.j0, r.j1);
+    emit_block(*sink, Q.c, cols, mb, cols, i0, r.j0);
   }
   return true;
 }
@@ -493,9 +536,10 @@ int threads_for_macs(double macs, bool parallel) {
   return num_threads();
 }
 
-// C = (A - a_zp) . B(packed), the whole C split over nt threads.
+// C = (A - a_zp) . B(packed), the whole C split over nt threads (requantized
+// into the sink's output instead when sink is non-null).
 Status run(const MatmulIntegerDesc& d, const OperandA& A, const PackedIntBImpl& B, int32_t* c,
-           int nt) {
+           int nt, const RequantSink* sink = nullptr) {
   Problem P;
   P.K = B.K;
   P.k = B.k;
@@ -508,7 +552,7 @@ Status run(const MatmulIntegerDesc& d, const OperandA& A, const PackedIntBImpl& 
   P.c = c;
   P.ldc = d.ldc;
   if (nt <= 1) {
-    if (!run_part(P, A, Range{0, d.m, 0, d.n})) return Status::Internal("out of memory for packing");
+    if (!run_part(P, A, Range{0, d.m, 0, d.n}, sink)) return Status::Internal("out of memory for packing");
     return Status::Ok();
   }
   int tm = 1, tn = 1;
@@ -520,7 +564,7 @@ Status run(const MatmulIntegerDesc& d, const OperandA& A, const PackedIntBImpl& 
     const int team = omp_get_num_threads();
     for (int id = omp_get_thread_num(); id < parts; id += team) {
       const Range r = part_range(d.m, d.n, P.K.mr, P.K.nr, tm, tn, id);
-      if (r.i0 < r.i1 && r.j0 < r.j1 && !run_part(P, A, r)) ok.store(false);
+      if (r.i0 < r.i1 && r.j0 < r.j1 && !run_part(P, A, r, sink)) ok.store(false);
     }
   }
   if (!ok.load()) return Status::Internal("out of memory for packing");
@@ -558,26 +602,52 @@ Status check_desc(const MatmulIntegerDesc& d, bool need_b) {
   return Status::Ok();
 }
 
-void zero_c(const MatmulIntegerDesc& d, int32_t* c) {
-  for (int64_t i = 0; i < d.m; ++i) std::memset(c + i * d.ldc, 0, sizeof(int32_t) * d.n);
+// An empty reduction (k = 0): every accumulator is 0.
+Status zero_result(const MatmulIntegerDesc& d, int32_t* c, const RequantSink* sink) {
+  if (!sink) {
+    for (int64_t i = 0; i < d.m; ++i) std::memset(c + i * d.ldc, 0, sizeof(int32_t) * d.n);
+    return Status::Ok();
+  }
+  const std::vector<int32_t> zeros(static_cast<size_t>(d.n), 0);
+  for (int64_t i = 0; i < d.m; ++i) emit_block(*sink, zeros.data(), 0, 1, d.n, i, 0);
+  return Status::Ok();
+}
+
+template <class TY>
+Status check_requant(const Requant& r, int64_t channels) {
+  if (!zp_in_range<TY>(r.y_zero_point))
+    return Status::Invalid("y_zero_point " + std::to_string(r.y_zero_point) +
+                           " is outside the range of the output type");
+  if (!r.multiplier) return Status::Invalid("null multiplier pointer");
+  for (int64_t c = 0; c < channels; ++c)
+    if (!(r.multiplier[c] >= 0) || !(r.multiplier[c] < 1e300))
+      return Status::Invalid("multiplier[" + std::to_string(c) + "] must be finite and >= 0");
+  return Status::Ok();
+}
+
+template <class TY>
+RequantSink matmul_sink(const Requant& r, TY* y, int64_t ldy) {
+  RequantSink s;
+  s.r = &r;
+  s.y = y;
+  s.ldy = ldy;
+  s.y_signed = is_signed_t<TY>();
+  return s;
 }
 
 template <class TA, class TB>
 Status matmul_impl(const MatmulIntegerDesc& d, const TA* a, const TB* b, const int32_t* bzp,
-                   int32_t* c) {
+                   int32_t* c, const RequantSink* sink = nullptr) {
   Status st = check_desc(d, true);
   if (!st.ok()) return st;
   if (d.m == 0 || d.n == 0) return Status::Ok();
-  if (!c) return Status::Invalid("null C pointer");
+  if (sink ? !sink->y : !c) return Status::Invalid("null output pointer");
   if (!zp_in_range<TA>(d.a_zero_point))
     return Status::Invalid("a_zero_point " + std::to_string(d.a_zero_point) +
                            " is outside the range of A's type");
   st = check_bzp<TB>(d.n, bzp, d.b_zero_point_per_column);
   if (!st.ok()) return st;
-  if (d.k == 0) {
-    zero_c(d, c);
-    return Status::Ok();
-  }
+  if (d.k == 0) return zero_result(d, c, sink);
   if (!a || !b) return Status::Invalid("null A or B pointer");
   const double macs = static_cast<double>(d.m) * static_cast<double>(d.n) * static_cast<double>(d.k);
   const int nt = threads_for_macs(macs, d.parallel);
@@ -587,7 +657,7 @@ Status matmul_impl(const MatmulIntegerDesc& d, const TA* a, const TB* b, const i
                    d.b_zero_point_per_column, nt, &B);
   if (!st.ok()) return st;
   const OperandA A{reinterpret_cast<const uint8_t*>(a), d.lda, is_signed_t<TA>(), d.a_zero_point};
-  return run(d, A, B, c, nt);
+  return run(d, A, B, c, nt, sink);
 }
 
 template <class TB>
@@ -619,7 +689,8 @@ Status pack_impl(int64_t k, int64_t n, const TB* b, int64_t ldb, const int32_t* 
 }
 
 template <class TA>
-Status packed_impl(const MatmulIntegerDesc& d, const TA* a, const PackedIntB& b, int32_t* c) {
+Status packed_impl(const MatmulIntegerDesc& d, const TA* a, const PackedIntB& b, int32_t* c,
+                   const RequantSink* sink = nullptr) {
   if (b.empty()) return Status::Invalid("the packed B is empty (not packed)");
   if (d.n != b.n() || d.k != b.k())
     return Status::Invalid("m x k x n = " + std::to_string(d.m) + " x " + std::to_string(d.k) +
@@ -628,18 +699,15 @@ Status packed_impl(const MatmulIntegerDesc& d, const TA* a, const PackedIntB& b,
   Status st = check_desc(d, false);
   if (!st.ok()) return st;
   if (d.m == 0 || d.n == 0) return Status::Ok();
-  if (!c) return Status::Invalid("null C pointer");
+  if (sink ? !sink->y : !c) return Status::Invalid("null output pointer");
   if (!zp_in_range<TA>(d.a_zero_point))
     return Status::Invalid("a_zero_point " + std::to_string(d.a_zero_point) +
                            " is outside the range of A's type");
-  if (d.k == 0) {
-    zero_c(d, c);
-    return Status::Ok();
-  }
+  if (d.k == 0) return zero_result(d, c, sink);
   if (!a) return Status::Invalid("null A pointer");
   const double macs = static_cast<double>(d.m) * static_cast<double>(d.n) * static_cast<double>(d.k);
   const OperandA A{reinterpret_cast<const uint8_t*>(a), d.lda, is_signed_t<TA>(), d.a_zero_point};
-  return run(d, A, *b.impl(), c, threads_for_macs(macs, d.parallel));
+  return run(d, A, *b.impl(), c, threads_for_macs(macs, d.parallel), sink);
 }
 
 // ---------------------------------------------------------------- convolution
@@ -703,11 +771,24 @@ struct ConvScratch {
   AlignedBuffer<char> pb;
   size_t pb_len = 0;
   std::vector<int32_t> colsum, colterm, zb, zbi16;
+  std::vector<int32_t> acc;  // qlinear: the unit's int32 block before requantization
 };
+
+// The sink of one (image, group) block of a requantizing convolution: rows are
+// the group's output channels, columns output pixels from j0.
+RequantSink conv_unit_sink(const RequantSink& s, const Conv2dDesc& d, const ConvShape& sh, int64_t img,
+                           int64_t g, int64_t j0) {
+  RequantSink u = s;
+  u.y = static_cast<char*>(s.y) + (img * d.c_out + g * sh.cog) * sh.ohw + j0;  // 1-byte elements
+  u.ldy = sh.ohw;
+  u.per_row = true;
+  u.ch0 = g * sh.cog;
+  return u;
+}
 
 template <class TX, class TW>
 Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, const int32_t* wzp,
-                 bool per_channel, int32_t* y) {
+                 bool per_channel, int32_t* y, const RequantSink* sink = nullptr) {
   Status st = validate(d);
   if (!st.ok()) return st;
   if (d.relu) return Status::Invalid("relu is not supported by conv2d_integer");
@@ -721,9 +802,17 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
   const ConvShape s{d.c_in / d.groups, d.c_out / d.groups, d.c_in / d.groups * d.kernel_h * d.kernel_w,
                     d.out_h * d.out_w, d.h * d.w};
   if (d.n == 0 || d.c_out == 0 || s.ohw == 0) return Status::Ok();
-  if (!y) return Status::Invalid("null output pointer");
-  if (s.ntaps == 0) {
-    std::memset(y, 0, sizeof(int32_t) * static_cast<size_t>(d.n * d.c_out * s.ohw));
+  if (sink ? !sink->y : !y) return Status::Invalid("null output pointer");
+  if (s.ntaps == 0) {  // no input channels: every accumulator is 0
+    if (!sink) {
+      std::memset(y, 0, sizeof(int32_t) * static_cast<size_t>(d.n * d.c_out * s.ohw));
+      return Status::Ok();
+    }
+    const std::vector<int32_t> zeros(static_cast<size_t>(s.ohw), 0);
+    for (int64_t img = 0; img < d.n; ++img)
+      for (int64_t g = 0; g < d.groups; ++g)
+        for (int64_t o = 0; o < s.cog; ++o)
+          emit_block(conv_unit_sink(*sink, d, s, img, g, 0), zeros.data(), 0, 1, s.ohw, o, 0);
     return Status::Ok();
   }
   if (!x || !w) return Status::Invalid("null x or w pointer");
@@ -766,6 +855,7 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
       sc.colterm.resize(static_cast<size_t>(chunk));
       sc.zb.assign(static_cast<size_t>(chunk), zb_eff);
       sc.zbi16.assign(static_cast<size_t>(chunk), xzp);
+      if (sink) sc.acc.resize(static_cast<size_t>(s.cog * chunk));
       mine = sc.pb.allocate(static_cast<size_t>(chunk * kpad * K.esize));
     } catch (...) {
       mine = false;
@@ -792,13 +882,14 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
         P.colterm = za_zero ? nullptr : sc.colterm.data();
         P.zb = zb_eff == 0 ? nullptr : sc.zb.data();
       }
-      P.c = y + (img * d.c_out + g * s.cog) * s.ohw + j0;
-      P.ldc = s.ohw;
+      P.c = sink ? sc.acc.data() : y + (img * d.c_out + g * s.cog) * s.ohw + j0;
+      P.ldc = sink ? j1 - j0 : s.ohw;
       for (int64_t i0 = 0; i0 < s.cog; i0 += bl.mb) {
         const int64_t mb = std::min(bl.mb, s.cog - i0);
         compute_rows(P, bl, pa.get() + g * abytes + i0 * kpad * K.esize, za.data() + g * s.cog + i0,
                      vnni ? rowsum.data() + g * s.cog + i0 : nullptr, i0, mb, 0, j1 - j0);
       }
+      if (sink) emit_block(conv_unit_sink(*sink, d, s, img, g, j0), P.c, P.ldc, s.cog, j1 - j0, 0, 0);
     }
   }
   if (!ok.load()) return Status::Internal("out of memory");
@@ -861,6 +952,63 @@ LEPTON_CONV(uint8_t, uint8_t)
 LEPTON_CONV(int8_t, int8_t)
 LEPTON_CONV(int8_t, uint8_t)
 #undef LEPTON_CONV
+
+// ---------------------------------------------------------------- requantizing ops
+template <class TA, class TB, class TY>
+Status qlinear_matmul(const MatmulIntegerDesc& d, const TA* a, const TB* b, const int32_t* bzp,
+                      const Requant& r, TY* y) {
+  return guarded([&] {
+    Status st = check_requant<TY>(r, d.n);
+    if (!st.ok()) return st;
+    const RequantSink sink = matmul_sink(r, y, d.ldc);
+    return matmul_impl(d, a, b, bzp, nullptr, &sink);
+  });
+}
+
+template <class TA, class TY>
+Status qlinear_matmul_packed(const MatmulIntegerDesc& d, const TA* a, const PackedIntB& b, const Requant& r,
+                             TY* y) {
+  return guarded([&] {
+    Status st = check_requant<TY>(r, d.n);
+    if (!st.ok()) return st;
+    const RequantSink sink = matmul_sink(r, y, d.ldc);
+    return packed_impl(d, a, b, nullptr, &sink);
+  });
+}
+
+template <class TX, class TW, class TY>
+Status qlinear_conv2d(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, const int32_t* wzp,
+                      bool per_channel, const Requant& r, TY* y) {
+  return guarded([&] {
+    Status st = check_requant<TY>(r, d.c_out);
+    if (!st.ok()) return st;
+    RequantSink sink = matmul_sink(r, y, 0);  // geometry filled per block
+    return conv_impl(d, x, xzp, w, wzp, per_channel, nullptr, &sink);
+  });
+}
+
+#define LEPTON_QLINEAR(TA, TB, TY)                                                                  \
+  template Status qlinear_matmul<TA, TB, TY>(const MatmulIntegerDesc&, const TA*, const TB*,       \
+                                             const int32_t*, const Requant&, TY*);                 \
+  template Status qlinear_conv2d<TA, TB, TY>(const Conv2dDesc&, const TA*, int32_t, const TB*,     \
+                                             const int32_t*, bool, const Requant&, TY*);
+LEPTON_QLINEAR(uint8_t, int8_t, uint8_t)
+LEPTON_QLINEAR(uint8_t, int8_t, int8_t)
+LEPTON_QLINEAR(uint8_t, uint8_t, uint8_t)
+LEPTON_QLINEAR(uint8_t, uint8_t, int8_t)
+LEPTON_QLINEAR(int8_t, int8_t, uint8_t)
+LEPTON_QLINEAR(int8_t, int8_t, int8_t)
+LEPTON_QLINEAR(int8_t, uint8_t, uint8_t)
+LEPTON_QLINEAR(int8_t, uint8_t, int8_t)
+#undef LEPTON_QLINEAR
+template Status qlinear_matmul_packed<uint8_t, uint8_t>(const MatmulIntegerDesc&, const uint8_t*,
+                                                        const PackedIntB&, const Requant&, uint8_t*);
+template Status qlinear_matmul_packed<uint8_t, int8_t>(const MatmulIntegerDesc&, const uint8_t*,
+                                                       const PackedIntB&, const Requant&, int8_t*);
+template Status qlinear_matmul_packed<int8_t, uint8_t>(const MatmulIntegerDesc&, const int8_t*,
+                                                       const PackedIntB&, const Requant&, uint8_t*);
+template Status qlinear_matmul_packed<int8_t, int8_t>(const MatmulIntegerDesc&, const int8_t*,
+                                                      const PackedIntB&, const Requant&, int8_t*);
 
 Status set_igemm_path(IgemmPath p) {
   switch (p) {

@@ -71,10 +71,18 @@ inline void tap_range(int64_t start, int64_t k, int64_t d, int64_t n, int64_t* l
 // rows [lo, hi) x columns [jlo, jhi) in row-major order; the first tap seeds,
 // then a strictly greater value, or a NaN while the max is not NaN, replaces
 // it (so the first NaN wins). No valid tap: -inf and -1.
+// The value of an empty max-pool window: -inf for floats, the minimum for
+// int8/uint8 (quantized activations).
+template <class T>
+constexpr T pool_lowest() {
+  return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
+                                              : std::numeric_limits<T>::lowest();
+}
+
 template <class T>
 inline void max_with_index(const PoolPlan& p, const T* x, int64_t ih0, int64_t lo, int64_t hi,
                            int64_t o, int64_t jlo, int64_t jhi, T* ym, int64_t* yi) {
-  T m = -std::numeric_limits<T>::infinity();
+  T m = pool_lowest<T>();
   int64_t best = -1;
   if (lo < hi && jlo < jhi) {
     const int64_t first = (ih0 + lo * p.dh) * p.w + o * p.sw - p.pl;

@@ -107,7 +107,7 @@ void for_planes(int64_t planes, int64_t work, F fn) {
 // Generic separable max over rows [oh0, oh1) of one plane (no indices).
 template <class T>
 void max_rows_generic(const PoolPlan& p, const T* x, T* y, int64_t oh0, int64_t oh1, T* tmp) {
-  const T ninf = -std::numeric_limits<T>::infinity();
+  const T ninf = detail::pool_lowest<T>();
   T* t = tmp + p.pl;
   for (int64_t oh = oh0; oh < oh1; ++oh) {
     T* yr = y + oh * p.out_w;
@@ -155,7 +155,7 @@ Status max_pool_impl(const Pool2dDesc& d, const T* x, T* y, int64_t* ind) {
   if (planes == 0 || out_plane == 0) return Status::Ok();
   if (!y || (in_plane > 0 && !x)) return Status::Invalid("null data pointer");
   const PoolPlan p = make_plan(d);
-  const T ninf = -std::numeric_limits<T>::infinity();
+  const T ninf = detail::pool_lowest<T>();
   if (ind) {
     std::vector<int64_t> clo(static_cast<size_t>(p.out_w)), chi(static_cast<size_t>(p.out_w));
     for (int64_t o = 0; o < p.out_w; ++o) tap_range(o * p.sw - p.pl, p.kw, p.dw, p.w, &clo[o], &chi[o]);
@@ -415,6 +415,12 @@ Status max_pool2d(const Pool2dDesc& d, const float* x, float* y, int64_t* indice
   return guarded([&] { return max_pool_impl(d, x, y, indices); });
 }
 Status max_pool2d(const Pool2dDesc& d, const double* x, double* y, int64_t* indices) {
+  return guarded([&] { return max_pool_impl(d, x, y, indices); });
+}
+Status max_pool2d(const Pool2dDesc& d, const uint8_t* x, uint8_t* y, int64_t* indices) {
+  return guarded([&] { return max_pool_impl(d, x, y, indices); });
+}
+Status max_pool2d(const Pool2dDesc& d, const int8_t* x, int8_t* y, int64_t* indices) {
   return guarded([&] { return max_pool_impl(d, x, y, indices); });
 }
 Status max_pool2d_backward(const Pool2dDesc& d, const float* g, const int64_t* ind, float* gi) {

@@ -42,6 +42,10 @@ Status validate_sizes(const Pool2dDesc& d);
 // y: (n, c, out_h, out_w); indices (nullable): same shape, int64.
 Status max_pool2d(const Pool2dDesc& d, const float* x, float* y, int64_t* indices);
 Status max_pool2d(const Pool2dDesc& d, const double* x, double* y, int64_t* indices);
+// Quantized activations (max commutes with a monotone affine quantization); an
+// empty window gives the type's minimum.
+Status max_pool2d(const Pool2dDesc& d, const uint8_t* x, uint8_t* y, int64_t* indices);
+Status max_pool2d(const Pool2dDesc& d, const int8_t* x, int8_t* y, int64_t* indices);
 
 // grad_in (n, c, h, w) is overwritten: zero, then grad_out scattered to indices.
 // Uses only n, c, h, w, out_h, out_w of the descriptor (the indices carry the

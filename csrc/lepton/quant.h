@@ -120,6 +120,35 @@ Status conv2d_integer(const Conv2dDesc& d, const int8_t* x, int32_t x_zero_point
 Status conv2d_integer(const Conv2dDesc& d, const int8_t* x, int32_t x_zero_point, const uint8_t* w,
                       const int32_t* w_zero_point, bool per_channel, int32_t* y);
 
+// ------------------------------------------------------------------ requantizing ops
+// ONNX QLinearMatMul / QLinearConv with a fused bias and ReLU. The int32
+// accumulators of matmul_integer / conv2d_integer never leave the cache: each
+// finished block is requantized per output channel (column of the matmul,
+// output channel of the convolution) straight into the int8/uint8 output:
+//   y = clamp(nearbyint(double(int32(acc + bias[ch])) * multiplier[ch]) + y_zero_point, lo, hi)
+// rounding half to even, lo = the type's minimum (or max(minimum, y_zero_point)
+// with relu), hi = the type's maximum. multiplier[ch] is in_scale * w_scale[ch]
+// / y_scale in double (lepton_kernels.reference.requantize_multiplier).
+struct Requant {
+  const double* multiplier = nullptr;  // one per output channel, finite and >= 0
+  const int32_t* bias = nullptr;       // one per output channel (scale in_scale * w_scale), or null
+  int32_t y_zero_point = 0;            // within the output type's range
+  bool relu = false;
+};
+
+// TA, TB, TX, TW: uint8_t or int8_t; TY (output): uint8_t or int8_t.
+// qlinear_matmul: d.ldc is y's leading dimension; b_zero_point as matmul_integer.
+template <class TA, class TB, class TY>
+Status qlinear_matmul(const MatmulIntegerDesc& d, const TA* a, const TB* b, const int32_t* b_zero_point,
+                      const Requant& r, TY* y);
+template <class TA, class TY>
+Status qlinear_matmul_packed(const MatmulIntegerDesc& d, const TA* a, const PackedIntB& b, const Requant& r,
+                             TY* y);
+// d.relu must be false (ReLU is r.relu); w_zero_point as conv2d_integer.
+template <class TX, class TW, class TY>
+Status qlinear_conv2d(const Conv2dDesc& d, const TX* x, int32_t x_zero_point, const TW* w,
+                      const int32_t* w_zero_point, bool per_channel, const Requant& r, TY* y);
+
 // Test hook: which integer GEMM kernel the next calls use.
 enum class IgemmPath { automatic = 0, vnni = 1, avx2 = 2, generic = 3 };
 // Refuses a path this CPU cannot run. automatic follows active_isa() and has_vnni().

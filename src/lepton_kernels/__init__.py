@@ -36,6 +36,8 @@ from .ops import (
     max_pool2d_backward,
     multi_tensor_adam_step,
     multi_tensor_sgd_step,
+    qlinear_conv2d,
+    qlinear_matmul,
     quantize,
     relu,
     relu_backward,

@@ -29,6 +29,11 @@ Every backend module exposes the same functions (the *kernel interface*)::
     dynamic_quantize(x, q) -> (scale, zero_point)    # flat float32 -> uint8
     matmul_integer(a, b, a_zero_point, b_zero_point, out)     # int8/uint8 -> int32; b_zero_point (N,)
     conv2d_integer(x, w, x_zero_point, w_zero_point, out, c)  # w_zero_point (C_out,)
+    qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_point, relu, out)
+        # out (M, N) int8/uint8 = requantize(matmul_integer + bias): b_zero_point int32 (N,), bias
+        # int32 (N,) or None, multiplier float64 (N,); see reference.requantize. K >= 1
+    qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c)
+        # the same per output channel (w_zero_point, bias, multiplier of length C_out)
 
 In the backward kernels ``y`` is the forward output when the forward fused a
 ReLU (the gradient is masked where ``y <= 0``), else None; each gradient
@@ -73,6 +78,8 @@ KERNEL_NAMES = (
     "dynamic_quantize",
     "matmul_integer",
     "conv2d_integer",
+    "qlinear_matmul",
+    "qlinear_conv2d",
     "relu",
     "relu_backward",
     "bias_relu",

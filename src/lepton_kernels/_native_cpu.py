@@ -30,7 +30,8 @@ def _window(p):
 
 
 def max_pool2d(x, out, indices, p):
-    _cpu.max_pool2d(x, out, indices, *_window(p), p.dilation_h, p.dilation_w)
+    pool = _cpu.max_pool2d if out.dtype.kind == "f" else _cpu.max_pool2d_int8
+    pool(x, out, indices, *_window(p), p.dilation_h, p.dilation_w)
 
 
 def max_pool2d_backward(grad_out, indices, grad_in, p):
@@ -105,3 +106,12 @@ def matmul_integer(a, b, a_zero_point, b_zero_point, out):
 
 def conv2d_integer(x, w, x_zero_point, w_zero_point, out, c):
     _cpu.conv2d_integer(x, w, x_zero_point, w_zero_point, out, *_conv_geometry(c))
+
+
+def qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_point, relu, out):
+    _cpu.qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_point, relu, out)
+
+
+def qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c):
+    _cpu.qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out,
+                        *_conv_geometry(c))

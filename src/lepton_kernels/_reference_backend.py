@@ -163,3 +163,13 @@ def matmul_integer(a, b, a_zero_point, b_zero_point, out):
 
 def conv2d_integer(x, w, x_zero_point, w_zero_point, out, c):
     out[...] = ref.conv2d_integer(x, w, x_zero_point, w_zero_point, *_conv_args(c))
+
+
+def qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_point, relu, out):
+    acc = ref.matmul_integer(a, b, a_zero_point, b_zero_point)
+    out[...] = ref.requantize(acc, bias, multiplier, y_zero_point, out.dtype, relu, 1)
+
+
+def qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c):
+    acc = ref.conv2d_integer(x, w, x_zero_point, w_zero_point, *_conv_args(c))
+    out[...] = ref.requantize(acc, bias, multiplier, y_zero_point, out.dtype, relu, 1)

@@ -127,8 +127,15 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """Max over each window; padding never wins. Ties: first tap in row-major order.
 
     A window containing NaN gives NaN and its index points at the first NaN.
-    A window lying entirely in padding gives -inf and index -1.
+    A window lying entirely in padding gives -inf and index -1 (int8 / uint8 input:
+    the type's minimum; the result keeps the integer dtype).
     """
+    in_dtype = np.asarray(x).dtype
+    if in_dtype in _QRANGE:  # int8 / uint8: exact in float64; empty windows give the type's minimum
+        y, idx = max_pool2d(np.asarray(x).astype(np.float64), kernel_size, stride, padding, dilation,
+                            ceil_mode, return_indices=True)
+        y = np.where(idx < 0, _QRANGE[in_dtype][0], y).astype(in_dtype)
+        return (y, idx) if return_indices else y
     x = _f64(x)
     (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw), (oh, ow) = _geometry(
         x.shape, kernel_size, stride, padding, dilation, ceil_mode)
@@ -506,3 +513,80 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
     ws = np.asarray(w).astype(np.int64) - (_per_axis(wzp, 4, 0) if np.ndim(wzp) else wzp)
     y = conv2d(xs.astype(np.float64), ws.astype(np.float64), None, stride, padding, dilation, groups)
     return np.rint(y).astype(np.int64).astype(np.int32)
+
+
+def requantize_multiplier(in_scale, w_scale, y_scale):
+    """float64 ``in_scale * w_scale / y_scale`` from float32 scales (one per output channel).
+
+    The product of two float32 values is exact in float64 and the division is rounded
+    once, so every backend computes the same multiplier bit for bit.
+    """
+    s_in = np.float64(np.float32(in_scale))
+    s_w = np.asarray(w_scale, dtype=np.float32).astype(np.float64)
+    return s_in * s_w / np.float64(np.float32(y_scale))
+
+
+def quantize_bias(bias, in_scale, w_scale):
+    """int32 bias for a requantizing layer: an int32 bias is taken as is (ONNX QLinearConv:
+    scale ``in_scale * w_scale``, zero point 0); a float bias is rounded half to even to
+    that scale (float64) and saturated to int32."""
+    b = np.asarray(bias)
+    if b.dtype == np.int32:
+        return b.copy()
+    step = np.float64(np.float32(in_scale)) * np.asarray(w_scale, dtype=np.float32).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.rint(b.astype(np.float64) / step)
+    return np.clip(np.nan_to_num(q, nan=0.0), -2**31, 2**31 - 1).astype(np.int32)
+
+
+def requantize(acc, bias_q, multiplier, y_zero_point, dtype, relu, axis):
+    """int32 accumulators -> int8/uint8: ``clip(rint((acc + bias) * m) + y_zp)``.
+
+    ``acc + bias`` wraps in int32 (as the kernels' int32 accumulators), the scaling is
+    one float64 multiply rounded half to even; ``relu`` raises the lower bound to y_zp
+    (ReLU in the real domain). ``multiplier`` and ``bias_q`` vary along ``axis``.
+    """
+    lo, hi = _QRANGE[np.dtype(dtype)]
+    acc64 = np.asarray(acc).astype(np.int64)
+    if bias_q is not None:
+        acc64 = acc64 + _per_axis(np.asarray(bias_q, np.int64), acc64.ndim, axis)
+    acc32 = acc64.astype(np.int32)  # wraps modulo 2**32
+    m = _per_axis(np.asarray(multiplier, np.float64), acc64.ndim, axis)
+    v = np.rint(acc32.astype(np.float64) * m) + np.float64(y_zero_point)
+    lower = max(lo, int(y_zero_point)) if relu else lo
+    return np.clip(v, lower, hi).astype(dtype)
+
+
+def _qlinear_dtype(y_zero_point, like, dtype):
+    if dtype is not None:
+        return np.dtype(dtype)
+    zp_dtype = getattr(y_zero_point, "dtype", None)
+    if zp_dtype is not None and np.dtype(zp_dtype) in _QRANGE:
+        return np.dtype(zp_dtype)
+    return np.dtype(np.asarray(like).dtype)
+
+
+def qlinear_matmul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=None, activation=None,
+                   dtype=None, out=None):
+    """ONNX QLinearMatMul (+ bias and ReLU): requantize(matmul_integer(a, b), bias, a_scale * b_scale / y_scale).
+
+    b_scale / b_zp may be per output column; a float bias is quantized with scale a_scale * b_scale.
+    """
+    acc = matmul_integer(a, b, a_zp, b_zp)
+    n = acc.shape[1]
+    m = np.broadcast_to(requantize_multiplier(a_scale, b_scale, y_scale), (n,))
+    bq = None if bias is None else np.broadcast_to(quantize_bias(bias, a_scale, np.broadcast_to(
+        np.asarray(b_scale, np.float32), (n,))), (n,))
+    return requantize(acc, bq, m, y_zp, _qlinear_dtype(y_zp, a, dtype), activation == "relu", 1)
+
+
+def qlinear_conv2d(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=None, stride=1, padding=0,
+                   dilation=1, groups=1, *, activation=None, dtype=None, out=None):
+    """ONNX QLinearConv (+ ReLU): requantize(conv2d_integer(x, w), bias, x_scale * w_scale / y_scale)
+    per output channel; padding takes x_zp."""
+    acc = conv2d_integer(x, w, x_zp, w_zp, stride, padding, dilation, groups)
+    c_out = acc.shape[1]
+    m = np.broadcast_to(requantize_multiplier(x_scale, w_scale, y_scale), (c_out,))
+    bq = None if bias is None else np.broadcast_to(quantize_bias(bias, x_scale, np.broadcast_to(
+        np.asarray(w_scale, np.float32), (c_out,))), (c_out,))
+    return requantize(acc, bq, m, y_zp, _qlinear_dtype(y_zp, x, dtype), activation == "relu", 1)

@@ -28,6 +28,8 @@ from .quant import (  # noqa: F401  (kernel interface)
     dequantize,
     dynamic_quantize,
     matmul_integer,
+    qlinear_conv2d,
+    qlinear_matmul,
     quantize,
 )
 from . import cpu as _k
@@ -71,7 +73,13 @@ def _geometry(p):
 
 def max_pool2d(x, out, indices, p):
     want = indices is not None
-    _k.max_pool2d_kernel(x, out, indices if want else _NO_INDICES, want, *_geometry(p))
+    if out.dtype.kind == "f":
+        _k.max_pool2d_kernel(x, out, indices if want else _NO_INDICES, want, *_geometry(p))
+        return
+    # int8 / uint8: pool into float32 (exact), then an all-padding window's -inf becomes the type minimum
+    values = np.empty(out.shape, np.float32)
+    _k.max_pool2d_kernel(x, values, indices if want else _NO_INDICES, want, *_geometry(p))
+    out[...] = np.maximum(values, np.iinfo(out.dtype).min)
 
 
 def max_pool2d_backward(grad_out, indices, grad_in, p):

@@ -1,5 +1,7 @@
 """Numba CPU int8 kernels (ONNX numerics): quantize / dequantize over (outer, channels, inner)
-views, dynamic range quantization, and int32-accumulating matmul / convolution."""
+views, dynamic range quantization, int32-accumulating matmul / convolution, and the
+requantizing qlinear versions (int32 result requantized per output channel, as
+``reference.requantize``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -104,3 +106,40 @@ def _conv2d_integer_kernel(x, w, xzp, wzp, y, sh, sw, pt, pl, dh, dw, groups):
 def conv2d_integer(x, w, x_zero_point, w_zero_point, out, c):
     _conv2d_integer_kernel(x, w, np.int32(x_zero_point), w_zero_point, out, c.stride_h, c.stride_w, c.pad_top,
                            c.pad_left, c.dilation_h, c.dilation_w, c.groups)
+
+
+@njit(parallel=True, cache=True)
+def _requantize_kernel(acc, bias, has_bias, multiplier, yzp, lo, hi, y):
+    # acc / y: (outer, channels, inner); one multiplier and bias per channel.
+    outer, channels, inner = acc.shape
+    for o in prange(outer):
+        for c in range(channels):
+            b = bias[c] if has_bias else np.int32(0)
+            m = multiplier[c]
+            for i in range(inner):
+                total = np.int32(acc[o, c, i] + b)  # int32 wraparound, as the accumulators
+                v = np.rint(np.float64(total) * m) + yzp
+                y[o, c, i] = min(max(v, lo), hi)
+
+
+def _requantize(acc3, bias, multiplier, y_zero_point, relu, out3):
+    lo, hi = (-128, 127) if out3.dtype == np.int8 else (0, 255)
+    if relu:
+        lo = max(lo, int(y_zero_point))
+    has_bias = bias is not None
+    _requantize_kernel(acc3, bias if has_bias else np.zeros(1, np.int32), has_bias, multiplier,
+                       np.float64(y_zero_point), np.float64(lo), np.float64(hi), out3)
+
+
+def qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_point, relu, out):
+    acc = np.empty(out.shape, np.int32)
+    matmul_integer(a, b, a_zero_point, b_zero_point, acc)
+    m, n = out.shape  # columns are the channels: (outer=m, channels=n, inner=1)
+    _requantize(acc.reshape(m, n, 1), bias, multiplier, y_zero_point, relu, out.reshape(m, n, 1))
+
+
+def qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c):
+    acc = np.empty(out.shape, np.int32)
+    conv2d_integer(x, w, x_zero_point, w_zero_point, acc, c)
+    n, c_out = out.shape[:2]
+    _requantize(acc.reshape(n, c_out, -1), bias, multiplier, y_zero_point, relu, out.reshape(n, c_out, -1))

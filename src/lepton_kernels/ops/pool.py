@@ -16,6 +16,9 @@ from . import _arrays as arr
 
 
 # --------------------------------------------------------------------------- arguments
+# Integer types max_pool2d accepts (forward only): quantized activations.
+_INT8_TYPES = (np.dtype(np.int8), np.dtype(np.uint8))
+
 def _int(op, name, v):
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
@@ -120,7 +123,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
     Parameters
     ----------
-    x : array, (N, C, H, W) or (C, H, W), float32 or float64
+    x : array, (N, C, H, W) or (C, H, W), float32, float64, int8 or uint8
+        Quantized (int8/uint8) input pools directly: max commutes with the monotone
+        affine quantization, so the result keeps x's scale and zero point.
     kernel_size, stride, dilation : int or (int, int)
         ``stride`` defaults to ``kernel_size``.
     padding : int, (ph, pw) or ((top, bottom), (left, right))
@@ -139,11 +144,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         Output ``H_out = floor_or_ceil((H + pads - dH*(kH-1) - 1) / sH) + 1``.
         Ties go to the first tap in row-major order. A window containing NaN
         gives NaN and its index points at the first NaN. A window entirely in
-        the padding gives -inf and index -1.
+        the padding gives -inf (int8/uint8: the type's minimum) and index -1.
     """
     op = "max_pool2d"
     xa, kind = arr.intake(op, "x", x)
-    dtype = arr.check_float(op, "x", xa)
+    dtype = np.dtype(xa.dtype)
+    if dtype not in _INT8_TYPES:
+        arr.check_float(op, "x", xa)
     x4, squeeze = _as_nchw(op, "x", xa)
     params, (oh, ow) = _geometry(op, x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
     if not isinstance(return_indices, (bool, np.bool_)):
@@ -157,7 +164,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     if x4.size:
         _backend.get_backend(kind.device, op).max_pool2d(arr.contiguous(x4), y4, indices, params)
     elif y4.size:  # empty planes (H or W of 0 with padding): every window is padding
-        y4[...] = -np.inf
+        y4[...] = np.iinfo(dtype).min if dtype in _INT8_TYPES else -np.inf
         if indices is not None:
             indices[...] = -1
     result = user_out if user_out is not None else kind.wrap(y)

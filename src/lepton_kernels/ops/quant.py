@@ -55,8 +55,9 @@ def _params(op, scale, zero_point, axis, shape, qtype):
 
 
 def _device_params(like, *arrays):
+    """The small per-channel vectors on ``like``'s device (None stays None)."""
     xp = arr.xp_of(like)
-    return [a if xp is np else xp.asarray(a) for a in arrays]
+    return [a if xp is np or a is None else xp.asarray(a) for a in arrays]
 
 
 def quantize(x, scale, zero_point, *, dtype=np.int8, axis=None, out=None):
@@ -226,6 +227,177 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
     return xkind.wrap(y)
 
 
+def _scalar_scale(op, name, value):
+    v = np.asarray(value.get() if hasattr(value, "get") else value)
+    if v.size != 1 or v.ndim > 1:
+        raise ValueError(f"{op}: {name} must be a scalar, got shape {v.shape}")
+    s = float(v.reshape(()))
+    if not np.isfinite(np.float32(s)) or not np.float32(s) > 0:
+        raise ValueError(f"{op}: {name} must be finite and > 0 (as float32), got {s!r}")
+    return np.float32(s)
+
+
+def _channel_scales(op, name, value, count, what):
+    v = np.asarray(value.get() if hasattr(value, "get") else value)
+    if v.ndim > 1 or (v.ndim == 1 and v.size not in (1, count)):
+        raise ValueError(f"{op}: {name} must be a scalar or have {count} entries (one per {what}), "
+                         f"got shape {v.shape}")
+    if v.dtype.kind not in "fiu":
+        raise TypeError(f"{op}: {name} must be a float, got {v.dtype}")
+    s = np.broadcast_to(v.astype(np.float32), (count,)).copy()
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"{op}: {name} must be finite and > 0 (as float32), got {s[:8]}")
+    return s
+
+
+def _output_dtype(op, y_zp, like_dtype, dtype):
+    if dtype is not None:
+        out_dtype = np.dtype(dtype)
+        if out_dtype not in QTYPES:
+            raise TypeError(f"{op}: dtype must be int8 or uint8, got {out_dtype}")
+        return out_dtype
+    zp_dtype = getattr(y_zp, "dtype", None)
+    if zp_dtype is not None and np.dtype(zp_dtype) in QTYPES:
+        return np.dtype(zp_dtype)
+    return np.dtype(like_dtype)
+
+
+def _activation(op, activation):
+    if activation not in (None, "relu"):
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    return activation == "relu"
+
+
+def _requant_bias(op, bias, in_scale, w_scale, count, what):
+    """int32 bias (taken as is) or a float bias quantized with scale in_scale * w_scale."""
+    if bias is None:
+        return None
+    b = np.asarray(bias.get() if hasattr(bias, "get") else bias)
+    if b.shape != (count,):
+        raise ValueError(f"{op}: bias must have shape ({count},) (one per {what}), got {b.shape}")
+    if b.dtype != np.int32 and b.dtype.kind != "f":
+        raise TypeError(f"{op}: bias must be int32 (already quantized) or float, got {b.dtype}")
+    if b.dtype.kind == "f" and not np.all(np.isfinite(b)):
+        raise ValueError(f"{op}: bias must be finite")
+    from .. import reference  # the one definition of the rounding
+    return reference.quantize_bias(b, in_scale, w_scale)
+
+
+def _requant_params(op, in_scale, w_scale, w_name, y_scale, y_zp, out_dtype, bias, count, what):
+    """(multiplier float64 (count,), int32 bias or None, y zero point) for the requantizing kernels."""
+    from .. import reference
+    ((in_name, in_value),) = in_scale.items()
+    s_in = _scalar_scale(op, in_name, in_value)
+    s_w = _channel_scales(op, w_name, w_scale, count, what)
+    s_y = _scalar_scale(op, "y_scale", y_scale)
+    (yzp,) = _zero_points(op, "y_zero_point", y_zp, out_dtype, 1, False)
+    multiplier = reference.requantize_multiplier(s_in, s_w, s_y)
+    return multiplier, _requant_bias(op, bias, s_in, s_w, count, what), int(yzp)
+
+
+def qlinear_matmul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=None, activation=None,
+                   dtype=None, out=None):
+    """ONNX QLinearMatMul with a fused bias and ReLU: int8 in, int8 out, int32 accumulation.
+
+    ``acc[i, j] = sum_k (a[i, k] - a_zp) * (b[k, j] - b_zp[j]) + bias_q[j]`` (int32),
+    ``y[i, j] = saturate(round_half_to_even(acc[i, j] * m[j]) + y_zp)`` with
+    ``m[j] = a_scale * b_scale[j] / y_scale`` computed in float64 from the float32 scales
+    (the product is rounded half to even in float64). ``activation="relu"`` raises the
+    lower saturation bound to ``y_zp`` (ReLU in the real domain).
+
+    Parameters
+    ----------
+    a : array (M, K), uint8 or int8
+    a_scale : float > 0; a_zp : int in a's range
+    b : array (K, N), int8 or uint8 (weights; per output column quantization allowed)
+    b_scale : float or array (N,) > 0; b_zp : int or array (N,)
+    y_scale : float > 0; y_zp : int in the output type's range
+    bias : array (N,), optional
+        int32 (already quantized with scale ``a_scale * b_scale[j]``, zero point 0, as
+        ONNX QLinearConv) or float (quantized here to that scale, half to even, saturated).
+    activation : None or "relu"
+    dtype : numpy.int8 or numpy.uint8, optional
+        Output type; default y_zp's dtype when it is a NumPy int8/uint8, else a's dtype.
+    out : array (M, N) of the output type, optional
+
+    Returns
+    -------
+    array (M, N) int8 or uint8
+    """
+    op = "qlinear_matmul"
+    aa, akind = arr.intake(op, "a", a)
+    ba, bkind = arr.intake(op, "b", b)
+    device = arr.check_same_device(op, {"a": akind, "b": bkind})
+    _int8_operand(op, "a", aa)
+    _int8_operand(op, "b", ba)
+    arr.check_ndim(op, "a", aa, (2,), "2-D (M, K)")
+    arr.check_ndim(op, "b", ba, (2,), "2-D (K, N)")
+    if aa.shape[1] != ba.shape[0]:
+        raise ValueError(f"{op}: inner dimensions differ: a is {tuple(aa.shape)}, b is {tuple(ba.shape)}")
+    relu = _activation(op, activation)
+    n = ba.shape[1]
+    out_dtype = _output_dtype(op, y_zp, aa.dtype, dtype)
+    azp = _zero_points(op, "a_zero_point", a_zp, aa.dtype, 1, False)
+    bzp = _zero_points(op, "b_zero_point", b_zp, ba.dtype, n, True)
+    multiplier, bias_q, yzp = _requant_params(op, {"a_scale": a_scale}, b_scale, "b_scale", y_scale, y_zp,
+                                              out_dtype, bias, n, "output column")
+    y, user_out = arr.output_buffer(op, aa, (aa.shape[0], n), out_dtype, out, device, {"a": aa, "b": ba})
+    if y.size:
+        kernel = _backend.get_backend(device, op).qlinear_matmul
+        if aa.shape[1] == 0:  # empty reduction: the kernels need K >= 1; a zero row of the right type does
+            aa = arr.xp_of(aa).full((aa.shape[0], 1), azp[0], dtype=aa.dtype)
+            ba = arr.xp_of(ba).zeros((1, n), dtype=ba.dtype)
+        bzp, multiplier, bias_q = _device_params(aa, bzp, multiplier, bias_q)
+        kernel(arr.contiguous(aa), arr.contiguous(ba), int(azp[0]), bzp, bias_q, multiplier, yzp, relu, y)
+    return user_out if user_out is not None else akind.wrap(y)
+
+
+def qlinear_conv2d(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=None, stride=1, padding=0,
+                   dilation=1, groups=1, *, activation=None, dtype=None, out=None):
+    """ONNX QLinearConv with a fused ReLU: int8 convolution, int32 accumulation, requantized output.
+
+    ``acc[n, o, i, j] = conv(x - x_zp, w - w_zp[o])[n, o, i, j] + bias_q[o]`` (int32; padding
+    takes x_zp), ``y = saturate(round_half_to_even(acc * m[o]) + y_zp)`` with
+    ``m[o] = x_scale * w_scale[o] / y_scale`` in float64; ``activation="relu"`` clamps
+    below at ``y_zp``. Arguments as :func:`qlinear_matmul` with ``o`` the output channel;
+    geometry (``stride``, ``padding``, ``dilation``, ``groups``) as :func:`lepton_kernels.conv2d`.
+
+    Parameters
+    ----------
+    x : array (N, C_in, H, W), uint8 or int8
+    w : array (C_out, C_in/groups, KH, KW), int8 or uint8
+    w_scale, w_zp : scalar or array (C_out,)
+    bias : array (C_out,) int32 or float, optional
+
+    Returns
+    -------
+    array (N, C_out, H_out, W_out) int8 or uint8
+    """
+    op = "qlinear_conv2d"
+    xa, xkind = arr.intake(op, "x", x)
+    wa, wkind = arr.intake(op, "w", w)
+    device = arr.check_same_device(op, {"x": xkind, "w": wkind})
+    _int8_operand(op, "x", xa)
+    _int8_operand(op, "w", wa)
+    arr.check_ndim(op, "x", xa, (4,), "4-D (N, C_in, H, W)")
+    arr.check_ndim(op, "w", wa, (4,), "4-D (C_out, C_in/groups, KH, KW)")
+    params, (oh, ow) = _conv_geometry(op, xa.shape, wa.shape, stride, padding, dilation, groups)
+    relu = _activation(op, activation)
+    c_out = wa.shape[0]
+    out_dtype = _output_dtype(op, y_zp, xa.dtype, dtype)
+    xzp = _zero_points(op, "x_zero_point", x_zp, xa.dtype, 1, False)
+    wzp = _zero_points(op, "w_zero_point", w_zp, wa.dtype, c_out, True)
+    multiplier, bias_q, yzp = _requant_params(op, {"x_scale": x_scale}, w_scale, "w_scale", y_scale, y_zp,
+                                              out_dtype, bias, c_out, "output channel")
+    y, user_out = arr.output_buffer(op, xa, (xa.shape[0], c_out, oh, ow), out_dtype, out, device,
+                                    {"x": xa, "w": wa})
+    if y.size:
+        wzp, multiplier, bias_q = _device_params(xa, wzp, multiplier, bias_q)
+        _backend.get_backend(device, op).qlinear_conv2d(arr.contiguous(xa), arr.contiguous(wa), int(xzp[0]), wzp,
+                                                        bias_q, multiplier, yzp, relu, y, params)
+    return user_out if user_out is not None else xkind.wrap(y)
+
+
 def fake_quantize(x, scale, zero_point, *, dtype=np.int8, axis=None):
     """Quantize then dequantize: ``(saturate(round_half_to_even(x / scale) + zp) - zp) * scale``.
 
@@ -238,4 +410,5 @@ def fake_quantize(x, scale, zero_point, *, dtype=np.int8, axis=None):
     return dequantize(q, scale, zero_point, axis=axis)
 
 
-__all__ = ["quantize", "dequantize", "dynamic_quantize", "fake_quantize", "matmul_integer", "conv2d_integer"]
+__all__ = ["quantize", "dequantize", "dynamic_quantize", "fake_quantize", "matmul_integer", "conv2d_integer",
+           "qlinear_matmul", "qlinear_conv2d"]
