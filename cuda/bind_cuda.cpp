@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "launch.h"
+#include "launch_quant.h"
 
 namespace py = pybind11;
 using lepton_cuda::DType;
@@ -629,6 +630,188 @@ py::tuple gemm_plan(int64_t m, int64_t n, int64_t groups, int dtype_code) {
   return py::make_tuple(p.small, p.gx, p.gy, p.gz, lepton_cuda::kGemmThreads);
 }
 
+// ------------------------------------------------------------------ int8 quantization
+// Integer dtype codes: 0 = int8, 1 = uint8, 2 = int32 (dequantize input only). Zero
+// points given as ints are checked against their type's range; per-channel zero points,
+// biases and multipliers are device arrays (int32 / int32 / float64) and are trusted.
+
+lepton_cuda::QType qtype_of(const char* op, const char* name, int code, bool allow_s32) {
+  if (code == 0 || code == 1 || (allow_s32 && code == 2)) return static_cast<lepton_cuda::QType>(code);
+  bad(op, std::string(name) + " must be 0 (int8), 1 (uint8)" + (allow_s32 ? ", 2 (int32)" : "") + ", got " +
+              std::to_string(code));
+}
+
+void need_in_range(const char* op, const char* name, int64_t v, lepton_cuda::QType t) {
+  const int64_t lo = t == lepton_cuda::QType::s8 ? -128 : 0, hi = t == lepton_cuda::QType::s8 ? 127 : 255;
+  if (v < lo || v > hi)
+    bad(op, std::string(name) + " must lie in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                std::to_string(v));
+}
+
+lepton::QuantDesc quant_desc(const char* op, int64_t outer, int64_t channels, int64_t inner, int64_t& count) {
+  need_nonneg(op, "outer", outer);
+  need_nonneg(op, "channels", channels);
+  need_nonneg(op, "inner", inner);
+  count = product(op, {outer, channels, inner});
+  lepton::QuantDesc d;
+  d.outer = outer, d.channels = channels, d.inner = inner;
+  return d;
+}
+
+void quantize(std::uintptr_t x, std::uintptr_t scale, std::uintptr_t zero_point, std::uintptr_t q, int64_t outer,
+              int64_t channels, int64_t inner, int q_dtype, std::uintptr_t stream) {
+  const char* op = "quantize";
+  const lepton_cuda::QType t = qtype_of(op, "q_dtype", q_dtype, false);
+  int64_t count = 0;
+  const lepton::QuantDesc d = quant_desc(op, outer, channels, inner, count);
+  need_ptr(op, "x_ptr", x, count);
+  need_ptr(op, "scale_ptr", scale, count > 0 ? channels : 0);
+  need_ptr(op, "zero_point_ptr", zero_point, count > 0 ? channels : 0);
+  need_ptr(op, "q_ptr", q, count);
+  run(op, [&] {
+    return lepton_cuda::quantize(t, d, dev<const float>(x), dev<const float>(scale), dev<const int32_t>(zero_point),
+                                 dev<void>(q), as_stream(stream));
+  });
+}
+
+void dequantize(std::uintptr_t q, std::uintptr_t scale, std::uintptr_t zero_point, std::uintptr_t y, int64_t outer,
+                int64_t channels, int64_t inner, int q_dtype, std::uintptr_t stream) {
+  const char* op = "dequantize";
+  const lepton_cuda::QType t = qtype_of(op, "q_dtype", q_dtype, true);
+  int64_t count = 0;
+  const lepton::QuantDesc d = quant_desc(op, outer, channels, inner, count);
+  need_ptr(op, "q_ptr", q, count);
+  need_ptr(op, "scale_ptr", scale, count > 0 ? channels : 0);
+  need_ptr(op, "zero_point_ptr", zero_point, count > 0 ? channels : 0);
+  need_ptr(op, "y_ptr", y, count);
+  run(op, [&] {
+    return lepton_cuda::dequantize(t, d, dev<const void>(q), dev<const float>(scale),
+                                   dev<const int32_t>(zero_point), dev<float>(y), as_stream(stream));
+  });
+}
+
+py::tuple dynamic_quantize(std::uintptr_t x, std::uintptr_t q, int64_t n, std::uintptr_t stream) {
+  const char* op = "dynamic_quantize";
+  need_nonneg(op, "n", n);
+  need_ptr(op, "x_ptr", x, n);
+  need_ptr(op, "q_ptr", q, n);
+  float scale = 0.0f;
+  uint8_t zero_point = 0;
+  run(op, [&] {
+    return lepton_cuda::dynamic_quantize(n, dev<const float>(x), dev<uint8_t>(q), &scale, &zero_point,
+                                         as_stream(stream));
+  });
+  return py::make_tuple(scale, static_cast<int>(zero_point));
+}
+
+struct QOperands {
+  lepton_cuda::QType a, b;
+};
+
+QOperands int8_operands(const char* op, int a_dtype, int b_dtype, const char* a_name, const char* b_name) {
+  return {qtype_of(op, a_name, a_dtype, false), qtype_of(op, b_name, b_dtype, false)};
+}
+
+void matmul_integer(std::uintptr_t a, std::uintptr_t b, std::uintptr_t b_zero_point, std::uintptr_t out, int64_t m,
+                    int64_t k, int64_t n, int64_t a_zero_point, int a_dtype, int b_dtype, std::uintptr_t stream) {
+  const char* op = "matmul_integer";
+  const QOperands t = int8_operands(op, a_dtype, b_dtype, "a_dtype", "b_dtype");
+  linear_desc(op, m, k, n);
+  need_in_range(op, "a_zero_point", a_zero_point, t.a);
+  const int64_t out_count = m * n;  // each factor < 2^31
+  need_ptr(op, "a_ptr", a, out_count > 0 ? m * k : 0);
+  need_ptr(op, "b_ptr", b, out_count > 0 ? k * n : 0);  // b_zero_point_ptr 0 = zero point 0
+  need_ptr(op, "out_ptr", out, out_count);
+  run(op, [&] {
+    return lepton_cuda::matmul_integer(dev<const void>(a), t.a == lepton_cuda::QType::u8, dev<const void>(b),
+                                       t.b == lepton_cuda::QType::u8, static_cast<int32_t>(a_zero_point),
+                                       dev<const int32_t>(b_zero_point), dev<int32_t>(out), m, k, n,
+                                       as_stream(stream));
+  });
+}
+
+void qlinear_matmul(std::uintptr_t a, std::uintptr_t b, std::uintptr_t b_zero_point, std::uintptr_t bias,
+                    std::uintptr_t multiplier, std::uintptr_t out, int64_t m, int64_t k, int64_t n,
+                    int64_t a_zero_point, int64_t y_zero_point, bool relu, int a_dtype, int b_dtype, int out_dtype,
+                    std::uintptr_t stream) {
+  const char* op = "qlinear_matmul";
+  const QOperands t = int8_operands(op, a_dtype, b_dtype, "a_dtype", "b_dtype");
+  const lepton_cuda::QType ot = qtype_of(op, "out_dtype", out_dtype, false);
+  linear_desc(op, m, k, n);
+  need_in_range(op, "a_zero_point", a_zero_point, t.a);
+  need_in_range(op, "y_zero_point", y_zero_point, ot);
+  const int64_t out_count = m * n;
+  need_ptr(op, "a_ptr", a, out_count > 0 ? m * k : 0);
+  need_ptr(op, "b_ptr", b, out_count > 0 ? k * n : 0);
+  need_ptr(op, "multiplier_ptr", multiplier, out_count > 0 ? n : 0);  // bias / b_zero_point 0 = none
+  need_ptr(op, "out_ptr", out, out_count);
+  run(op, [&] {
+    return lepton_cuda::qlinear_matmul(ot, dev<const void>(a), t.a == lepton_cuda::QType::u8, dev<const void>(b),
+                                       t.b == lepton_cuda::QType::u8, static_cast<int32_t>(a_zero_point),
+                                       dev<const int32_t>(b_zero_point), dev<const int32_t>(bias),
+                                       dev<const double>(multiplier), static_cast<int32_t>(y_zero_point), relu,
+                                       dev<void>(out), m, k, n, as_stream(stream));
+  });
+}
+
+void conv2d_integer(std::uintptr_t x, std::uintptr_t w, std::uintptr_t w_zero_point, std::uintptr_t out, int64_t n,
+                    int64_t c_in, int64_t h, int64_t wd, int64_t c_out, int64_t kernel_h, int64_t kernel_w,
+                    int64_t out_h, int64_t out_w, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                    int64_t pad_bottom, int64_t pad_left, int64_t pad_right, int64_t dilation_h, int64_t dilation_w,
+                    int64_t groups, int64_t x_zero_point, int x_dtype, int w_dtype, std::uintptr_t stream) {
+  const char* op = "conv2d_integer";
+  const QOperands t = int8_operands(op, x_dtype, w_dtype, "x_dtype", "w_dtype");
+  const ConvGeometry g = conv_geometry(op, n, c_in, h, wd, c_out, kernel_h, kernel_w, out_h, out_w, stride_h,
+                                       stride_w, pad_top, pad_bottom, pad_left, pad_right, dilation_h, dilation_w,
+                                       groups);
+  need_in_range(op, "x_zero_point", x_zero_point, t.a);
+  need_ptr(op, "x_ptr", x, g.out_count > 0 ? g.x_count : 0);
+  need_ptr(op, "w_ptr", w, g.out_count > 0 ? g.w_count : 0);  // w_zero_point_ptr 0 = zero point 0
+  need_ptr(op, "out_ptr", out, g.out_count);
+  run(op, [&] {
+    return lepton_cuda::conv2d_integer(g.d, dev<const void>(x), t.a == lepton_cuda::QType::u8, dev<const void>(w),
+                                       t.b == lepton_cuda::QType::u8, static_cast<int32_t>(x_zero_point),
+                                       dev<const int32_t>(w_zero_point), dev<int32_t>(out), as_stream(stream));
+  });
+}
+
+void qlinear_conv2d(std::uintptr_t x, std::uintptr_t w, std::uintptr_t w_zero_point, std::uintptr_t bias,
+                    std::uintptr_t multiplier, std::uintptr_t out, int64_t n, int64_t c_in, int64_t h, int64_t wd,
+                    int64_t c_out, int64_t kernel_h, int64_t kernel_w, int64_t out_h, int64_t out_w,
+                    int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                    int64_t pad_right, int64_t dilation_h, int64_t dilation_w, int64_t groups,
+                    int64_t x_zero_point, int64_t y_zero_point, bool relu, int x_dtype, int w_dtype, int out_dtype,
+                    std::uintptr_t stream) {
+  const char* op = "qlinear_conv2d";
+  const QOperands t = int8_operands(op, x_dtype, w_dtype, "x_dtype", "w_dtype");
+  const lepton_cuda::QType ot = qtype_of(op, "out_dtype", out_dtype, false);
+  const ConvGeometry g = conv_geometry(op, n, c_in, h, wd, c_out, kernel_h, kernel_w, out_h, out_w, stride_h,
+                                       stride_w, pad_top, pad_bottom, pad_left, pad_right, dilation_h, dilation_w,
+                                       groups);
+  need_in_range(op, "x_zero_point", x_zero_point, t.a);
+  need_in_range(op, "y_zero_point", y_zero_point, ot);
+  need_ptr(op, "x_ptr", x, g.out_count > 0 ? g.x_count : 0);
+  need_ptr(op, "w_ptr", w, g.out_count > 0 ? g.w_count : 0);
+  need_ptr(op, "multiplier_ptr", multiplier, g.out_count > 0 ? c_out : 0);
+  need_ptr(op, "out_ptr", out, g.out_count);
+  run(op, [&] {
+    return lepton_cuda::qlinear_conv2d(ot, g.d, dev<const void>(x), t.a == lepton_cuda::QType::u8,
+                                       dev<const void>(w), t.b == lepton_cuda::QType::u8,
+                                       static_cast<int32_t>(x_zero_point), dev<const int32_t>(w_zero_point),
+                                       dev<const int32_t>(bias), dev<const double>(multiplier),
+                                       static_cast<int32_t>(y_zero_point), relu, dev<void>(out), as_stream(stream));
+  });
+}
+
+py::tuple qgemm_plan(int64_t m, int64_t n, int64_t groups) {
+  const char* op = "qgemm_plan";
+  need_dim(op, "m", m);
+  need_dim(op, "n", n);
+  need_pos(op, "groups", groups);
+  const dim3 g = lepton_cuda::qgemm_grid(m, n, groups);
+  return py::make_tuple(g.x, g.y, g.z, lepton_cuda::kQuantThreads);
+}
+
 // ------------------------------------------------------------------ device queries
 
 int device_count() {
@@ -763,6 +946,52 @@ PYBIND11_MODULE(_lepton_cuda, m) {
         "group.",
         arg("m"), arg("n"), arg("groups"), arg("dtype_code"));
   m.attr("GEMM_MAX_DIM") = lepton_cuda::kGemmMaxDim;
+
+  m.def("quantize", &quantize,
+        "ONNX QuantizeLinear of float32 x (outer, channels, inner) with per-channel float32 scale and int32 zero "
+        "point (device arrays of `channels` entries): q = saturate(rint(x / s) + zp), float32 division; NaN -> zp. "
+        "q_dtype: 0 int8, 1 uint8.",
+        arg("x_ptr"), arg("scale_ptr"), arg("zero_point_ptr"), arg("q_ptr"), arg("outer"), arg("channels"),
+        arg("inner"), arg("q_dtype"), stream);
+  m.def("dequantize", &dequantize,
+        "ONNX DequantizeLinear: y = float32((q - zp) * scale) (one float64 product). q_dtype: 0 int8, 1 uint8, "
+        "2 int32.",
+        arg("q_ptr"), arg("scale_ptr"), arg("zero_point_ptr"), arg("y_ptr"), arg("outer"), arg("channels"),
+        arg("inner"), arg("q_dtype"), stream);
+  m.def("dynamic_quantize", &dynamic_quantize,
+        "ONNX DynamicQuantizeLinear of n float32 values into uint8 q; waits for the stream and returns "
+        "(scale, zero_point).",
+        arg("x_ptr"), arg("q_ptr"), arg("n"), stream);
+  m.def("matmul_integer", &matmul_integer,
+        "ONNX MatMulInteger: out (m, n) int32 = (a - a_zero_point) @ (b - b_zero_point[col]) with int32 "
+        "wraparound (dp4a tiles); b_zero_point_ptr 0 = zero point 0. dtypes: 0 int8, 1 uint8.",
+        arg("a_ptr"), arg("b_ptr"), arg("b_zero_point_ptr"), arg("out_ptr"), arg("m"), arg("k"), arg("n"),
+        arg("a_zero_point"), arg("a_dtype"), arg("b_dtype"), stream);
+  m.def("qlinear_matmul", &qlinear_matmul,
+        "matmul_integer requantized per column: out = clip(rint(int32(acc + bias) * multiplier) + y_zero_point), "
+        "lower bound max(min, y_zero_point) with relu; bias_ptr 0 = none; multiplier float64 (n,).",
+        arg("a_ptr"), arg("b_ptr"), arg("b_zero_point_ptr"), arg("bias_ptr"), arg("multiplier_ptr"),
+        arg("out_ptr"), arg("m"), arg("k"), arg("n"), arg("a_zero_point"), arg("y_zero_point"), arg("relu"),
+        arg("a_dtype"), arg("b_dtype"), arg("out_dtype"), stream);
+  m.def("conv2d_integer", &conv2d_integer,
+        "ONNX ConvInteger, NCHW x, OIHW w (lepton/conv.h geometry) as a dp4a implicit GEMM; padding takes "
+        "x_zero_point; w_zero_point_ptr: int32 per output channel, 0 = zero point 0.",
+        arg("x_ptr"), arg("w_ptr"), arg("w_zero_point_ptr"), arg("out_ptr"), arg("n"), arg("c_in"), arg("h"),
+        arg("w"), arg("c_out"), arg("kernel_h"), arg("kernel_w"), arg("out_h"), arg("out_w"), arg("stride_h"),
+        arg("stride_w"), arg("pad_top"), arg("pad_bottom"), arg("pad_left"), arg("pad_right"), arg("dilation_h"),
+        arg("dilation_w"), arg("groups"), arg("x_zero_point"), arg("x_dtype"), arg("w_dtype"),
+        stream);
+  m.def("qlinear_conv2d", &qlinear_conv2d,
+        "conv2d_integer requantized per output channel (as qlinear_matmul); bias_ptr 0 = none.",
+        arg("x_ptr"), arg("w_ptr"), arg("w_zero_point_ptr"), arg("bias_ptr"), arg("multiplier_ptr"),
+        arg("out_ptr"), arg("n"), arg("c_in"), arg("h"), arg("w"), arg("c_out"), arg("kernel_h"),
+        arg("kernel_w"), arg("out_h"), arg("out_w"), arg("stride_h"), arg("stride_w"), arg("pad_top"),
+        arg("pad_bottom"), arg("pad_left"), arg("pad_right"), arg("dilation_h"), arg("dilation_w"),
+        arg("groups"), arg("x_zero_point"), arg("y_zero_point"), arg("relu"), arg("x_dtype"), arg("w_dtype"),
+        arg("out_dtype"), stream);
+  m.def("qgemm_plan", &qgemm_plan,
+        "(grid_x, grid_y, grid_z, threads) of the integer GEMM kernels for an (m x n) output per group.",
+        arg("m"), arg("n"), arg("groups"));
 
   m.def("device_count", &device_count, "Number of CUDA devices; 0 when there is no driver or device.");
   m.def("device_name", &device_name, "Name of CUDA device `index`.", arg("index"));
