@@ -37,7 +37,7 @@ class Command:
 
 _COMMANDS: dict[str, Command] = {}
 # Modules that call register_command() at import (later issues add theirs).
-COMMAND_MODULES: tuple[str, ...] = ("lepton_kernels.cli_train",)
+COMMAND_MODULES: tuple[str, ...] = ("lepton_kernels.cli_train", "lepton_kernels.cli_quantize")
 
 
 def register_command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
