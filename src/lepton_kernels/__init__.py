@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
-from . import autograd, data, models, nn, ops, optim, reference
+from . import autograd, data, models, nn, ops, optim, quant, reference
 from .autograd import Tensor, no_grad
 from .io import save
 from .models import load_model as load
@@ -62,6 +62,7 @@ __all__ = [
     "models",
     "nn",
     "optim",
+    "quant",
     "reference",
     "Tensor",
     "no_grad",
