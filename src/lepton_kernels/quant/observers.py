@@ -21,8 +21,10 @@ _QRANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
 def _host_float(name, x):
     """A float64 NumPy view of an array, Tensor or CuPy array; NaN/inf refused."""
-    data = getattr(x, "data", x) if not isinstance(x, np.ndarray) else x
-    if hasattr(data, "get") and not isinstance(data, np.ndarray):
+    from ..autograd import Tensor
+
+    data = x.data if isinstance(x, Tensor) else x
+    if hasattr(data, "get") and not isinstance(data, np.ndarray):  # CuPy -> host
         data = data.get()
     a = np.asarray(data)
     if a.dtype.kind not in "fiu":
