@@ -77,7 +77,9 @@ def test_matmul_integer_exact(cpu_backend, m, k, n, types, rng):
 
 
 @pytest.mark.parametrize("case", [((2, 3, 9, 9), 4, 3, 1, 1, 1, 1), ((1, 6, 8, 7), 6, 3, 2, 2, 1, 3),
-                                  ((2, 4, 10, 10), 8, 5, 1, 0, 2, 1), ((1, 1, 28, 28), 6, 5, 1, 2, 1, 1)])
+                                  ((2, 4, 10, 10), 8, 5, 1, 0, 2, 1), ((1, 1, 28, 28), 6, 5, 1, 2, 1, 1),
+                                  ((3, 16, 8, 8), 32, 3, 1, 1, 1, 1), ((2, 9, 11, 5), 13, 3, 1, 2, 1, 1),
+                                  ((1, 128, 5, 5), 17, 3, 1, 1, 1, 1)])
 def test_conv2d_integer_exact(cpu_backend, case, rng):
     shape, co, k, s, p, d, g = case
     x = rng.integers(0, 256, shape).astype(np.uint8)
@@ -124,7 +126,9 @@ def test_qlinear_matmul_exact(cpu_backend, m, k, n, types, rng):
 
 @pytest.mark.parametrize("case", [((2, 3, 9, 9), 4, 3, 1, 1, 1, 1), ((1, 6, 8, 7), 6, 3, 2, 2, 1, 3),
                                   ((2, 4, 10, 10), 8, 5, 1, 0, 2, 1), ((3, 16, 8, 8), 32, 3, 1, 1, 1, 1),
-                                  ((1, 1, 28, 28), 17, 5, 1, 2, 1, 1)])
+                                  ((1, 1, 28, 28), 17, 5, 1, 2, 1, 1), ((2, 5, 7, 6), 7, 3, 1, 1, 2, 1),
+                                  ((2, 8, 6, 6), 6, 3, 1, 1, 1, 2), ((1, 64, 6, 6), 20, 3, 1, 1, 1, 1),
+                                  ((3, 12, 5, 9), 9, 1, 1, 0, 1, 3)])
 @pytest.mark.parametrize("types", QL_TYPES, ids=lambda t: "-".join(np.dtype(d).name for d in t))
 def test_qlinear_conv2d_exact(cpu_backend, case, types, rng):
     tx, tw, ty = types

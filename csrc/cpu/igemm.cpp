@@ -48,6 +48,7 @@ namespace {
 using detail::AlignedBuffer;
 using detail::IgemmEpilogue;
 using detail::IgemmFormat;
+using detail::vnni::IgemmDirectKernel;
 using detail::IgemmKernel;
 using detail::PackedIntBImpl;
 
@@ -786,6 +787,320 @@ RequantSink conv_unit_sink(const RequantSink& s, const Conv2dDesc& d, const Conv
   return u;
 }
 
+// ---- stride-1 convolution on the VNNI path, without im2col ----
+// The input of every group is copied once into a "tall" padded buffer per
+// channel: the images stacked, each Hp = pad_top + H + pad_bottom rows of
+// Wp = pad_left + W + pad_right bytes, padding = x_zp. Output pixel (img, oh, ow)
+// then has the wide index q = (img * Hp + oh) * Wp + ow and tap (c, a, b) reads
+// channel c at q + a*dh*Wp + b*dw: every row of the GEMM's B (taps x wide
+// pixels) is a shifted slice of the buffer, packed straight from it. Wide
+// indices with oh >= OH or ow >= OW are computed and dropped (the price:
+// Hp*Wp / (OH*OW) times the work, small for 3x3 and 5x5 kernels).
+struct TallInput {
+  AlignedBuffer<uint8_t> data;
+  int64_t hp = 0, wp = 0, chan_stride = 0;
+};
+
+bool build_tall_input(const Conv2dDesc& d, const uint8_t* x, uint8_t pad, int64_t slack, TallInput* t) {
+  t->hp = d.pad_top + d.h + d.pad_bottom;
+  t->wp = d.pad_left + d.w + d.pad_right;
+  t->chan_stride = d.n * t->hp * t->wp + slack;
+  if (!t->data.allocate(static_cast<size_t>(d.c_in * t->chan_stride))) return false;
+  const int64_t hw = d.h * d.w;
+  const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, d.c_in * d.n * hw / 65536)));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t c = 0; c < d.c_in; ++c) {
+    uint8_t* dst = t->data.get() + c * t->chan_stride;
+    std::memset(dst, pad, static_cast<size_t>(t->chan_stride));
+    for (int64_t img = 0; img < d.n; ++img) {
+      const uint8_t* src = x + (img * d.c_in + c) * hw;
+      uint8_t* rows = dst + (img * t->hp + d.pad_top) * t->wp + d.pad_left;
+      for (int64_t r = 0; r < d.h; ++r) copy_bytes(rows + r * t->wp, src + r * d.w, d.w);
+    }
+  }
+  return true;
+}
+
+// Hands the valid pixels of the wide columns [j0, j1) of one group's block acc
+// (cog rows, stride lda) to the int32 output or the requantizing sink.
+// (hp, wp: the tall buffer's rows per image and row length.)
+void emit_wide(const Conv2dDesc& d, const ConvShape& s, int64_t hp, int64_t wp, int64_t g, const int32_t* acc,
+               int64_t lda, int64_t j0, int64_t j1, int32_t* y, const RequantSink* sink) {
+  for (int64_t row = j0 / wp; row * wp < j1; ++row) {
+    const int64_t img = row / hp, oh = row % hp;
+    if (oh >= d.out_h) continue;
+    const int64_t q0 = std::max(j0, row * wp), q1 = std::min(j1, row * wp + d.out_w);
+    if (q0 >= q1) continue;
+    const int64_t ow0 = q0 - row * wp, pixel = oh * d.out_w + ow0;
+    const int32_t* a = acc + (q0 - j0);
+    if (sink) {
+      emit_block(conv_unit_sink(*sink, d, s, img, g, pixel), a, lda, s.cog, q1 - q0, 0, 0);
+      continue;
+    }
+    int32_t* out = y + (img * d.c_out + g * s.cog) * s.ohw + pixel;
+    for (int64_t o = 0; o < s.cog; ++o)
+      std::memcpy(out + o * s.ohw, a + o * lda, sizeof(int32_t) * static_cast<size_t>(q1 - q0));
+  }
+}
+
+struct ShiftScratch {
+  AlignedBuffer<int8_t> pb;
+  std::vector<int32_t> colsum, colterm, zb, acc;
+};
+
+Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, bool x_signed, int32_t xzp,
+                         const uint8_t* w, bool w_signed, const int32_t* wzp, bool per_channel, int32_t* y,
+                         const RequantSink* sink) {
+  const int64_t k = s.ntaps, kk = d.kernel_h * d.kernel_w, kpad = round_up(k, 4);
+  const int64_t hp = d.pad_top + d.h + d.pad_bottom, wp = d.pad_left + d.w + d.pad_right;
+  const int64_t wide_total = ((d.n - 1) * hp + d.out_h - 1) * wp + d.out_w;
+  const IgemmKernel K = choose_kernel(s.cog, std::min<int64_t>(wide_total, 1024));
+  // Columns per unit: packed B and the int32 block about 256 KB each, and
+  // enough units to keep every thread busy.
+  int64_t chunk = std::min<int64_t>((256 * 1024) / kpad, (256 * 1024) / (4 * s.cog));
+  chunk = std::max<int64_t>(K.nr, chunk / K.nr * K.nr);
+  const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
+  chunk = std::min(chunk, std::max<int64_t>(K.nr, round_up((wide_total + min_chunks - 1) / min_chunks, K.nr)));
+  const int64_t nchunks = (wide_total + chunk - 1) / chunk;
+  const int64_t max_off = (d.kernel_h - 1) * d.dilation_h * wp + (d.kernel_w - 1) * d.dilation_w;
+  TallInput t;  // slack: the packer reads up to a panel past the last column
+  if (!build_tall_input(d, x, static_cast<uint8_t>(xzp), max_off + chunk + 64, &t))
+    return Status::Internal("out of memory");
+  // Tap (c, a, b) of a group as an offset from the group's first channel.
+  std::vector<int64_t> off(static_cast<size_t>(k));
+  for (int64_t tap = 0; tap < k; ++tap)
+    off[tap] = (tap / kk) * t.chan_stride + ((tap % kk) / d.kernel_w) * d.dilation_h * wp +
+               (tap % d.kernel_w) * d.dilation_w;
+  // Weights (A) packed once; the flips and zero points as in conv_impl.
+  const int64_t abytes = round_up(s.cog, K.mr) * kpad;
+  AlignedBuffer<char> pa(static_cast<size_t>(abytes * d.groups));
+  if (pa.empty()) return Status::Internal("out of memory");
+  std::vector<int32_t> za(static_cast<size_t>(d.c_out)), rowsum(static_cast<size_t>(d.c_out));
+  for (int64_t o = 0; o < d.c_out; ++o) za[o] = (wzp ? wzp[per_channel ? o : 0] : 0) + (w_signed ? 128 : 0);
+  bool za_zero = true;
+  for (int32_t v : za) za_zero = za_zero && v == 0;
+  for (int64_t g = 0; g < d.groups; ++g)
+    pack_a(K, w + g * s.cog * k, k, w_signed, s.cog, k, kpad, za.data() + g * s.cog, pa.get() + g * abytes,
+           rowsum.data() + g * s.cog);
+  const int32_t zb_eff = xzp - (x_signed ? 0 : 128);
+  const uint8_t flip = x_signed ? 0 : 0x80;
+  const int64_t units = d.groups * nchunks;
+  const double macs = static_cast<double>(d.groups) * s.cog * wide_total * k;
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for_macs(macs, true), units));
+  const Blocking bl = blocking_for(K, kpad);
+  std::atomic<bool> ok{true};
+#pragma omp parallel num_threads(nt)
+  {
+    ShiftScratch sc;
+    bool mine = true;
+    try {
+      sc.colsum.resize(static_cast<size_t>(chunk));
+      sc.colterm.resize(static_cast<size_t>(chunk));
+      sc.zb.assign(static_cast<size_t>(chunk), zb_eff);
+      sc.acc.resize(static_cast<size_t>(s.cog * chunk));
+      mine = sc.pb.allocate(static_cast<size_t>(chunk * kpad));
+    } catch (...) {
+      mine = false;
+    }
+    if (!mine) ok.store(false);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      if (!mine) continue;
+      const int64_t g = u / nchunks, j0 = (u % nchunks) * chunk, j1 = std::min(wide_total, j0 + chunk);
+      const uint8_t* base = t.data.get() + g * s.cg * t.chan_stride;
+      detail::vnni::pack_b_shifted(base, off.data(), k, kpad, j0, j1 - j0, flip, K.nr, sc.pb.get(), sc.colsum.data());
+      Problem P;
+      P.K = K;
+      P.k = k;
+      P.kpad = kpad;
+      P.pb = reinterpret_cast<const char*>(sc.pb.get());
+      for (int64_t j = 0; j < j1 - j0; ++j)
+        sc.colterm[j] = static_cast<int32_t>(static_cast<uint32_t>(sc.colsum[j]) -
+                                             static_cast<uint32_t>(k) * static_cast<uint32_t>(zb_eff));
+      P.colterm = za_zero ? nullptr : sc.colterm.data();
+      P.zb = zb_eff == 0 ? nullptr : sc.zb.data();
+      P.c = sc.acc.data();
+      P.ldc = j1 - j0;
+      for (int64_t i0 = 0; i0 < s.cog; i0 += bl.mb) {
+        const int64_t mb = std::min(bl.mb, s.cog - i0);
+        compute_rows(P, bl, pa.get() + g * abytes + i0 * kpad, za.data() + g * s.cog + i0,
+                     rowsum.data() + g * s.cog + i0, i0, mb, 0, j1 - j0);
+      }
+      emit_wide(d, s, t.hp, t.wp, g, sc.acc.data(), j1 - j0, j0, j1, y, sink);
+    }
+  }
+  if (!ok.load()) return Status::Internal("out of memory");
+  return Status::Ok();
+}
+
+// ---- direct stride-1 convolution on the VNNI path (4+ input channels per group) ----
+// Like the shifted form above, but the tall buffer interleaves 4 channels per
+// pixel ("channel blocks": byte (pixel * 4 + c % 4) of block c / 4), already
+// flipped to the int8 operand. The 16 dwords of 16 consecutive wide pixels at
+// one tap of one channel block are then 64 contiguous bytes: exactly the
+// vector vpdpbusd takes, so the micro-kernel reads the input in place and
+// nothing is packed per call but the weights. k runs over (block, a, b, c % 4);
+// channels past the group's count hold x_zp (and their weights w_zp[o]), so they
+// contribute (x - x_zp)(w - w_zp) = 0.
+struct TallInput4 {
+  AlignedBuffer<uint8_t> data;
+  int64_t hp = 0, wp = 0, blocks_per_group = 0, block_stride = 0;  // block_stride in bytes
+};
+
+// Interleaves rows r[0..3] (n bytes each, null = the pad byte) into n dwords, xor flip.
+void interleave_row4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* out) {
+  const __m128i fl = _mm_set1_epi8(static_cast<char>(flip)), pv = _mm_set1_epi8(static_cast<char>(pad ^ flip));
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t len = std::min<int64_t>(16, n - j);
+    __m128i x[4];
+    for (int t = 0; t < 4; ++t) {
+      if (!r[t]) {
+        x[t] = pv;
+      } else if (len == 16) {
+        x[t] = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[t] + j)), fl);
+      } else {
+        alignas(16) uint8_t tmp[16] = {};
+        std::memcpy(tmp, r[t] + j, static_cast<size_t>(len));
+        x[t] = _mm_xor_si128(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp)), fl);
+      }
+    }
+    const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
+    const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
+    alignas(16) uint8_t dw[64];
+    _mm_store_si128(reinterpret_cast<__m128i*>(dw + 0), _mm_unpacklo_epi16(t0, t2));
+    _mm_store_si128(reinterpret_cast<__m128i*>(dw + 16), _mm_unpackhi_epi16(t0, t2));
+    _mm_store_si128(reinterpret_cast<__m128i*>(dw + 32), _mm_unpacklo_epi16(t1, t3));
+    _mm_store_si128(reinterpret_cast<__m128i*>(dw + 48), _mm_unpackhi_epi16(t1, t3));
+    std::memcpy(out + 4 * j, dw, static_cast<size_t>(4 * len));
+  }
+}
+
+bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, uint8_t pad, uint8_t flip,
+                       int64_t slack_pixels, TallInput4* t) {
+  t->hp = d.pad_top + d.h + d.pad_bottom;
+  t->wp = d.pad_left + d.w + d.pad_right;
+  t->blocks_per_group = (s.cg + 3) / 4;
+  t->block_stride = (d.n * t->hp * t->wp + slack_pixels) * 4;
+  const int64_t blocks = d.groups * t->blocks_per_group;
+  if (!t->data.allocate(static_cast<size_t>(blocks * t->block_stride))) return false;
+  const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, d.n * d.c_in * s.hw / 65536)));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t g = b / t->blocks_per_group, c0 = (b % t->blocks_per_group) * 4;
+    uint8_t* dst = t->data.get() + b * t->block_stride;
+    std::memset(dst, pad ^ flip, static_cast<size_t>(t->block_stride));
+    for (int64_t img = 0; img < d.n; ++img)
+      for (int64_t r = 0; r < d.h; ++r) {
+        const uint8_t* rows[4];
+        for (int c = 0; c < 4; ++c)
+          rows[c] = c0 + c < s.cg ? x + ((img * d.c_in + g * s.cg + c0 + c) * d.h + r) * d.w : nullptr;
+        interleave_row4(rows, d.w, flip, pad, dst + ((img * t->hp + d.pad_top + r) * t->wp + d.pad_left) * 4);
+      }
+  }
+  return true;
+}
+
+IgemmDirectKernel choose_direct_kernel(int64_t rows) {
+  IgemmDirectKernel ks[4];
+  const int count = detail::vnni::direct_kernels(ks, 4);
+  int best = 0;
+  double best_cost = -1;
+  for (int i = 0; i < count; ++i) {
+    const double mr = ks[i].mr, nv = ks[i].nr / 16.0;
+    const double cost = static_cast<double>(round_up(rows, ks[i].mr)) * (1.0 + (mr + nv + 1) / (mr * nv));
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best = i;
+    }
+  }
+  return ks[best];
+}
+
+Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, bool x_signed, int32_t xzp,
+                        const uint8_t* w, bool w_signed, const int32_t* wzp, bool per_channel, int32_t* y,
+                        const RequantSink* sink) {
+  const int64_t kk = d.kernel_h * d.kernel_w;
+  const int64_t hp = d.pad_top + d.h + d.pad_bottom, wp = d.pad_left + d.w + d.pad_right;
+  const int64_t wide_total = ((d.n - 1) * hp + d.out_h - 1) * wp + d.out_w;
+  const IgemmDirectKernel K = choose_direct_kernel(s.cog);
+  const int64_t bpg = (s.cg + 3) / 4, kg = bpg * kk, kfull = 4 * kg;
+  const int64_t max_off = (d.kernel_h - 1) * d.dilation_h * wp + (d.kernel_w - 1) * d.dilation_w;
+  const uint8_t flip = x_signed ? 0 : 0x80;
+  TallInput4 t;
+  if (!build_tall_input4(d, s, x, static_cast<uint8_t>(xzp), flip, max_off + K.nr + 16, &t))
+    return Status::Internal("out of memory");
+  std::vector<int64_t> goff(static_cast<size_t>(kg));  // group (block, a, b) -> byte offset
+  for (int64_t q = 0; q < kg; ++q)
+    goff[q] = (q / kk) * t.block_stride + (((q % kk) / d.kernel_w) * d.dilation_h * wp +
+                                           (q % d.kernel_w) * d.dilation_w) * 4;
+  // Weights: panels of MR output channels, group q holding each row's 4 channels of block q / kk at
+  // tap q % kk, flipped to uint8; za, row sums and the constant epilogue term per output channel.
+  const int64_t rows_pad = round_up(s.cog, K.mr);
+  AlignedBuffer<int32_t> pa(static_cast<size_t>(d.groups * rows_pad * kg));
+  if (pa.empty()) return Status::Internal("out of memory");
+  std::vector<int32_t> za(static_cast<size_t>(d.c_out)), rterm(static_cast<size_t>(d.c_out));
+  const int32_t zb_eff = xzp - (x_signed ? 0 : 128);
+  const uint8_t wflip = w_signed ? 0x80 : 0;
+  for (int64_t o = 0; o < d.c_out; ++o) {
+    const int64_t g = o / s.cog, i = o % s.cog;
+    const int32_t wz = wzp ? wzp[per_channel ? o : 0] : 0;
+    za[o] = wz + (w_signed ? 128 : 0);
+    uint32_t rowsum = 0;
+    int32_t* panel = pa.get() + (g * rows_pad + i / K.mr * K.mr) * kg;
+    for (int64_t q = 0; q < kg; ++q) {
+      uint8_t bytes[4];
+      for (int c4 = 0; c4 < 4; ++c4) {
+        const int64_t c = (q / kk) * 4 + c4;
+        const uint8_t raw = c < s.cg ? w[(o * s.cg + c) * kk + q % kk] : static_cast<uint8_t>(wz);
+        bytes[c4] = raw ^ wflip;
+        rowsum += bytes[c4];
+      }
+      std::memcpy(panel + q * K.mr + i % K.mr, bytes, 4);
+    }
+    rterm[o] = static_cast<int32_t>((static_cast<uint32_t>(kfull) * static_cast<uint32_t>(za[o]) - rowsum) *
+                                    static_cast<uint32_t>(zb_eff));
+  }
+  for (int64_t g = 0; g < d.groups; ++g)  // rows past cog in the last panel: zero
+    for (int64_t i = s.cog; i < rows_pad; ++i)
+      for (int64_t q = 0; q < kg; ++q) pa.get()[(g * rows_pad + i / K.mr * K.mr) * kg + q * K.mr + i % K.mr] = 0;
+  // Units: (group, chunk of wide pixels); the int32 block of a chunk stays in L2.
+  int64_t chunk = std::max<int64_t>(K.nr, (256 * 1024) / (4 * s.cog) / K.nr * K.nr);
+  const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
+  chunk = std::min(chunk, std::max<int64_t>(K.nr, round_up((wide_total + min_chunks - 1) / min_chunks, K.nr)));
+  const int64_t nchunks = (wide_total + chunk - 1) / chunk, units = d.groups * nchunks;
+  const double macs = static_cast<double>(d.groups) * s.cog * wide_total * kfull;
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for_macs(macs, true), units));
+  std::atomic<bool> ok{true};
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<int32_t> acc;
+    bool mine = true;
+    try {
+      acc.resize(static_cast<size_t>(s.cog * chunk));
+    } catch (...) {
+      mine = false;
+      ok.store(false);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      if (!mine) continue;
+      const int64_t g = u / nchunks, j0 = (u % nchunks) * chunk, j1 = std::min(wide_total, j0 + chunk);
+      const uint8_t* base = t.data.get() + g * bpg * t.block_stride;
+      for (int64_t jt = j0; jt < j1; jt += K.nr) {
+        const int nv = static_cast<int>(std::min<int64_t>(K.nr, j1 - jt));
+        for (int64_t i0 = 0; i0 < s.cog; i0 += K.mr) {
+          const int mv = static_cast<int>(std::min<int64_t>(K.mr, s.cog - i0));
+          K.micro(kg, pa.get() + (g * rows_pad + i0) * kg, base + jt * 4, goff.data(), za.data() + g * s.cog + i0,
+                  rterm.data() + g * s.cog + i0, acc.data() + i0 * (j1 - j0) + (jt - j0), j1 - j0, mv, nv);
+        }
+      }
+      emit_wide(d, s, hp, wp, g, acc.data(), j1 - j0, j0, j1, y, sink);
+    }
+  }
+  if (!ok.load()) return Status::Internal("out of memory");
+  return Status::Ok();
+}
+
 template <class TX, class TW>
 Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, const int32_t* wzp,
                  bool per_channel, int32_t* y, const RequantSink* sink = nullptr) {
@@ -816,6 +1131,12 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
     return Status::Ok();
   }
   if (!x || !w) return Status::Invalid("null x or w pointer");
+  if (d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni && s.cg >= 4)
+    return conv_direct_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,
+                            reinterpret_cast<const uint8_t*>(w), is_signed_t<TW>(), wzp, per_channel, y, sink);
+  if (d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni)
+    return conv_shifted_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,
+                             reinterpret_cast<const uint8_t*>(w), is_signed_t<TW>(), wzp, per_channel, y, sink);
   const IgemmKernel K = choose_kernel(s.cog, s.ohw);
   const bool vnni = K.fmt == IgemmFormat::vnni;
   const bool w_signed = is_signed_t<TW>(), x_signed = is_signed_t<TX>();
