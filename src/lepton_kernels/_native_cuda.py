@@ -16,6 +16,8 @@ from lepton_kernels._backend import KERNEL_NAMES as _KERNEL_NAMES
 
 import math
 
+import numpy as np
+
 try:
     from . import _lepton_cuda as _cu
 
@@ -306,6 +308,89 @@ def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses,
     _cu.cross_entropy(zp, _index_ptr(target, "target"), _optional(weight, "weight", op, code), lp,
                       _optional(dlogits, "dlogits", op, code), n, c, int(ignore_index), float(label_smoothing),
                       code, _stream())
+
+
+# ---------------------------------------------------------------- int8 quantization
+# Integer arrays travel as (pointer, type code): 0 int8, 1 uint8, 2 int32; the small
+# per-channel vectors (scales float32, zero points and biases int32, multipliers
+# float64) are device arrays too.
+
+_QCODES = {"i1": 0, "u1": 1, "i4": 2}
+
+
+def _int(a, name: str, allowed=(0, 1)):
+    ptr, shape, t = _iface(a, name)
+    code = _QCODES.get(t)
+    if code not in allowed:
+        names = ", ".join(("int8", "uint8", "int32")[c] for c in allowed)
+        raise TypeError(f"_native_cuda: {name} must be {names}, got typestr {t!r}")
+    return ptr, shape, code
+
+
+def _typed(a, name: str, typestr: str) -> int:
+    ptr, _, t = _iface(a, name)
+    if t != typestr:
+        raise TypeError(f"_native_cuda: {name} must have typestr {typestr!r}, got {t!r}")
+    return ptr
+
+
+def _typed_or_null(a, name: str, typestr: str) -> int:
+    return 0 if a is None else _typed(a, name, typestr)
+
+
+def quantize(x3, scale, zero_point, q3):
+    xp, (outer, channels, inner), t = _iface(x3, "x")
+    if t != "f4":
+        raise TypeError(f"_native_cuda: x must be float32, got typestr {t!r}")
+    qp, _, code = _int(q3, "q")
+    _cu.quantize(xp, _typed(scale, "scale", "f4"), _typed(zero_point, "zero_point", "i4"), qp, outer, channels,
+                 inner, code, _stream())
+
+
+def dequantize(q3, scale, zero_point, y3):
+    qp, (outer, channels, inner), code = _int(q3, "q", (0, 1, 2))
+    _cu.dequantize(qp, _typed(scale, "scale", "f4"), _typed(zero_point, "zero_point", "i4"), _typed(y3, "y", "f4"),
+                   outer, channels, inner, code, _stream())
+
+
+def dynamic_quantize(x, q):
+    xp = _typed(x, "x", "f4")
+    qp, shape, _ = _int(q, "q", (1,))
+    scale, zero_point = _cu.dynamic_quantize(xp, qp, math.prod(shape), _stream())
+    return np.float32(scale), np.uint8(zero_point)
+
+
+def matmul_integer(a, b, a_zero_point, b_zero_point, out):
+    ap, (m, k), ac = _int(a, "a")
+    bp, (_, n), bc = _int(b, "b")
+    _cu.matmul_integer(ap, bp, _typed_or_null(b_zero_point, "b_zero_point", "i4"), _typed(out, "out", "i4"), m, k,
+                       n, int(a_zero_point), ac, bc, _stream())
+
+
+def qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_point, relu, out):
+    ap, (m, k), ac = _int(a, "a")
+    bp, (_, n), bc = _int(b, "b")
+    op, _, oc = _int(out, "out")
+    _cu.qlinear_matmul(ap, bp, _typed_or_null(b_zero_point, "b_zero_point", "i4"),
+                       _typed_or_null(bias, "bias", "i4"), _typed(multiplier, "multiplier", "f8"), op, m, k, n,
+                       int(a_zero_point), int(y_zero_point), bool(relu), ac, bc, oc, _stream())
+
+
+def conv2d_integer(x, w, x_zero_point, w_zero_point, out, c):
+    xp, (n, c_in, h, wd), xc = _int(x, "x")
+    wp, (c_out, _, kh, kw), wc = _int(w, "w")
+    _, (_, _, oh, ow), _ = _iface(out, "out")
+    _cu.conv2d_integer(xp, wp, _typed_or_null(w_zero_point, "w_zero_point", "i4"), _typed(out, "out", "i4"), n,
+                       c_in, h, wd, c_out, kh, kw, oh, ow, *_conv_geometry(c), int(x_zero_point), xc, wc, _stream())
+
+
+def qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c):
+    xp, (n, c_in, h, wd), xc = _int(x, "x")
+    wp, (c_out, _, kh, kw), wc = _int(w, "w")
+    op, (_, _, oh, ow), oc = _int(out, "out")
+    _cu.qlinear_conv2d(xp, wp, _typed_or_null(w_zero_point, "w_zero_point", "i4"), _typed_or_null(bias, "bias", "i4"),
+                       _typed(multiplier, "multiplier", "f8"), op, n, c_in, h, wd, c_out, kh, kw, oh, ow,
+                       *_conv_geometry(c), int(x_zero_point), int(y_zero_point), bool(relu), xc, wc, oc, _stream())
 
 # The kernel-interface functions this backend defines (see _backend.KERNEL_NAMES).
 __all__ = ["unavailable_reason"] + [_name for _name in _KERNEL_NAMES if _name in globals()]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 
-_SOURCES = ("elementwise.cuh", "pool.cuh", "gemm.cuh", "conv.cuh", "optim.cuh", "loss.cuh")
+_SOURCES = ("elementwise.cuh", "pool.cuh", "gemm.cuh", "conv.cuh", "optim.cuh", "loss.cuh", "quant.cuh")
 _OPTIONS = ("--std=c++17",)
 # conv.cuh includes gemm.cuh from its own directory; its copy of the dense GEMM
 # entry points is left out (they come from the gemm.cuh module), as in cuda/conv.cu.
@@ -450,6 +450,156 @@ def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses,
     _launch("loss.cuh", f"lk_cross_entropy_{_suffix(t)}", max(1, min(n, _MAX_GRID)), _ce_block(c),
             (zp, _iface(target)[0], _ptr_or_null(weight), _iface(losses)[0], _ptr_or_null(dlogits), _ll(n), _ll(c),
              _ll(ignore_index), np.float64(label_smoothing)))
+
+
+# ---------------------------------------------------------------- int8 quantization
+# Mirrors cuda/quant.cu over kernels/quant.cuh: quantize / dequantize as grid-stride
+# launches; dynamic_quantize as a range pass, a one-block parameter kernel and quantize
+# on the current stream (the parameters stay on the device until the final copy); the
+# integer GEMM / convolution on the dp4a tiles (qgemm_grid in cuda/launch_quant.h).
+
+_QUANT_THREADS = 256  # LK_QUANT_THREADS / kQuantThreads
+_QGEMM_TILE = 64  # LK_QGEMM_BM == LK_QGEMM_BN / kQgemmTile
+_MINMAX_BLOCKS = 1024  # kMinmaxBlocks
+_QTYPES = {"i1": "s8", "u1": "u8", "i4": "s32"}
+
+
+def _qtype(typestr: str, op: str, name: str, allowed=("s8", "u8")) -> str:
+    sfx = _QTYPES.get(typestr)
+    if sfx not in allowed:
+        raise TypeError(f"{op}: {name} must be one of {allowed}, got typestr {typestr!r}")
+    return sfx
+
+
+def _qgemm_grid(m: int, n: int, groups: int):
+    """(grid x, y, z) of the integer GEMM kernels: qgemm_grid in cuda/launch_quant.h."""
+    clamp = lambda v: max(1, min(_MAX_GRID_YZ, v))  # noqa: E731
+    return -(-n // _QGEMM_TILE), clamp(-(-m // _QGEMM_TILE)), clamp(groups)
+
+
+def _minmax_blocks(n: int) -> int:
+    return max(1, min(_MINMAX_BLOCKS, -(-n // _QUANT_THREADS)))
+
+
+def _device_empty(shape, dtype):
+    """Scratch device memory (a CuPy array)."""
+    return _cupy().empty(shape, dtype=dtype)
+
+
+def _unsigned(typestr: str) -> np.int32:
+    return np.int32(1 if typestr == "u1" else 0)
+
+
+def quantize(x3, scale, zero_point, q3):
+    xp, (outer, channels, inner), _ = _iface(x3)
+    qp, _, qt = _iface(q3)
+    count = outer * channels * inner
+    if count == 0:
+        return
+    _launch("quant.cuh", f"lk_quantize_{_qtype(qt, 'quantize', 'q')}", _grid(count), _BLOCK,
+            (xp, _iface(scale)[0], _iface(zero_point)[0], qp, _ll(outer), _ll(channels), _ll(inner)))
+
+
+def dequantize(q3, scale, zero_point, y3):
+    qp, (outer, channels, inner), qt = _iface(q3)
+    count = outer * channels * inner
+    if count == 0:
+        return
+    sfx = _qtype(qt, "dequantize", "q", ("s8", "u8", "s32"))
+    _launch("quant.cuh", f"lk_dequantize_{sfx}", _grid(count), _BLOCK,
+            (qp, _iface(scale)[0], _iface(zero_point)[0], _iface(y3)[0], _ll(outer), _ll(channels), _ll(inner)))
+
+
+def dynamic_quantize(x, q):
+    xp, shape, _ = _iface(x)
+    n = math.prod(shape)
+    if n == 0:
+        return np.float32(0.0), np.uint8(0)
+    blocks = _minmax_blocks(n)
+    partial = _device_empty((2 * blocks,), np.float32)
+    scale = _device_empty((1,), np.float32)
+    zp = _device_empty((1,), np.int32)
+    sp, zpp = _iface(scale)[0], _iface(zp)[0]
+    _launch("quant.cuh", "lk_minmax_f32", blocks, _QUANT_THREADS, (xp, _ll(n), _iface(partial)[0]))
+    _launch("quant.cuh", "lk_dynamic_qparams", 1, _QUANT_THREADS, (_iface(partial)[0], _ll(blocks), sp, zpp))
+    _launch("quant.cuh", "lk_quantize_u8", _grid(n), _BLOCK, (xp, sp, zpp, _iface(q)[0], _ll(1), _ll(1), _ll(n)))
+    return np.float32(scale.get()[0]), np.uint8(zp.get()[0])
+
+
+def _qgemm_launch(name: str, m: int, n: int, groups: int, args) -> None:
+    _kernel("quant.cuh", name)(_qgemm_grid(m, n, groups), (_QUANT_THREADS,), args)
+
+
+def _int_scalar(op: str, name: str, v, lo: int, hi: int) -> np.int32:
+    v = int(v)
+    if not lo <= v <= hi:
+        raise ValueError(f"{op}: {name} must lie in [{lo}, {hi}], got {v}")
+    return np.int32(v)
+
+
+_QRANGE = {"s8": (-128, 127), "u8": (0, 255)}
+
+
+def matmul_integer(a, b, a_zero_point, b_zero_point, out):
+    op = "matmul_integer"
+    ap, (m, k), at = _iface(a)
+    bp, (_, n), bt = _iface(b)
+    _check_dims(op, m=m, k=k, n=n)
+    azp = _int_scalar(op, "a_zero_point", a_zero_point, *_QRANGE[_qtype(at, op, "a")])
+    _qtype(bt, op, "b")
+    if m == 0 or n == 0:
+        return
+    _qgemm_launch("lk_matmul_integer", m, n, 1,
+                  (ap, bp, _iface(out)[0], azp, _ptr_or_null(b_zero_point), _ll(m), _ll(k), _ll(n),
+                   _unsigned(at), _unsigned(bt)))
+
+
+def qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_point, relu, out):
+    op = "qlinear_matmul"
+    ap, (m, k), at = _iface(a)
+    bp, (_, n), bt = _iface(b)
+    yp, _, yt = _iface(out)
+    _check_dims(op, m=m, k=k, n=n)
+    azp = _int_scalar(op, "a_zero_point", a_zero_point, *_QRANGE[_qtype(at, op, "a")])
+    _qtype(bt, op, "b")
+    sfx = _qtype(yt, op, "out")
+    yzp = _int_scalar(op, "y_zero_point", y_zero_point, *_QRANGE[sfx])
+    if m == 0 or n == 0:
+        return
+    _qgemm_launch(f"lk_qlinear_matmul_{sfx}", m, n, 1,
+                  (ap, bp, _ptr_or_null(bias), _iface(multiplier)[0], yp, azp, _ptr_or_null(b_zero_point), yzp,
+                   np.int32(1 if relu else 0), _ll(m), _ll(k), _ll(n), _unsigned(at), _unsigned(bt)))
+
+
+def conv2d_integer(x, w, x_zero_point, w_zero_point, out, c):
+    op = "conv2d_integer"
+    xp, xs, xt = _iface(x)
+    wp, ws, wt = _iface(w)
+    yp, (n, c_out, oh, ow), _ = _iface(out)
+    geom = _conv_args(op, xs, ws, (oh, ow), c)
+    xzp = _int_scalar(op, "x_zero_point", x_zero_point, *_QRANGE[_qtype(xt, op, "x")])
+    _qtype(wt, op, "w")
+    if n * c_out * oh * ow == 0:
+        return
+    _qgemm_launch("lk_conv2d_integer", c_out // c.groups, n * oh * ow, c.groups,
+                  (xp, wp, yp, xzp, _ptr_or_null(w_zero_point)) + geom + (_unsigned(xt), _unsigned(wt)))
+
+
+def qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c):
+    op = "qlinear_conv2d"
+    xp, xs, xt = _iface(x)
+    wp, ws, wt = _iface(w)
+    yp, (n, c_out, oh, ow), yt = _iface(out)
+    geom = _conv_args(op, xs, ws, (oh, ow), c)
+    xzp = _int_scalar(op, "x_zero_point", x_zero_point, *_QRANGE[_qtype(xt, op, "x")])
+    _qtype(wt, op, "w")
+    sfx = _qtype(yt, op, "out")
+    yzp = _int_scalar(op, "y_zero_point", y_zero_point, *_QRANGE[sfx])
+    if n * c_out * oh * ow == 0:
+        return
+    _qgemm_launch(f"lk_qlinear_conv2d_{sfx}", c_out // c.groups, n * oh * ow, c.groups,
+                  (xp, wp, _ptr_or_null(bias), _iface(multiplier)[0], yp, xzp, _ptr_or_null(w_zero_point), yzp,
+                   np.int32(1 if relu else 0)) + geom + (_unsigned(xt), _unsigned(wt)))
 
 # The kernel-interface functions this backend defines (see _backend.KERNEL_NAMES).
 __all__ = ["unavailable_reason"] + [_name for _name in _KERNEL_NAMES if _name in globals()]
