@@ -16,7 +16,8 @@ default stream. Semantics: ``csrc/lepton/pool.h`` and
 gradient, grad_bias) accumulate in float64 for both dtypes; everything else
 stays in the array's dtype. matmul, linear and conv2d (forward and backward)
 live in ``cuda_conv``, the optimizer updates and the fused cross-entropy in
-``cuda_optim``; both are re-exported here.
+``cuda_optim``, the int8 quantize / dequantize / dynamic_quantize in ``cuda_quant``;
+all are re-exported here.
 """
 from __future__ import annotations
 
@@ -320,6 +321,11 @@ from .cuda_optim import (  # noqa: E402
     adam_step,
     cross_entropy,
     sgd_step,
+)
+from .cuda_quant import (  # noqa: E402
+    dequantize,
+    dynamic_quantize,
+    quantize,
 )
 
 # The kernel-interface functions this backend defines (see _backend.KERNEL_NAMES).
