@@ -94,7 +94,8 @@ def _table(name, fp32, int8, sizes, rates):
     rows = [("", "float32", "int8", ""),
             (label, shown(fp32), shown(int8), f"{100 * (int8 - fp32):+.2f} points" if name == "test_accuracy"
              else f"{int8 - fp32:+.4f}"),
-            ("model file bytes", f"{sizes[0]:,}", f"{sizes[1]:,}", f"{sizes[0] / sizes[1]:.2f}x smaller"),
+            ("model file bytes", f"{sizes[0]:,}", f"{sizes[1]:,}", f"{sizes[0] / sizes[1]:.2f}x smaller"
+             if sizes[1] <= sizes[0] else f"{sizes[1] / sizes[0]:.2f}x larger (scales, zero points)"),
             (f"samples/s (batch {rates[2]})", f"{rates[0]:,.0f}", f"{rates[1]:,.0f}", f"{rates[1] / rates[0]:.2f}x")]
     return "\n".join(f"  {a:<22} {b:>12} {c:>12}   {d}" for a, b, c, d in rows)
 
