@@ -183,6 +183,14 @@ def test_max_pool2d_int8_exact(cpu_backend, qtype, geom, rng):
     np.testing.assert_array_equal(lk.max_pool2d(x, k, s, p, ceil_mode=ceil), ry)
 
 
+@pytest.mark.parametrize("qtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("shape", [(3, 5, 8, 12), (2, 2, 6, 130), (1, 1, 2, 2), (4, 3, 10, 64)], ids=str)
+def test_max_pool2d_int8_2x2_flat_path(cpu_backend, qtype, shape, rng):
+    """2x2 / stride 2 on even planes: the vectorized row-pair kernel (widths below, at and above 64)."""
+    x = _rand(rng, qtype, shape)
+    np.testing.assert_array_equal(lk.max_pool2d(x, 2), ref.max_pool2d(x, 2))
+
+
 def test_max_pool2d_int8_commutes_with_quantization(rng):
     x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
     q = lk.quantize(x, 0.02, 128, dtype=np.uint8)

@@ -947,34 +947,6 @@ struct TallInput4 {
   int64_t hp = 0, wp = 0, blocks_per_group = 0, block_stride = 0;  // block_stride in bytes
 };
 
-// Interleaves rows r[0..3] (n bytes each, null = the pad byte) into n dwords, xor flip.
-void interleave_row4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* out) {
-  const __m128i fl = _mm_set1_epi8(static_cast<char>(flip)), pv = _mm_set1_epi8(static_cast<char>(pad ^ flip));
-  for (int64_t j = 0; j < n; j += 16) {
-    const int64_t len = std::min<int64_t>(16, n - j);
-    __m128i x[4];
-    for (int t = 0; t < 4; ++t) {
-      if (!r[t]) {
-        x[t] = pv;
-      } else if (len == 16) {
-        x[t] = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[t] + j)), fl);
-      } else {
-        alignas(16) uint8_t tmp[16] = {};
-        std::memcpy(tmp, r[t] + j, static_cast<size_t>(len));
-        x[t] = _mm_xor_si128(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp)), fl);
-      }
-    }
-    const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
-    const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
-    alignas(16) uint8_t dw[64];
-    _mm_store_si128(reinterpret_cast<__m128i*>(dw + 0), _mm_unpacklo_epi16(t0, t2));
-    _mm_store_si128(reinterpret_cast<__m128i*>(dw + 16), _mm_unpackhi_epi16(t0, t2));
-    _mm_store_si128(reinterpret_cast<__m128i*>(dw + 32), _mm_unpacklo_epi16(t1, t3));
-    _mm_store_si128(reinterpret_cast<__m128i*>(dw + 48), _mm_unpackhi_epi16(t1, t3));
-    std::memcpy(out + 4 * j, dw, static_cast<size_t>(4 * len));
-  }
-}
-
 bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, uint8_t pad, uint8_t flip,
                        int64_t slack_pixels, TallInput4* t) {
   t->hp = d.pad_top + d.h + d.pad_bottom;
@@ -994,7 +966,8 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x
         const uint8_t* rows[4];
         for (int c = 0; c < 4; ++c)
           rows[c] = c0 + c < s.cg ? x + ((img * d.c_in + g * s.cg + c0 + c) * d.h + r) * d.w : nullptr;
-        interleave_row4(rows, d.w, flip, pad, dst + ((img * t->hp + d.pad_top + r) * t->wp + d.pad_left) * 4);
+        detail::vnni::interleave_rows4(rows, d.w, flip, pad,
+                                       dst + ((img * t->hp + d.pad_top + r) * t->wp + d.pad_left) * 4);
       }
   }
   return true;
@@ -1131,7 +1104,7 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
     return Status::Ok();
   }
   if (!x || !w) return Status::Invalid("null x or w pointer");
-  if (d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni && s.cg >= 4)
+  if (d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni && s.cg >= 1)
     return conv_direct_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,
                             reinterpret_cast<const uint8_t*>(w), is_signed_t<TW>(), wzp, per_channel, y, sink);
   if (d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni)

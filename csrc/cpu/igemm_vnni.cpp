@@ -141,6 +141,26 @@ void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t
 
 }  // namespace
 
+void interleave_rows4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* out) {
+  const __m128i fl = _mm_set1_epi8(static_cast<char>(flip));
+  const __m128i pv = _mm_set1_epi8(static_cast<char>(pad ^ flip));
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t len = n - j < 16 ? n - j : 16;
+    const __mmask16 m = mask16(static_cast<int>(len));
+    __m128i x[4];
+    for (int t = 0; t < 4; ++t)
+      x[t] = r[t] ? _mm_xor_si128(_mm_maskz_loadu_epi8(m, r[t] + j), fl) : pv;
+    const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
+    const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
+    __m512i all = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
+    all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t0, t2), 1);
+    all = _mm512_inserti32x4(all, _mm_unpacklo_epi16(t1, t3), 2);
+    all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t1, t3), 3);
+    const __mmask64 bytes = len == 16 ? ~__mmask64(0) : ((__mmask64(1) << (4 * len)) - 1);
+    _mm512_mask_storeu_epi8(out + 4 * j, bytes, all);
+  }
+}
+
 int direct_kernels(IgemmDirectKernel* out, int max) {
   const IgemmDirectKernel all[] = {{12, 32, micro_direct<12, 2>}, {8, 48, micro_direct<8, 3>},
                                    {4, 64, micro_direct<4, 4>}};

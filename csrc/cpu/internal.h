@@ -126,6 +126,13 @@ LEPTON_DECLARE_ISA_KERNELS
 }
 #undef LEPTON_DECLARE_ISA_KERNELS
 
+namespace avx512 {
+// 2x2 / stride 2 max pooling of `pairs` row pairs of w bytes (w even): rows
+// 2r, 2r+1 of the flat input -> output row r of w / 2 bytes.
+void max_pool_2x2_u8(const uint8_t* x, uint8_t* y, int64_t pairs, int64_t w);
+void max_pool_2x2_s8(const int8_t* x, int8_t* y, int64_t pairs, int64_t w);
+}  // namespace avx512
+
 // Generic (any x86-64) probe, in runtime.cpp.
 double fma_probe_generic(int64_t iters);
 

@@ -173,6 +173,27 @@ Status max_pool_impl(const Pool2dDesc& d, const T* x, T* y, int64_t* ind) {
            oh0, oh1);
     });
   }
+  if constexpr (sizeof(T) == 1) {  // quantized activations: the common 2x2 / 2 pooling as one flat pass
+    const bool plain_2x2 = d.kernel_h == 2 && d.kernel_w == 2 && d.stride_h == 2 && d.stride_w == 2 &&
+                           d.dilation_h == 1 && d.dilation_w == 1 && d.pad_top == 0 && d.pad_left == 0 &&
+                           d.h % 2 == 0 && d.w % 2 == 0 && d.out_h == d.h / 2 && d.out_w == d.w / 2;
+    if (plain_2x2 && active_isa() == Isa::avx512) {
+      const int64_t pairs = planes * d.out_h;
+      const int nt = detail::threads_for(planes * in_plane);
+#pragma omp parallel num_threads(nt)
+      {
+        const int id = omp_get_thread_num(), team = omp_get_num_threads();
+        const int64_t r0 = pairs * id / team, r1 = pairs * (id + 1) / team;
+        if (std::is_signed<T>::value)
+          detail::avx512::max_pool_2x2_s8(reinterpret_cast<const int8_t*>(x) + r0 * 2 * d.w,
+                                          reinterpret_cast<int8_t*>(y) + r0 * d.out_w, r1 - r0, d.w);
+        else
+          detail::avx512::max_pool_2x2_u8(reinterpret_cast<const uint8_t*>(x) + r0 * 2 * d.w,
+                                          reinterpret_cast<uint8_t*>(y) + r0 * d.out_w, r1 - r0, d.w);
+      }
+      return Status::Ok();
+    }
+  }
   using RowsFn = void (*)(const PoolPlan&, const T*, T*, int64_t, int64_t, T*);
   RowsFn rows = max_rows_generic<T>;
   if constexpr (std::is_same<T, float>::value) {

@@ -289,6 +289,37 @@ void max_pool_rows_idx_f32(const PoolPlan& p, const int64_t* col_lo, const int64
   }
 }
 
+// 2x2 stride-2 max pooling of int8/uint8 planes with even H and W and no
+// padding: the planes are one flat run of row pairs. Each pair's vertical max
+// (one vector of W bytes per 64 columns), then the max of each byte pair
+// (shift within 16-bit words) narrowed to W / 2 bytes: one output row.
+template <bool SIGNED>
+void max_pool_2x2_bytes(const uint8_t* x, uint8_t* y, int64_t pairs, int64_t w) {
+  for (int64_t r = 0; r < pairs; ++r) {
+    const uint8_t* top = x + 2 * r * w;
+    uint8_t* out = y + r * (w / 2);
+    for (int64_t j = 0; j < w; j += 64) {
+      const int64_t n = w - j < 64 ? w - j : 64;
+      const __mmask64 m = n == 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1;
+      const __m512i a = _mm512_maskz_loadu_epi8(m, top + j), b = _mm512_maskz_loadu_epi8(m, top + w + j);
+      __m512i v = SIGNED ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b);
+      const __m512i odd = _mm512_srli_epi16(v, 8);  // byte 2k+1 moved under byte 2k
+      v = SIGNED ? _mm512_max_epi8(v, odd) : _mm512_max_epu8(v, odd);
+      // Low byte of each word: the 2x2 max (the high bytes are discarded by the narrowing).
+      const __m256i packed = _mm512_cvtepi16_epi8(v);
+      _mm256_mask_storeu_epi8(out + j / 2, static_cast<__mmask32>((n == 64 ? ~0ull : ((1ull << (n / 2)) - 1))),
+                              packed);
+    }
+  }
+}
+
+void max_pool_2x2_u8(const uint8_t* x, uint8_t* y, int64_t pairs, int64_t w) {
+  max_pool_2x2_bytes<false>(x, y, pairs, w);
+}
+void max_pool_2x2_s8(const int8_t* x, int8_t* y, int64_t pairs, int64_t w) {
+  max_pool_2x2_bytes<true>(reinterpret_cast<const uint8_t*>(x), reinterpret_cast<uint8_t*>(y), pairs, w);
+}
+
 }  // namespace avx512
 }  // namespace detail
 }  // namespace lepton
