@@ -352,3 +352,155 @@ def test_lepton_cuda_gemm_and_conv_launch_without_gpu_is_a_runtime_error():
         m.conv2d_backward(16, 16, 16, 0, 16, 16, 16, **CONV_GEOM, dtype_code=1)
     with pytest.raises(RuntimeError, match="^linear_backward: "):
         m.linear_backward(16, 16, 16, 16, 0, 0, 16, 2, 3, 4, 0)
+
+
+# ---------------------------------------------------------------- int8 (kernels/quant.cuh)
+
+QUANT_KERNELS = ["lk_quantize_s8", "lk_quantize_u8", "lk_dequantize_s8", "lk_dequantize_u8", "lk_dequantize_s32",
+                 "lk_minmax_f32", "lk_dynamic_qparams", "lk_matmul_integer", "lk_conv2d_integer",
+                 "lk_qlinear_matmul_s8", "lk_qlinear_matmul_u8", "lk_qlinear_conv2d_s8", "lk_qlinear_conv2d_u8"]
+
+
+def _define(text: str, name: str) -> int:
+    return int(re.search(r"#define\s+" + name + r"\s+(\d+)", text).group(1))
+
+
+def _constexpr(text: str, name: str) -> int:
+    return int(re.search(r"constexpr\s+\w+\s+" + name + r"\s*=\s*(\d+)", text).group(1))
+
+
+def test_quant_source_kernels_and_launch_constants():
+    """Every int8 kernel the CUDA backends launch is in quant.cuh (which includes nothing), CuPy
+    compiles that file, and the launch shape constants agree across quant.cuh, launch_quant.h
+    and cupy_backend."""
+    src = (ROOT / "cuda" / "kernels" / "quant.cuh").read_text(encoding="utf-8")
+    assert not re.findall(r"^\s*#\s*include", _strip_comments(src), flags=re.M)
+    missing = sorted(set(QUANT_KERNELS) - _expand_entries(src))
+    assert not missing, f"kernels missing from quant.cuh: {missing}"
+    from lepton_kernels import cupy_backend as cb
+
+    assert "quant.cuh" in cb._SOURCES
+    launch = (ROOT / "cuda" / "launch_quant.h").read_text(encoding="utf-8")
+    assert _define(src, "LK_QUANT_THREADS") == _constexpr(launch, "kQuantThreads") == cb._QUANT_THREADS
+    assert _define(src, "LK_QGEMM_BM") == _define(src, "LK_QGEMM_BN") == _constexpr(launch, "kQgemmTile") \
+        == cb._QGEMM_TILE
+    assert _constexpr(launch, "kMinmaxBlocks") == cb._MINMAX_BLOCKS
+    assert _define(src, "LK_QUANT_THREADS") == 256  # block_minmax's tree and the 64x64 tile assume it
+
+
+def _nvrtc():
+    try:
+        from cuda.bindings import nvrtc
+    except Exception as exc:  # cuda-bindings not installed
+        pytest.skip(f"cuda.bindings.nvrtc not importable ({type(exc).__name__}: {exc})")
+    try:
+        err, major, minor = nvrtc.nvrtcVersion()
+    except Exception as exc:  # libnvrtc itself missing
+        pytest.skip(f"libnvrtc not loadable ({type(exc).__name__}: {exc})")
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        pytest.skip(f"nvrtcVersion failed: {err}")
+    return nvrtc
+
+
+@pytest.mark.parametrize("path", KERNELS, ids=lambda p: p.name)
+def test_kernel_sources_compile_with_nvrtc(path):
+    """The very compiler CuPy uses (NVRTC, no host headers, the backend's options) accepts each
+    source; skipped where libnvrtc is not installed (it is a runtime library, no GPU needed)."""
+    nvrtc = _nvrtc()
+    from lepton_kernels import cupy_backend as cb
+
+    err, prog = nvrtc.nvrtcCreateProgram(path.read_text(encoding="utf-8").encode(), path.name.encode(), 0, [], [])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    try:
+        options = [o.encode() for o in cb._OPTIONS + (f"-I{path.parent}",) + cb._EXTRA_OPTIONS.get(path.name, ())]
+        options.append(b"--gpu-architecture=compute_80")
+        (result,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
+        _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+        log = b" " * size
+        nvrtc.nvrtcGetProgramLog(prog, log)
+        assert result == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
+        _, size = nvrtc.nvrtcGetPTXSize(prog)
+        ptx = b" " * size
+        nvrtc.nvrtcGetPTX(prog, ptx)
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+    entries = set(re.findall(r"\.entry\s+(\w+)\s*\(", ptx.decode(errors="replace")))
+    assert _expand_entries(path.read_text(encoding="utf-8")) <= entries
+
+
+def test_cupy_qgemm_grid_mirrors_the_launchers():
+    m = _lepton_cuda()
+    from lepton_kernels import cupy_backend as cb
+
+    sizes = [1, 2, 63, 64, 65, 127, 128, 129, 1000, 65535 * 64 + 1, 10**7]
+    for rows in sizes:
+        for cols in sizes:
+            for groups in (1, 3, 70000):
+                native = m.qgemm_plan(rows, cols, groups)
+                assert native[3] == cb._QUANT_THREADS
+                assert tuple(native[:3]) == cb._qgemm_grid(rows, cols, groups), (rows, cols, groups)
+
+
+INT8_GEOM = dict(CONV_GEOM)
+
+
+def test_lepton_cuda_validates_int8_arguments():
+    """Type codes, zero-point ranges, null pointers and the GEMM / conv limits raise ValueError
+    naming the op before anything is launched; empty work returns without a device."""
+    m = _lepton_cuda()
+    with pytest.raises(ValueError, match="quantize: q_dtype must be 0 \\(int8\\), 1 \\(uint8\\), got 2"):
+        m.quantize(8, 8, 8, 8, 1, 1, 4, 2)
+    with pytest.raises(ValueError, match="quantize: scale_ptr is a null pointer for 3"):
+        m.quantize(8, 0, 8, 8, 2, 3, 4, 0)
+    with pytest.raises(ValueError, match="dequantize: q_dtype"):
+        m.dequantize(8, 8, 8, 8, 1, 1, 4, 3)
+    with pytest.raises(ValueError, match="dequantize: sizes overflow"):
+        m.dequantize(8, 8, 8, 8, 1 << 40, 1 << 40, 1, 2)
+    with pytest.raises(ValueError, match="dynamic_quantize: q_ptr is a null pointer"):
+        m.dynamic_quantize(8, 0, 5)
+    with pytest.raises(ValueError, match="matmul_integer: a_zero_point must lie in \\[0, 255\\], got 256"):
+        m.matmul_integer(8, 8, 0, 8, 2, 3, 4, 256, 1, 0)
+    with pytest.raises(ValueError, match="matmul_integer: a_zero_point must lie in \\[-128, 127\\]"):
+        m.matmul_integer(8, 8, 0, 8, 2, 3, 4, 128, 0, 0)
+    with pytest.raises(ValueError, match="matmul_integer: b_dtype"):
+        m.matmul_integer(8, 8, 0, 8, 2, 3, 4, 0, 0, 2)
+    with pytest.raises(ValueError, match="matmul_integer: k = .* exceeds the GEMM limit"):
+        m.matmul_integer(8, 8, 0, 8, 2, 1 << 31, 4, 0, 0, 0)
+    with pytest.raises(ValueError, match="qlinear_matmul: y_zero_point must lie in \\[-128, 127\\], got 200"):
+        m.qlinear_matmul(8, 8, 0, 0, 8, 8, 2, 3, 4, 0, 200, False, 1, 0, 0)
+    with pytest.raises(ValueError, match="qlinear_matmul: multiplier_ptr is a null pointer"):
+        m.qlinear_matmul(8, 8, 0, 0, 0, 8, 2, 3, 4, 0, 0, True, 1, 0, 1)
+    with pytest.raises(ValueError, match="qlinear_matmul: out_dtype"):
+        m.qlinear_matmul(8, 8, 0, 0, 8, 8, 2, 3, 4, 0, 0, True, 1, 0, 2)
+    g = INT8_GEOM
+    with pytest.raises(ValueError, match="^conv2d_integer: groups = 3 must divide"):
+        m.conv2d_integer(8, 8, 0, 8, **{**g, "groups": 3}, x_zero_point=0, x_dtype=1, w_dtype=0)
+    with pytest.raises(ValueError, match="^conv2d_integer: x_zero_point must lie in \\[0, 255\\], got -1"):
+        m.conv2d_integer(8, 8, 0, 8, **g, x_zero_point=-1, x_dtype=1, w_dtype=0)
+    with pytest.raises(ValueError, match="^qlinear_conv2d: out_h = 7 does not match"):
+        m.qlinear_conv2d(8, 8, 0, 0, 8, 8, **{**g, "out_h": 7}, x_zero_point=0, y_zero_point=0, relu=False,
+                         x_dtype=0, w_dtype=0, out_dtype=0)
+    with pytest.raises(ValueError, match="^qlinear_conv2d: multiplier_ptr"):
+        m.qlinear_conv2d(8, 8, 0, 0, 0, 8, **g, x_zero_point=0, y_zero_point=0, relu=False, x_dtype=0, w_dtype=0,
+                         out_dtype=0)
+    # Nothing to compute: returns without touching the device, even without a GPU.
+    m.quantize(0, 0, 0, 0, 0, 3, 4, 1)
+    m.dequantize(0, 0, 0, 0, 2, 0, 4, 2)
+    assert m.dynamic_quantize(0, 0, 0) == (0.0, 0)
+    m.matmul_integer(0, 0, 0, 0, 0, 5, 7, 3, 1, 0)
+    m.qlinear_matmul(0, 0, 0, 0, 0, 0, 3, 5, 0, 0, 0, True, 1, 1, 1)
+    m.conv2d_integer(0, 0, 0, 0, **{**g, "n": 0}, x_zero_point=0, x_dtype=0, w_dtype=1)
+
+
+@pytest.mark.skipif(HAVE_GPU_NODE, reason="checks the no-GPU error path")
+def test_lepton_cuda_int8_launch_without_gpu_is_a_runtime_error():
+    m = _lepton_cuda()
+    with pytest.raises(RuntimeError, match="^quantize: "):
+        m.quantize(16, 16, 16, 16, 1, 1, 4, 0)
+    with pytest.raises(RuntimeError, match="^dynamic_quantize: "):
+        m.dynamic_quantize(16, 16, 4)
+    with pytest.raises(RuntimeError, match="^matmul_integer: "):
+        m.matmul_integer(16, 16, 0, 16, 2, 3, 4, 0, 1, 0)
+    with pytest.raises(RuntimeError, match="^qlinear_conv2d: "):
+        m.qlinear_conv2d(16, 16, 0, 0, 16, 16, **INT8_GEOM, x_zero_point=0, y_zero_point=0, relu=True, x_dtype=1,
+                         w_dtype=0, out_dtype=1)
