@@ -38,7 +38,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the int8 model (safetensors)")
     p.add_argument("--metrics-json", metavar="FILE", help="write the comparison as JSON")
     p.add_argument("--bench-seconds", type=float, default=0.5, metavar="S",
-                   help="least time spent timing each model's throughput (default 0.5)")
+                   help="least time spent timing the two models' throughput (default 0.5)")
 
 
 def _load_float_model(path):
@@ -63,21 +63,24 @@ def _calibration_batches(dataset, batch_size, count, seed):
     return batches
 
 
-def samples_per_second(model, x, batch_size, min_seconds=0.5, max_runs=200):
-    """Inference throughput on one batch of ``batch_size`` samples (``x`` tiled to fill it):
-    median of timed calls after two warm-up calls."""
-    xb = training._inputs(model, x[np.arange(batch_size) % len(x)])
-    inputs = Tensor(np.ascontiguousarray(xb))
-    times = []
+def samples_per_second(model_list, x, batch_size, min_seconds=0.5, max_rounds=500):
+    """Inference throughput of each model on one batch of ``batch_size`` samples (``x`` tiled to
+    fill it): median of timed calls after two warm-up calls each. The models take turns call by
+    call, so a busy machine slows them alike and the ratio stays fair."""
+    batch = x[np.arange(batch_size) % len(x)]
+    inputs = [Tensor(np.ascontiguousarray(training._inputs(model, batch))) for model in model_list]
+    times = [[] for _ in model_list]
     with no_grad():
-        for _ in range(2):
-            model(inputs)
+        for model, xb in zip(model_list, inputs):
+            model(xb)
+            model(xb)
         start = time.perf_counter()
-        while len(times) < 5 or (time.perf_counter() - start < min_seconds and len(times) < max_runs):
-            t0 = time.perf_counter()
-            model(inputs)
-            times.append(time.perf_counter() - t0)
-    return batch_size / statistics.median(times)
+        while len(times[0]) < 5 or (time.perf_counter() - start < min_seconds and len(times[0]) < max_rounds):
+            for model, xb, samples in zip(model_list, inputs, times):
+                t0 = time.perf_counter()
+                model(xb)
+                samples.append(time.perf_counter() - t0)
+    return [batch_size / statistics.median(t) for t in times]
 
 
 def _evaluate(model, dataset, what):
@@ -122,8 +125,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot write {args.out}: {exc}") from None
     qmodel = _reload(args.out)  # measure what was saved
     _, int8_value = _evaluate(qmodel, dataset, "int8")
-    fp32_rate = samples_per_second(model, dataset.x_test, args.batch_size, args.bench_seconds)
-    int8_rate = samples_per_second(qmodel, dataset.x_test, args.batch_size, args.bench_seconds)
+    fp32_rate, int8_rate = samples_per_second([model, qmodel], dataset.x_test, args.batch_size,
+                                              args.bench_seconds)
     int8_bytes = os.path.getsize(args.out)
 
     print(f"quantized {type(model).__name__} ({args.file}) on {dataset.name}: {samples} calibration samples "
