@@ -14,6 +14,9 @@
 // matmul / linear / linear_backward / conv2d / conv2d_backward run the tiled GEMM and
 // implicit-GEMM kernels (cuda/gemm.cu, cuda/conv.cu); their index math is 32-bit, so
 // the bindings also reject sizes past those limits (kGemmMaxDim, 2^30 per conv size).
+// The int8 entry points (quantize ... qlinear_conv2d, cuda/quant.cu) take integer type
+// codes instead (0 = int8, 1 = uint8, 2 = int32) and check zero points against them;
+// the GEMM / convolution limits are the same.
 //
 // Importing the module needs no GPU or driver; device_count() is 0 there.
 #include <pybind11/pybind11.h>
@@ -633,7 +636,7 @@ py::tuple gemm_plan(int64_t m, int64_t n, int64_t groups, int dtype_code) {
 // ------------------------------------------------------------------ int8 quantization
 // Integer dtype codes: 0 = int8, 1 = uint8, 2 = int32 (dequantize input only). Zero
 // points given as ints are checked against their type's range; per-channel zero points,
-// biases and multipliers are device arrays (int32 / int32 / float64) and are trusted.
+// biases and multipliers are device arrays (int32 / int32 / float32) and are trusted.
 
 lepton_cuda::QType qtype_of(const char* op, const char* name, int code, bool allow_s32) {
   if (code == 0 || code == 1 || (allow_s32 && code == 2)) return static_cast<lepton_cuda::QType>(code);
@@ -749,7 +752,7 @@ void qlinear_matmul(std::uintptr_t a, std::uintptr_t b, std::uintptr_t b_zero_po
     return lepton_cuda::qlinear_matmul(ot, dev<const void>(a), t.a == lepton_cuda::QType::u8, dev<const void>(b),
                                        t.b == lepton_cuda::QType::u8, static_cast<int32_t>(a_zero_point),
                                        dev<const int32_t>(b_zero_point), dev<const int32_t>(bias),
-                                       dev<const double>(multiplier), static_cast<int32_t>(y_zero_point), relu,
+                                       dev<const float>(multiplier), static_cast<int32_t>(y_zero_point), relu,
                                        dev<void>(out), m, k, n, as_stream(stream));
   });
 }
@@ -798,7 +801,7 @@ void qlinear_conv2d(std::uintptr_t x, std::uintptr_t w, std::uintptr_t w_zero_po
     return lepton_cuda::qlinear_conv2d(ot, g.d, dev<const void>(x), t.a == lepton_cuda::QType::u8,
                                        dev<const void>(w), t.b == lepton_cuda::QType::u8,
                                        static_cast<int32_t>(x_zero_point), dev<const int32_t>(w_zero_point),
-                                       dev<const int32_t>(bias), dev<const double>(multiplier),
+                                       dev<const int32_t>(bias), dev<const float>(multiplier),
                                        static_cast<int32_t>(y_zero_point), relu, dev<void>(out), as_stream(stream));
   });
 }
@@ -968,8 +971,9 @@ PYBIND11_MODULE(_lepton_cuda, m) {
         arg("a_ptr"), arg("b_ptr"), arg("b_zero_point_ptr"), arg("out_ptr"), arg("m"), arg("k"), arg("n"),
         arg("a_zero_point"), arg("a_dtype"), arg("b_dtype"), stream);
   m.def("qlinear_matmul", &qlinear_matmul,
-        "matmul_integer requantized per column: out = clip(rint(int32(acc + bias) * multiplier) + y_zero_point), "
-        "lower bound max(min, y_zero_point) with relu; bias_ptr 0 = none; multiplier float64 (n,).",
+        "matmul_integer requantized per column in float32 (as ONNX Runtime): out = clip(rint(float(int32(acc + "
+        "bias)) * multiplier) + y_zero_point), lower bound max(min, y_zero_point) with relu; bias_ptr 0 = none; "
+        "multiplier float32 (n,).",
         arg("a_ptr"), arg("b_ptr"), arg("b_zero_point_ptr"), arg("bias_ptr"), arg("multiplier_ptr"),
         arg("out_ptr"), arg("m"), arg("k"), arg("n"), arg("a_zero_point"), arg("y_zero_point"), arg("relu"),
         arg("a_dtype"), arg("b_dtype"), arg("out_dtype"), stream);

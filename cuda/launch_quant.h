@@ -2,8 +2,8 @@
 // (cuda/quant.cu; private to the _lepton_cuda module, not installed).
 //
 // Semantics: the int8 section of lepton_kernels.reference / csrc/lepton/quant.h, and the
-// fused requantize epilogue of the qlinear ops:
-//   y = clip(rint(double(int32(acc + bias[ch])) * mult[ch]) + y_zp, relu ? max(lo, y_zp) : lo, hi).
+// fused requantize epilogue of the qlinear ops (float32, as ONNX Runtime):
+//   y = clip(rint(float(int32(acc + bias[ch])) * mult[ch]) + y_zp, relu ? max(lo, y_zp) : lo, hi).
 // Every launcher enqueues on `stream` and returns cudaGetLastError() after the launch
 // (cudaSuccess without launching when there is nothing to compute), except
 // dynamic_quantize, which also waits for the stream (it returns the scale and zero point
@@ -48,9 +48,9 @@ cudaError_t matmul_integer(const void* a, bool a_unsigned, const void* b, bool b
                            const int32_t* b_zp, int32_t* c, int64_t m, int64_t k, int64_t n,
                            cudaStream_t stream);
 // y (m, n) of type out (s8 | u8): the requantized matmul_integer; bias (null = none), mult
-// and b_zp per column.
+// (float32) and b_zp per column.
 cudaError_t qlinear_matmul(QType out, const void* a, bool a_unsigned, const void* b, bool b_unsigned,
-                           int32_t a_zp, const int32_t* b_zp, const int32_t* bias, const double* mult,
+                           int32_t a_zp, const int32_t* b_zp, const int32_t* bias, const float* mult,
                            int32_t y_zp, bool relu, void* y, int64_t m, int64_t k, int64_t n,
                            cudaStream_t stream);
 // y NCHW int32 = conv of (x - x_zp) and (w - w_zp[o]) (lepton/conv.h geometry; d.relu unused).
@@ -60,7 +60,7 @@ cudaError_t conv2d_integer(const lepton::Conv2dDesc& d, const void* x, bool x_un
 // y NCHW of type out: the requantized conv2d_integer; w_zp, bias, mult per output channel.
 cudaError_t qlinear_conv2d(QType out, const lepton::Conv2dDesc& d, const void* x, bool x_unsigned,
                            const void* w, bool w_unsigned, int32_t x_zp, const int32_t* w_zp,
-                           const int32_t* bias, const double* mult, int32_t y_zp, bool relu, void* y,
+                           const int32_t* bias, const float* mult, int32_t y_zp, bool relu, void* y,
                            cudaStream_t stream);
 
 inline unsigned minmax_blocks(int64_t n) {

@@ -90,7 +90,7 @@ cudaError_t matmul_integer(const void* a, bool a_unsigned, const void* b, bool b
 }
 
 cudaError_t qlinear_matmul(QType out, const void* a, bool a_unsigned, const void* b, bool b_unsigned,
-                           int32_t a_zp, const int32_t* b_zp, const int32_t* bias, const double* mult,
+                           int32_t a_zp, const int32_t* b_zp, const int32_t* bias, const float* mult,
                            int32_t y_zp, bool relu, void* y, int64_t m, int64_t k, int64_t n,
                            cudaStream_t stream) {
   if (m <= 0 || n <= 0) return cudaSuccess;
@@ -118,7 +118,7 @@ cudaError_t conv2d_integer(const lepton::Conv2dDesc& d, const void* x, bool x_un
 
 cudaError_t qlinear_conv2d(QType out, const lepton::Conv2dDesc& d, const void* x, bool x_unsigned,
                            const void* w, bool w_unsigned, int32_t x_zp, const int32_t* w_zp,
-                           const int32_t* bias, const double* mult, int32_t y_zp, bool relu, void* y,
+                           const int32_t* bias, const float* mult, int32_t y_zp, bool relu, void* y,
                            cudaStream_t stream) {
   if (d.n <= 0 || d.c_out <= 0 || d.out_h <= 0 || d.out_w <= 0) return cudaSuccess;
   const dim3 grid = qgemm_grid(d.c_out / d.groups, d.n * d.out_h * d.out_w, d.groups);

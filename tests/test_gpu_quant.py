@@ -374,6 +374,8 @@ def test_conv2d_integer_exact(backend, cp, rng, case, types):
 
 # ---------------------------------------------------------------- qlinear (requantize epilogue)
 
+# The multiplier's type is the reference's (float32: requantization in float32, as ONNX Runtime).
+MULT_DTYPE = np.asarray(R.requantize_multiplier(1.0, np.ones(1, np.float32), 1.0)).dtype
 QL_TYPES = [(np.uint8, np.int8, np.uint8), (np.int8, np.int8, np.int8), (np.uint8, np.uint8, np.int8),
             (np.int8, np.uint8, np.uint8)]
 
@@ -392,10 +394,10 @@ def _requant_cases(rng, n, k, ty):
     wrap_bias = rng.integers(-2**31, 2**31, n).astype(np.int32)
     wrap_bias[0] = 2**31 - 1
     return [
-        (None, mult, ylo, False),
-        (rng.integers(-2**20, 2**20, n).astype(np.int32), mult, yhi, True),
-        (wrap_bias, mult * 1e-3, (ylo + yhi) // 2, True),
-        (None, np.full(n, 0.25), ylo + 3, False),  # every other multiple of 2 is a tie
+        (None, mult.astype(MULT_DTYPE), ylo, False),
+        (rng.integers(-2**20, 2**20, n).astype(np.int32), mult.astype(MULT_DTYPE), yhi, True),
+        (wrap_bias, (mult * 1e-3).astype(MULT_DTYPE), (ylo + yhi) // 2, True),
+        (None, np.full(n, 0.25, MULT_DTYPE), ylo + 3, False),  # every other multiple of 2 is a tie
     ]
 
 
@@ -411,20 +413,24 @@ def test_qlinear_matmul_exact(backend, cp, rng, shape, types):
     for (azp, bzp), (bias, mult, yzp, relu) in zip(_mm_zero_points(rng, ta, tb, n), _requant_cases(rng, n, k, ty)):
         out = garbage(cp, (m, n), ty)
         backend.qlinear_matmul(ad, bd, azp, cp.asarray(bzp), None if bias is None else cp.asarray(bias),
-                               cp.asarray(mult.astype(np.float64)), yzp, relu, out)
+                               cp.asarray(mult), yzp, relu, out)
         want = R.requantize(R.matmul_integer(a, b, azp, bzp), bias, mult, yzp, ty, relu, 1)
         equal(host(cp, out), want, f"qlinear_matmul {shape} azp={azp} yzp={yzp} relu={relu}")
 
 
 def test_qlinear_matmul_ties_and_wraparound(backend, cp):
-    """acc * 0.5 on .5 rounds half to even; acc + bias wraps in int32 before the scaling."""
+    """acc * 0.5 on .5 rounds half to even; acc + bias wraps in int32 before the scaling; an
+    accumulator above 2^24 is rounded (half to even) when converted to float32."""
     need(backend, "qlinear_matmul")
     a = np.array([[1, 3, 5, 7, 9, 11, 13, 15, 255]], np.uint8)
     b = np.eye(9, dtype=np.int8)
     zeros = np.zeros(9, np.int32)
-    for bias, mult, yzp, ty in ((None, 0.5, 100, np.uint8), (np.full(9, 2**31 - 100, np.int32), 1e-9, 0, np.int8)):
+    big = np.array([2**24 + 1, 2**24 + 3, -(2**24 + 1), 3 * 2**24 + 2, 2**25 + 2, 2**25 + 6, 2**24 - 1, 5, -3],
+                   np.int64) - a[0]  # acc + bias = these values
+    for bias, mult, yzp, ty in ((None, 0.5, 100, np.uint8), (np.full(9, 2**31 - 100, np.int32), 1e-9, 0, np.int8),
+                                (big.astype(np.int32), 2.0**-25, 0, np.int8)):
         out = garbage(cp, (1, 9), ty)
-        m = np.full(9, mult)
+        m = np.full(9, mult, MULT_DTYPE)
         backend.qlinear_matmul(cp.asarray(a), cp.asarray(b), 0, cp.asarray(zeros),
                                None if bias is None else cp.asarray(bias), cp.asarray(m), yzp, False, out)
         equal(host(cp, out), R.requantize(R.matmul_integer(a, b, 0, zeros), bias, m, yzp, ty, False, 1),
@@ -447,7 +453,7 @@ def test_qlinear_conv2d_exact(backend, cp, rng, case, types):
     for (xzp, wzp), (bias, mult, yzp, relu) in zip(zps, _requant_cases(rng, ws[0], k, ty)):
         out = garbage(cp, (xs[0], ws[0], oh, ow), ty)
         backend.qlinear_conv2d(xd, wd, xzp, cp.asarray(wzp), None if bias is None else cp.asarray(bias),
-                               cp.asarray(mult.astype(np.float64)), yzp, relu, out, c)
+                               cp.asarray(mult), yzp, relu, out, c)
         acc = R.conv2d_integer(x, w, xzp, wzp, *_ref_conv_args(c))
         equal(host(cp, out), R.requantize(acc, bias, mult, yzp, ty, relu, 1),
               f"qlinear_conv2d {_conv_id(case)} xzp={xzp} yzp={yzp} relu={relu}")

@@ -15,8 +15,10 @@
 //               zp = saturate(rint(0 - lo / s)) in float32; q = quantize(x, s, zp);
 //               s == 0 gives s = 0, zp = 0 (and q = 0).
 //   integer GEMM acc = sum_k (a - a_zp) * (b - b_zp), wrapping modulo 2^32 as an int32
-//               accumulator; requantized: y = clip(rint(double(int32(acc + bias[ch])) *
-//               m[ch]) + y_zp, relu ? max(lo, y_zp) : lo, hi), rint rounding half to even.
+//               accumulator; requantized as ONNX Runtime, in float32: y = clip(rint(
+//               float(int32(acc + bias[ch])) * m[ch]) + y_zp, relu ? max(lo, y_zp) : lo, hi),
+//               the int -> float conversion and the one multiply rounded to nearest even,
+//               rint rounding half to even (m: float32 per channel).
 // Layouts: quantize / dequantize see C-contiguous (outer, channels, inner) with one
 // scale (float32) and zero point (int32) per channel; GEMM operands are row-major
 // a (m, k), b (k, n); convolution is NCHW x, OIHW w (per group g: a GEMM of w_g
@@ -315,13 +317,14 @@ struct Im2colB {
   }
 };
 
-// int32(acc + bias[ch]) scaled by m[ch], rounded half to even, shifted by y_zp, clipped.
+// int32(acc + bias[ch]) converted to float32 and scaled by m[ch] in one float32 multiply (no
+// fused add), rounded half to even, shifted by y_zp (exact in double), clipped.
 template <typename Q>
-__device__ __forceinline__ Q requantize1(u32 acc, const int* bias, const double* mult, int ch,
+__device__ __forceinline__ Q requantize1(u32 acc, const int* bias, const float* mult, int ch,
                                          int y_zp, int relu) {
   const u32 s = acc + (bias != nullptr ? static_cast<u32>(bias[ch]) : 0u);
-  const double v = __dadd_rn(rint(__dmul_rn(static_cast<double>(static_cast<int>(s)), mult[ch])),
-                             static_cast<double>(y_zp));
+  const float p = __fmul_rn(__int2float_rn(static_cast<int>(s)), mult[ch]);
+  const double v = __dadd_rn(static_cast<double>(rintf(p)), static_cast<double>(y_zp));
   const int lo = relu && y_zp > Range<Q>::lo ? y_zp : Range<Q>::lo;
   return static_cast<Q>(clamp_to(v, lo, Range<Q>::hi));
 }
@@ -331,7 +334,7 @@ template <typename Q>
 struct DenseOut {
   Q* c;
   const int* bias;
-  const double* mult;
+  const float* mult;
   int ldc, y_zp, relu;
   struct Col {
     int col;
@@ -358,7 +361,7 @@ template <typename Q>
 struct NchwOut {
   Q* out;
   const int* bias;
-  const double* mult;
+  const float* mult;
   int ctot, ch0, plane, y_zp, relu;
   struct Col {
     ll off;
@@ -522,7 +525,7 @@ struct MatmulMake {
   const unsigned char* b;
   Q* c;
   const int* bias;
-  const double* mult;
+  const float* mult;
   int a_zp;
   const int* b_zp;
   int y_zp, relu, m, k, n, a_unsigned, b_unsigned;
@@ -541,7 +544,7 @@ struct ConvMake {
   const unsigned char* w;
   Q* y;
   const int* bias;
-  const double* mult;
+  const float* mult;
   int x_zp;
   const int* w_zp;
   int y_zp, relu;
@@ -587,7 +590,7 @@ struct ConvMake {
 // Requantizing GEMM / convolution per output type.
 #define LK_QLINEAR_DEFINE(SFX, Q)                                                                \
   extern "C" __global__ void lk_qlinear_matmul_##SFX(                                            \
-      const unsigned char* a, const unsigned char* b, const int* bias, const double* mult, Q* y,  \
+      const unsigned char* a, const unsigned char* b, const int* bias, const float* mult, Q* y,  \
       int a_zp, const int* b_zp, int y_zp, int relu, long long m, long long k, long long n,      \
       int a_unsigned, int b_unsigned) {                                                          \
     const lk_quant::MatmulMake<Q> mk{a, b, y, bias, mult, a_zp, b_zp, y_zp, relu,                \
@@ -596,7 +599,7 @@ struct ConvMake {
     lk_quant::qgemm_grid(mk, mk.m, mk.n, 1);                                                     \
   }                                                                                              \
   extern "C" __global__ void lk_qlinear_conv2d_##SFX(                                            \
-      const unsigned char* x, const unsigned char* wt, const int* bias, const double* mult, Q* y, \
+      const unsigned char* x, const unsigned char* wt, const int* bias, const float* mult, Q* y, \
       int x_zp, const int* w_zp, int y_zp, int relu, LK_QCONV_GEOM_PARAMS, int x_unsigned,       \
       int w_unsigned) {                                                                          \
     const lk_quant::ConvMake<Q> mk{x, wt, y, bias, mult, x_zp, w_zp, y_zp, relu,                 \

@@ -7,8 +7,12 @@ float32/float64 (indices int64), non-empty. ``_lepton_cuda`` sees only raw
 device pointers, sizes, a dtype code and a stream handle, so this module turns
 arrays into those. Kernels run on CuPy's current stream when CuPy is importable,
 else on the legacy default stream (0), and, like every CUDA launch, return
-before the kernel finishes. Layouts: NCHW for pooling and convolution (OIHW
-weights), (N, C, S) for bias_relu, row-major 2-D for matmul and linear.
+before the kernel finishes (dynamic_quantize waits: it returns the scale and
+zero point). Layouts: NCHW for pooling and convolution (OIHW weights), (N, C, S)
+for bias_relu, (outer, channels, inner) for quantize / dequantize, row-major 2-D
+for matmul and linear. The int8 ops take int8 / uint8 (int32) arrays and
+per-channel device vectors (float32 scales and multipliers, int32 zero points
+and biases).
 """
 from __future__ import annotations
 
@@ -312,8 +316,8 @@ def cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses,
 
 # ---------------------------------------------------------------- int8 quantization
 # Integer arrays travel as (pointer, type code): 0 int8, 1 uint8, 2 int32; the small
-# per-channel vectors (scales float32, zero points and biases int32, multipliers
-# float64) are device arrays too.
+# per-channel vectors (scales and multipliers float32, zero points and biases int32)
+# are device arrays too.
 
 _QCODES = {"i1": 0, "u1": 1, "i4": 2}
 
@@ -372,7 +376,7 @@ def qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_po
     bp, (_, n), bc = _int(b, "b")
     op, _, oc = _int(out, "out")
     _cu.qlinear_matmul(ap, bp, _typed_or_null(b_zero_point, "b_zero_point", "i4"),
-                       _typed_or_null(bias, "bias", "i4"), _typed(multiplier, "multiplier", "f8"), op, m, k, n,
+                       _typed_or_null(bias, "bias", "i4"), _typed(multiplier, "multiplier", "f4"), op, m, k, n,
                        int(a_zero_point), int(y_zero_point), bool(relu), ac, bc, oc, _stream())
 
 
@@ -389,7 +393,7 @@ def qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_po
     wp, (c_out, _, kh, kw), wc = _int(w, "w")
     op, (_, _, oh, ow), oc = _int(out, "out")
     _cu.qlinear_conv2d(xp, wp, _typed_or_null(w_zero_point, "w_zero_point", "i4"), _typed_or_null(bias, "bias", "i4"),
-                       _typed(multiplier, "multiplier", "f8"), op, n, c_in, h, wd, c_out, kh, kw, oh, ow,
+                       _typed(multiplier, "multiplier", "f4"), op, n, c_in, h, wd, c_out, kh, kw, oh, ow,
                        *_conv_geometry(c), int(x_zero_point), int(y_zero_point), bool(relu), xc, wc, oc, _stream())
 
 # The kernel-interface functions this backend defines (see _backend.KERNEL_NAMES).

@@ -7,11 +7,14 @@ compiles each file once per device and caches the result on disk). The sources
 ship in the package as ``lepton_kernels/cuda_kernels/*.cuh``; in a source
 checkout ``cuda/kernels/`` is used. Kernels run on CuPy's current stream.
 Arrays: anything with ``__cuda_array_interface__``, C-contiguous, float32 or
-float64 (indices int64), already validated by ``lepton_kernels.ops``. Layouts:
-NCHW for pooling and convolution (OIHW weights), (N, C, S) for bias_relu,
-row-major 2-D for matmul and linear. The launch shapes, the choice of 32-bit
-index kernels and of GEMM tiles mirror ``cuda/launch.h``, ``cuda/pool.cu``,
-``cuda/gemm.cu`` and ``cuda/conv.cu``.
+float64 (indices int64; int8 / uint8 / int32 for the quantization kernels, whose
+per-channel scales, zero points, biases and multipliers are device arrays too),
+already validated by ``lepton_kernels.ops``. Layouts: NCHW for pooling and
+convolution (OIHW weights), (N, C, S) for bias_relu, (outer, channels, inner)
+for quantize / dequantize, row-major 2-D for matmul and linear. The launch
+shapes, the choice of 32-bit index kernels and of GEMM tiles mirror
+``cuda/launch.h``, ``cuda/launch_quant.h``, ``cuda/pool.cu``, ``cuda/gemm.cu``,
+``cuda/conv.cu`` and ``cuda/quant.cu``.
 """
 from __future__ import annotations
 
