@@ -1129,7 +1129,7 @@ void conv2d_integer(const py::object& xo, const py::object& wo, int64_t xzp, con
   raise_status(op, st);
 }
 
-// The requantization of a qlinear op: multiplier float64 (count,), bias int32 (count,) or None.
+// The requantization of a qlinear op: multiplier float32 (count,), bias int32 (count,) or None.
 struct RequantArgs {
   Arg multiplier;
   std::optional<Arg> bias;
@@ -1137,13 +1137,13 @@ struct RequantArgs {
 };
 RequantArgs requant_args(const std::string& op, const py::object& bo, const py::object& mo, int64_t yzp, bool relu,
                          int64_t count) {
-  RequantArgs q{typed_arg(op, "multiplier", mo, false, py::dtype::of<double>(), "float64"), std::nullopt, {}};
+  RequantArgs q{f32_arg(op, "multiplier", mo, false), std::nullopt, {}};
   expect_shape(op, q.multiplier, {count});
   if (!bo.is_none()) {
     q.bias = i32_arg(op, "bias", bo, false);
     expect_shape(op, *q.bias, {count});
   }
-  q.r.multiplier = cptr<double>(q.multiplier);
+  q.r.multiplier = cptr<float>(q.multiplier);
   q.r.bias = q.bias ? cptr<int32_t>(*q.bias) : nullptr;
   q.r.y_zero_point = int_scalar(op, "y_zero_point", yzp);
   q.r.relu = relu;
@@ -1424,8 +1424,8 @@ PYBIND11_MODULE(_lepton_cpu, m) {
   m.def("qlinear_matmul", &qlinear_matmul, py::arg("a"), py::arg("b"), py::arg("a_zero_point"),
         py::arg("b_zero_point"), py::arg("bias"), py::arg("multiplier"), py::arg("y_zero_point"), py::arg("relu"),
         py::arg("out"),
-        "ONNX QLinearMatMul (lepton/quant.h): out int8/uint8 (M, N) = clamp(rint(double(int32((a - a_zp) @ "
-        "(b - b_zp[j]) + bias[j])) * multiplier[j]) + y_zero_point); multiplier float64 (N,), bias int32 (N,) or None; "
+        "ONNX QLinearMatMul (lepton/quant.h): out int8/uint8 (M, N) = clamp(rint(float(int32((a - a_zp) @ "
+        "(b - b_zp[j]) + bias[j])) * multiplier[j]) + y_zero_point) in float32; multiplier float32 (N,), bias int32 (N,) or None; "
         "relu raises the lower bound to y_zero_point.");
   m.def("qlinear_conv2d", &qlinear_conv2d, py::arg("x"), py::arg("weight"), py::arg("x_zero_point"),
         py::arg("w_zero_point"), py::arg("bias"), py::arg("multiplier"), py::arg("y_zero_point"), py::arg("relu"),

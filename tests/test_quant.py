@@ -128,7 +128,8 @@ def test_qlinear_matmul_exact(cpu_backend, m, k, n, types, rng):
                                   ((2, 4, 10, 10), 8, 5, 1, 0, 2, 1), ((3, 16, 8, 8), 32, 3, 1, 1, 1, 1),
                                   ((1, 1, 28, 28), 17, 5, 1, 2, 1, 1), ((2, 5, 7, 6), 7, 3, 1, 1, 2, 1),
                                   ((2, 8, 6, 6), 6, 3, 1, 1, 1, 2), ((1, 64, 6, 6), 20, 3, 1, 1, 1, 1),
-                                  ((3, 12, 5, 9), 9, 1, 1, 0, 1, 3)])
+                                  ((3, 12, 5, 9), 9, 1, 1, 0, 1, 3), ((2, 4, 6, 6), 5, 1, 1, 1, 1, 1),
+                                  ((2, 2, 9, 4), 3, 2, 1, 3, 1, 1)])
 @pytest.mark.parametrize("types", QL_TYPES, ids=lambda t: "-".join(np.dtype(d).name for d in t))
 def test_qlinear_conv2d_exact(cpu_backend, case, types, rng):
     tx, tw, ty = types

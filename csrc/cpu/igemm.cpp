@@ -621,7 +621,7 @@ Status check_requant(const Requant& r, int64_t channels) {
                            " is outside the range of the output type");
   if (!r.multiplier) return Status::Invalid("null multiplier pointer");
   for (int64_t c = 0; c < channels; ++c)
-    if (!(r.multiplier[c] >= 0) || !(r.multiplier[c] < 1e300))
+    if (!(r.multiplier[c] >= 0) || !(r.multiplier[c] <= 3.4e38f))
       return Status::Invalid("multiplier[" + std::to_string(c) + "] must be finite and >= 0");
   return Status::Ok();
 }
@@ -789,22 +789,55 @@ RequantSink conv_unit_sink(const RequantSink& s, const Conv2dDesc& d, const Conv
 
 // ---- stride-1 convolution on the VNNI path, without im2col ----
 // The input of every group is copied once into a "tall" padded buffer per
-// channel: the images stacked, each Hp = pad_top + H + pad_bottom rows of
-// Wp = pad_left + W + pad_right bytes, padding = x_zp. Output pixel (img, oh, ow)
-// then has the wide index q = (img * Hp + oh) * Wp + ow and tap (c, a, b) reads
-// channel c at q + a*dh*Wp + b*dw: every row of the GEMM's B (taps x wide
-// pixels) is a shifted slice of the buffer, packed straight from it. Wide
-// indices with oh >= OH or ow >= OW are computed and dropped (the price:
-// Hp*Wp / (OH*OW) times the work, small for 3x3 and 5x5 kernels).
-struct TallInput {
-  AlignedBuffer<uint8_t> data;
-  int64_t hp = 0, wp = 0, chan_stride = 0;
+// channel: the images stacked, rows of wp = W + lw bytes and images of
+// hp = H + lh rows, where the gaps lw = max(pad_left, pad_right) and
+// lh = max(pad_top, pad_bottom) hold x_zp and serve as the trailing padding of
+// one row (image) and the leading padding of the next. Output pixel
+// (img, oh, ow) then has the wide index
+//   q = (img*hp + lh - pad_top + oh) * wp + lw - pad_left + ow
+// and tap (c, a, b) reads channel c at q + a*dh*wp + b*dw: every row of the
+// GEMM's B (taps x wide pixels) is a shifted slice of the buffer. Wide indices
+// that are no output pixel are computed and dropped (about hp*wp / (OH*OW)
+// times the work). Needs pad_right <= dw*(kw-1) and pad_bottom <= dh*(kh-1),
+// so that an output row fits in a buffer row.
+struct TallGeometry {
+  int64_t lh = 0, lw = 0, hp = 0, wp = 0;
+  int64_t first = 0, end = 0;  // wide indices of the first output pixel and one past the last
+  int64_t pixels = 0;          // buffer positions per channel (before the slack)
 };
 
-bool build_tall_input(const Conv2dDesc& d, const uint8_t* x, uint8_t pad, int64_t slack, TallInput* t) {
-  t->hp = d.pad_top + d.h + d.pad_bottom;
-  t->wp = d.pad_left + d.w + d.pad_right;
-  t->chan_stride = d.n * t->hp * t->wp + slack;
+bool tall_layout_fits(const Conv2dDesc& d) {
+  return d.pad_right <= d.dilation_w * (d.kernel_w - 1) && d.pad_bottom <= d.dilation_h * (d.kernel_h - 1);
+}
+
+TallGeometry tall_geometry(const Conv2dDesc& d) {
+  TallGeometry t;
+  t.lh = std::max(d.pad_top, d.pad_bottom);
+  t.lw = std::max(d.pad_left, d.pad_right);
+  t.hp = d.h + t.lh;
+  t.wp = d.w + t.lw;
+  t.first = (t.lh - d.pad_top) * t.wp + t.lw - d.pad_left;
+  t.end = t.first + ((d.n - 1) * t.hp + d.out_h - 1) * t.wp + d.out_w;
+  t.pixels = (t.lh + d.n * t.hp) * t.wp;
+  return t;
+}
+
+// Buffer position of input row r (column 0) of image img.
+inline int64_t tall_row(const TallGeometry& t, int64_t img, int64_t r) { return (t.lh + img * t.hp + r) * t.wp + t.lw; }
+
+// Byte offset of tap (a, b) from the wide index (per channel).
+inline int64_t tall_tap(const Conv2dDesc& d, const TallGeometry& t, int64_t a, int64_t b) {
+  return a * d.dilation_h * t.wp + b * d.dilation_w;
+}
+
+struct TallInput {
+  AlignedBuffer<uint8_t> data;
+  int64_t chan_stride = 0;
+};
+
+bool build_tall_input(const Conv2dDesc& d, const TallGeometry& g, const uint8_t* x, uint8_t pad, int64_t slack,
+                      TallInput* t) {
+  t->chan_stride = g.pixels + slack;
   if (!t->data.allocate(static_cast<size_t>(d.c_in * t->chan_stride))) return false;
   const int64_t hw = d.h * d.w;
   const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, d.c_in * d.n * hw / 65536)));
@@ -814,46 +847,58 @@ bool build_tall_input(const Conv2dDesc& d, const uint8_t* x, uint8_t pad, int64_
     std::memset(dst, pad, static_cast<size_t>(t->chan_stride));
     for (int64_t img = 0; img < d.n; ++img) {
       const uint8_t* src = x + (img * d.c_in + c) * hw;
-      uint8_t* rows = dst + (img * t->hp + d.pad_top) * t->wp + d.pad_left;
-      for (int64_t r = 0; r < d.h; ++r) copy_bytes(rows + r * t->wp, src + r * d.w, d.w);
+      for (int64_t r = 0; r < d.h; ++r) copy_bytes(dst + tall_row(g, img, r), src + r * d.w, d.w);
     }
   }
   return true;
 }
 
-// Hands the valid pixels of the wide columns [j0, j1) of one group's block acc
-// (cog rows, stride lda) to the int32 output or the requantizing sink.
-// (hp, wp: the tall buffer's rows per image and row length.)
-void emit_wide(const Conv2dDesc& d, const ConvShape& s, int64_t hp, int64_t wp, int64_t g, const int32_t* acc,
-               int64_t lda, int64_t j0, int64_t j1, int32_t* y, const RequantSink* sink) {
-  for (int64_t row = j0 / wp; row * wp < j1; ++row) {
-    const int64_t img = row / hp, oh = row % hp;
-    if (oh >= d.out_h) continue;
-    const int64_t q0 = std::max(j0, row * wp), q1 = std::min(j1, row * wp + d.out_w);
+// Hands the output pixels among the wide columns [j0, j1) of one group's block
+// acc (cog rows, stride lda) to the int32 output or the requantizing sink. With
+// a sink the whole block is first requantized into qbuf (cog x (j1 - j0) bytes,
+// long vector runs), then the output runs are copied out.
+void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, int64_t g, const int32_t* acc,
+               int64_t lda, int64_t j0, int64_t j1, int32_t* y, const RequantSink* sink, uint8_t* qbuf) {
+  const int64_t cols = j1 - j0;
+  if (sink) {
+    const detail::RequantBlock b{acc, lda, s.cog, cols, g * s.cog, true};
+    if (sink->y_signed)
+      detail::requantize(b, *sink->r, reinterpret_cast<int8_t*>(qbuf), cols);
+    else
+      detail::requantize(b, *sink->r, qbuf, cols);
+  }
+  const int64_t col0 = t.lw - d.pad_left, row0 = t.lh - d.pad_top;  // wide row/column of (oh, ow) = (0, 0)
+  for (int64_t row = j0 / t.wp; row * t.wp < j1; ++row) {
+    if (row < row0) continue;
+    const int64_t img = (row - row0) / t.hp, oh = (row - row0) % t.hp;
+    if (oh >= d.out_h || img >= d.n) continue;
+    const int64_t q0 = std::max(j0, row * t.wp + col0), q1 = std::min(j1, row * t.wp + col0 + d.out_w);
     if (q0 >= q1) continue;
-    const int64_t ow0 = q0 - row * wp, pixel = oh * d.out_w + ow0;
-    const int32_t* a = acc + (q0 - j0);
+    const int64_t pixel = oh * d.out_w + (q0 - row * t.wp - col0);
+    const int64_t first = (img * d.c_out + g * s.cog) * s.ohw + pixel, n = q1 - q0;
     if (sink) {
-      emit_block(conv_unit_sink(*sink, d, s, img, g, pixel), a, lda, s.cog, q1 - q0, 0, 0);
+      uint8_t* out = static_cast<uint8_t*>(sink->y) + first;
+      for (int64_t o = 0; o < s.cog; ++o) copy_bytes(out + o * s.ohw, qbuf + o * cols + (q0 - j0), n);
       continue;
     }
-    int32_t* out = y + (img * d.c_out + g * s.cog) * s.ohw + pixel;
+    const int32_t* a = acc + (q0 - j0);
     for (int64_t o = 0; o < s.cog; ++o)
-      std::memcpy(out + o * s.ohw, a + o * lda, sizeof(int32_t) * static_cast<size_t>(q1 - q0));
+      std::memcpy(y + first + o * s.ohw, a + o * lda, sizeof(int32_t) * static_cast<size_t>(n));
   }
 }
 
 struct ShiftScratch {
   AlignedBuffer<int8_t> pb;
   std::vector<int32_t> colsum, colterm, zb, acc;
+  std::vector<uint8_t> qbuf;  // requantized block (with a sink)
 };
 
 Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, bool x_signed, int32_t xzp,
                          const uint8_t* w, bool w_signed, const int32_t* wzp, bool per_channel, int32_t* y,
                          const RequantSink* sink) {
   const int64_t k = s.ntaps, kk = d.kernel_h * d.kernel_w, kpad = round_up(k, 4);
-  const int64_t hp = d.pad_top + d.h + d.pad_bottom, wp = d.pad_left + d.w + d.pad_right;
-  const int64_t wide_total = ((d.n - 1) * hp + d.out_h - 1) * wp + d.out_w;
+  const TallGeometry tg = tall_geometry(d);
+  const int64_t wide_total = tg.end - tg.first;
   const IgemmKernel K = choose_kernel(s.cog, std::min<int64_t>(wide_total, 1024));
   // Columns per unit: packed B and the int32 block about 256 KB each, and
   // enough units to keep every thread busy.
@@ -862,15 +907,14 @@ Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t*
   const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
   chunk = std::min(chunk, std::max<int64_t>(K.nr, round_up((wide_total + min_chunks - 1) / min_chunks, K.nr)));
   const int64_t nchunks = (wide_total + chunk - 1) / chunk;
-  const int64_t max_off = (d.kernel_h - 1) * d.dilation_h * wp + (d.kernel_w - 1) * d.dilation_w;
+  const int64_t max_off = tall_tap(d, tg, d.kernel_h - 1, d.kernel_w - 1);
   TallInput t;  // slack: the packer reads up to a panel past the last column
-  if (!build_tall_input(d, x, static_cast<uint8_t>(xzp), max_off + chunk + 64, &t))
+  if (!build_tall_input(d, tg, x, static_cast<uint8_t>(xzp), max_off + chunk + 64, &t))
     return Status::Internal("out of memory");
   // Tap (c, a, b) of a group as an offset from the group's first channel.
   std::vector<int64_t> off(static_cast<size_t>(k));
   for (int64_t tap = 0; tap < k; ++tap)
-    off[tap] = (tap / kk) * t.chan_stride + ((tap % kk) / d.kernel_w) * d.dilation_h * wp +
-               (tap % d.kernel_w) * d.dilation_w;
+    off[tap] = (tap / kk) * t.chan_stride + tall_tap(d, tg, (tap % kk) / d.kernel_w, tap % d.kernel_w);
   // Weights (A) packed once; the flips and zero points as in conv_impl.
   const int64_t abytes = round_up(s.cog, K.mr) * kpad;
   AlignedBuffer<char> pa(static_cast<size_t>(abytes * d.groups));
@@ -898,6 +942,7 @@ Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t*
       sc.colterm.resize(static_cast<size_t>(chunk));
       sc.zb.assign(static_cast<size_t>(chunk), zb_eff);
       sc.acc.resize(static_cast<size_t>(s.cog * chunk));
+      if (sink) sc.qbuf.resize(static_cast<size_t>(s.cog * chunk));
       mine = sc.pb.allocate(static_cast<size_t>(chunk * kpad));
     } catch (...) {
       mine = false;
@@ -906,7 +951,7 @@ Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t*
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       if (!mine) continue;
-      const int64_t g = u / nchunks, j0 = (u % nchunks) * chunk, j1 = std::min(wide_total, j0 + chunk);
+      const int64_t g = u / nchunks, j0 = tg.first + (u % nchunks) * chunk, j1 = std::min(tg.end, j0 + chunk);
       const uint8_t* base = t.data.get() + g * s.cg * t.chan_stride;
       detail::vnni::pack_b_shifted(base, off.data(), k, kpad, j0, j1 - j0, flip, K.nr, sc.pb.get(), sc.colsum.data());
       Problem P;
@@ -926,7 +971,7 @@ Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t*
         compute_rows(P, bl, pa.get() + g * abytes + i0 * kpad, za.data() + g * s.cog + i0,
                      rowsum.data() + g * s.cog + i0, i0, mb, 0, j1 - j0);
       }
-      emit_wide(d, s, t.hp, t.wp, g, sc.acc.data(), j1 - j0, j0, j1, y, sink);
+      emit_wide(d, s, tg, g, sc.acc.data(), j1 - j0, j0, j1, y, sink, sc.qbuf.data());
     }
   }
   if (!ok.load()) return Status::Internal("out of memory");
@@ -944,15 +989,13 @@ Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t*
 // contribute (x - x_zp)(w - w_zp) = 0.
 struct TallInput4 {
   AlignedBuffer<uint8_t> data;
-  int64_t hp = 0, wp = 0, blocks_per_group = 0, block_stride = 0;  // block_stride in bytes
+  int64_t blocks_per_group = 0, block_stride = 0;  // block_stride in bytes
 };
 
-bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, uint8_t pad, uint8_t flip,
-                       int64_t slack_pixels, TallInput4* t) {
-  t->hp = d.pad_top + d.h + d.pad_bottom;
-  t->wp = d.pad_left + d.w + d.pad_right;
+bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& tg, const uint8_t* x,
+                       uint8_t pad, uint8_t flip, int64_t slack_pixels, TallInput4* t) {
   t->blocks_per_group = (s.cg + 3) / 4;
-  t->block_stride = (d.n * t->hp * t->wp + slack_pixels) * 4;
+  t->block_stride = (tg.pixels + slack_pixels) * 4;
   const int64_t blocks = d.groups * t->blocks_per_group;
   if (!t->data.allocate(static_cast<size_t>(blocks * t->block_stride))) return false;
   const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, d.n * d.c_in * s.hw / 65536)));
@@ -966,8 +1009,7 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x
         const uint8_t* rows[4];
         for (int c = 0; c < 4; ++c)
           rows[c] = c0 + c < s.cg ? x + ((img * d.c_in + g * s.cg + c0 + c) * d.h + r) * d.w : nullptr;
-        detail::vnni::interleave_rows4(rows, d.w, flip, pad,
-                                       dst + ((img * t->hp + d.pad_top + r) * t->wp + d.pad_left) * 4);
+        detail::vnni::interleave_rows4(rows, d.w, flip, pad, dst + tall_row(tg, img, r) * 4);
       }
   }
   return true;
@@ -993,19 +1035,18 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
                         const uint8_t* w, bool w_signed, const int32_t* wzp, bool per_channel, int32_t* y,
                         const RequantSink* sink) {
   const int64_t kk = d.kernel_h * d.kernel_w;
-  const int64_t hp = d.pad_top + d.h + d.pad_bottom, wp = d.pad_left + d.w + d.pad_right;
-  const int64_t wide_total = ((d.n - 1) * hp + d.out_h - 1) * wp + d.out_w;
+  const TallGeometry tg = tall_geometry(d);
+  const int64_t wide_total = tg.end - tg.first;
   const IgemmDirectKernel K = choose_direct_kernel(s.cog);
   const int64_t bpg = (s.cg + 3) / 4, kg = bpg * kk, kfull = 4 * kg;
-  const int64_t max_off = (d.kernel_h - 1) * d.dilation_h * wp + (d.kernel_w - 1) * d.dilation_w;
+  const int64_t max_off = tall_tap(d, tg, d.kernel_h - 1, d.kernel_w - 1);
   const uint8_t flip = x_signed ? 0 : 0x80;
   TallInput4 t;
-  if (!build_tall_input4(d, s, x, static_cast<uint8_t>(xzp), flip, max_off + K.nr + 16, &t))
+  if (!build_tall_input4(d, s, tg, x, static_cast<uint8_t>(xzp), flip, max_off + K.nr + 16, &t))
     return Status::Internal("out of memory");
   std::vector<int64_t> goff(static_cast<size_t>(kg));  // group (block, a, b) -> byte offset
   for (int64_t q = 0; q < kg; ++q)
-    goff[q] = (q / kk) * t.block_stride + (((q % kk) / d.kernel_w) * d.dilation_h * wp +
-                                           (q % d.kernel_w) * d.dilation_w) * 4;
+    goff[q] = (q / kk) * t.block_stride + tall_tap(d, tg, (q % kk) / d.kernel_w, q % d.kernel_w) * 4;
   // Weights: panels of MR output channels, group q holding each row's 4 channels of block q / kk at
   // tap q % kk, flipped to uint8; za, row sums and the constant epilogue term per output channel.
   const int64_t rows_pad = round_up(s.cog, K.mr);
@@ -1047,9 +1088,11 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
 #pragma omp parallel num_threads(nt)
   {
     std::vector<int32_t> acc;
+    std::vector<uint8_t> qbuf;
     bool mine = true;
     try {
       acc.resize(static_cast<size_t>(s.cog * chunk));
+      if (sink) qbuf.resize(static_cast<size_t>(s.cog * chunk));
     } catch (...) {
       mine = false;
       ok.store(false);
@@ -1057,7 +1100,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       if (!mine) continue;
-      const int64_t g = u / nchunks, j0 = (u % nchunks) * chunk, j1 = std::min(wide_total, j0 + chunk);
+      const int64_t g = u / nchunks, j0 = tg.first + (u % nchunks) * chunk, j1 = std::min(tg.end, j0 + chunk);
       const uint8_t* base = t.data.get() + g * bpg * t.block_stride;
       for (int64_t jt = j0; jt < j1; jt += K.nr) {
         const int nv = static_cast<int>(std::min<int64_t>(K.nr, j1 - jt));
@@ -1067,7 +1110,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
                   rterm.data() + g * s.cog + i0, acc.data() + i0 * (j1 - j0) + (jt - j0), j1 - j0, mv, nv);
         }
       }
-      emit_wide(d, s, hp, wp, g, acc.data(), j1 - j0, j0, j1, y, sink);
+      emit_wide(d, s, tg, g, acc.data(), j1 - j0, j0, j1, y, sink, qbuf.data());
     }
   }
   if (!ok.load()) return Status::Internal("out of memory");
@@ -1104,10 +1147,11 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
     return Status::Ok();
   }
   if (!x || !w) return Status::Invalid("null x or w pointer");
-  if (d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni && s.cg >= 1)
+  const bool tall = d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni && tall_layout_fits(d);
+  if (tall && s.cg >= 4)
     return conv_direct_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,
                             reinterpret_cast<const uint8_t*>(w), is_signed_t<TW>(), wzp, per_channel, y, sink);
-  if (d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni)
+  if (tall)
     return conv_shifted_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,
                              reinterpret_cast<const uint8_t*>(w), is_signed_t<TW>(), wzp, per_channel, y, sink);
   const IgemmKernel K = choose_kernel(s.cog, s.ohw);

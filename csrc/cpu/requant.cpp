@@ -16,15 +16,17 @@ void requantize_scalar(const RequantBlock& b, const Requant& r, TY* y, int64_t l
   constexpr int32_t kMax = std::is_same<TY, int8_t>::value ? 127 : 255;
   const int32_t lower = r.relu ? std::max(kMin, r.y_zero_point) : kMin;
   // Bounds of nearbyint(...) itself, so the clamp happens before any conversion.
-  const double lo = static_cast<double>(lower - r.y_zero_point);
-  const double hi = static_cast<double>(kMax - r.y_zero_point);
+  const float lo = static_cast<float>(lower - r.y_zero_point);
+  const float hi = static_cast<float>(kMax - r.y_zero_point);
   for (int64_t i = 0; i < b.rows; ++i) {
     const int32_t* a = b.acc + i * b.lda;
     TY* out = y + i * ldy;
     for (int64_t j = 0; j < b.cols; ++j) {
       const int64_t ch = b.ch0 + (b.per_row ? i : j);
       const uint32_t biased = static_cast<uint32_t>(a[j]) + static_cast<uint32_t>(r.bias ? r.bias[ch] : 0);
-      const double v = std::nearbyint(static_cast<double>(static_cast<int32_t>(biased)) * r.multiplier[ch]);
+      // one float product (rounded), then rounded half to even
+      const float product = static_cast<float>(static_cast<int32_t>(biased)) * r.multiplier[ch];
+      const float v = std::nearbyint(product);
       out[j] = static_cast<TY>(static_cast<int32_t>(std::min(std::max(v, lo), hi)) + r.y_zero_point);
     }
   }

@@ -1,7 +1,7 @@
 // cpu/requant_avx512.cpp -- AVX-512 requantizing epilogue (formula in
-// cpu/requant_internal.h): 8 accumulators per step widened to double,
-// multiplied, rounded half to even (vrndscalepd), clamped in double, narrowed
-// with saturation. Bit-identical to the scalar version.
+// cpu/requant_internal.h): 16 accumulators per step converted to float,
+// multiplied, rounded half to even (vrndscaleps), clamped in float, narrowed.
+// Bit-identical to the scalar version.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -19,14 +19,14 @@ namespace detail {
 namespace avx512 {
 namespace {
 
-inline __mmask8 mask8(int64_t n) { return n >= 8 ? __mmask8(0xFF) : __mmask8((1u << n) - 1u); }
+inline __mmask16 mask16(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
-// 8 results (int32, zero point added) from 8 biased accumulators and multipliers.
-inline __m256i requant8(__m256i acc, __m512d m, __m512d lo, __m512d hi, __m256i zp) {
-  __m512d v = _mm512_mul_pd(_mm512_cvtepi32_pd(acc), m);
-  v = _mm512_roundscale_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  v = _mm512_min_pd(_mm512_max_pd(v, lo), hi);
-  return _mm256_add_epi32(_mm512_cvtpd_epi32(v), zp);
+// 16 results (int32, zero point added) from 16 biased accumulators and multipliers.
+inline __m512i requant16(__m512i acc, __m512 m, __m512 lo, __m512 hi, __m512i zp) {
+  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
+  v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+  return _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
 }
 
 template <class TY>
@@ -34,28 +34,28 @@ void requantize_impl(const RequantBlock& b, const Requant& r, TY* y, int64_t ldy
   constexpr bool kSigned = std::is_same<TY, int8_t>::value;
   constexpr int32_t kMin = kSigned ? -128 : 0, kMax = kSigned ? 127 : 255;
   const int32_t lower = r.relu ? std::max(kMin, r.y_zero_point) : kMin;
-  const __m512d lo = _mm512_set1_pd(static_cast<double>(lower - r.y_zero_point));
-  const __m512d hi = _mm512_set1_pd(static_cast<double>(kMax - r.y_zero_point));
-  const __m256i zp = _mm256_set1_epi32(r.y_zero_point);
+  const __m512 lo = _mm512_set1_ps(static_cast<float>(lower - r.y_zero_point));
+  const __m512 hi = _mm512_set1_ps(static_cast<float>(kMax - r.y_zero_point));
+  const __m512i zp = _mm512_set1_epi32(r.y_zero_point);
   for (int64_t i = 0; i < b.rows; ++i) {
     const int32_t* a = b.acc + i * b.lda;
     TY* out = y + i * ldy;
     const int64_t row_ch = b.ch0 + i;
-    const __m512d m_row = _mm512_set1_pd(b.per_row ? r.multiplier[row_ch] : 0.0);
-    const __m256i bias_row = _mm256_set1_epi32(b.per_row && r.bias ? r.bias[row_ch] : 0);
-    for (int64_t j = 0; j < b.cols; j += 8) {
-      const __mmask8 k = mask8(b.cols - j);
-      __m256i acc = _mm256_maskz_loadu_epi32(k, a + j);
-      __m512d m = m_row;
-      __m256i bias = bias_row;
+    const __m512 m_row = _mm512_set1_ps(b.per_row ? r.multiplier[row_ch] : 0.0f);
+    const __m512i bias_row = _mm512_set1_epi32(b.per_row && r.bias ? r.bias[row_ch] : 0);
+    for (int64_t j = 0; j < b.cols; j += 16) {
+      const __mmask16 k = mask16(b.cols - j);
+      __m512i acc = _mm512_maskz_loadu_epi32(k, a + j);
+      __m512 m = m_row;
+      __m512i bias = bias_row;
       if (!b.per_row) {
-        m = _mm512_maskz_loadu_pd(k, r.multiplier + b.ch0 + j);
-        bias = r.bias ? _mm256_maskz_loadu_epi32(k, r.bias + b.ch0 + j) : _mm256_setzero_si256();
+        m = _mm512_maskz_loadu_ps(k, r.multiplier + b.ch0 + j);
+        bias = r.bias ? _mm512_maskz_loadu_epi32(k, r.bias + b.ch0 + j) : _mm512_setzero_si512();
       }
-      acc = _mm256_add_epi32(acc, bias);  // wraps modulo 2^32, as the accumulators
-      const __m256i q = requant8(acc, m, lo, hi, zp);
+      acc = _mm512_add_epi32(acc, bias);  // wraps modulo 2^32, as the accumulators
+      const __m512i q = requant16(acc, m, lo, hi, zp);
       // In range by the clamp, so the saturating narrow is a plain narrow.
-      const __m128i bytes = kSigned ? _mm256_cvtsepi32_epi8(q) : _mm256_cvtusepi32_epi8(q);
+      const __m128i bytes = kSigned ? _mm512_cvtsepi32_epi8(q) : _mm512_cvtusepi32_epi8(q);
       _mm_mask_storeu_epi8(out + j, k, bytes);
     }
   }

@@ -2,9 +2,10 @@
 // qlinear_conv2d (lepton/quant.h, Requant): an int32 accumulator block in cache
 // becomes int8/uint8 output. Element (i, j) of a rows x cols block uses channel
 // ch0 + i (per_row: conv, rows are output channels) or ch0 + j (matmul columns):
-//   y = clamp(nearbyint(double(int32(acc + bias[ch])) * multiplier[ch]) + y_zp, lo, hi)
-// lo = type min, or max(type min, y_zp) with relu; rounding half to even. The
-// clamp happens in double before the conversion, so no lane ever overflows.
+//   y = clamp(nearbyint(float(int32(acc + bias[ch])) * multiplier[ch]) + y_zp, lo, hi)
+// in float32 (no fused multiply-add); lo = type min, or max(type min, y_zp) with
+// relu; rounding half to even. The clamp happens in float before the
+// conversion, so no lane ever overflows.
 #pragma once
 #include <cstdint>
 

@@ -125,12 +125,13 @@ Status conv2d_integer(const Conv2dDesc& d, const int8_t* x, int32_t x_zero_point
 // accumulators of matmul_integer / conv2d_integer never leave the cache: each
 // finished block is requantized per output channel (column of the matmul,
 // output channel of the convolution) straight into the int8/uint8 output:
-//   y = clamp(nearbyint(double(int32(acc + bias[ch])) * multiplier[ch]) + y_zero_point, lo, hi)
-// rounding half to even, lo = the type's minimum (or max(minimum, y_zero_point)
-// with relu), hi = the type's maximum. multiplier[ch] is in_scale * w_scale[ch]
-// / y_scale in double (lepton_kernels.reference.requantize_multiplier).
+//   y = clamp(nearbyint(float(int32(acc + bias[ch])) * multiplier[ch]) + y_zero_point, lo, hi)
+// in float32 as ONNX Runtime (int -> float rounded to nearest even, one float
+// multiply, rounding half to even), lo = the type's minimum (or max(minimum,
+// y_zero_point) with relu), hi = the type's maximum. multiplier[ch] is
+// in_scale * w_scale[ch] / y_scale (lepton_kernels.reference.requantize_multiplier).
 struct Requant {
-  const double* multiplier = nullptr;  // one per output channel, finite and >= 0
+  const float* multiplier = nullptr;   // one per output channel, finite and >= 0
   const int32_t* bias = nullptr;       // one per output channel (scale in_scale * w_scale), or null
   int32_t y_zero_point = 0;            // within the output type's range
   bool relu = false;

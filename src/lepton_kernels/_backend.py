@@ -31,7 +31,7 @@ Every backend module exposes the same functions (the *kernel interface*)::
     conv2d_integer(x, w, x_zero_point, w_zero_point, out, c)  # w_zero_point (C_out,)
     qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_point, relu, out)
         # out (M, N) int8/uint8 = requantize(matmul_integer + bias): b_zero_point int32 (N,), bias
-        # int32 (N,) or None, multiplier float64 (N,); see reference.requantize. K >= 1
+        # int32 (N,) or None, multiplier float32 (N,); see reference.requantize. K >= 1
     qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c)
         # the same per output channel (w_zero_point, bias, multiplier of length C_out)
 

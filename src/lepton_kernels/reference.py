@@ -516,14 +516,14 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
 
 
 def requantize_multiplier(in_scale, w_scale, y_scale):
-    """float64 ``in_scale * w_scale / y_scale`` from float32 scales (one per output channel).
+    """float32 ``in_scale * w_scale / y_scale`` (one per output channel) from the float32 scales.
 
-    The product of two float32 values is exact in float64 and the division is rounded
-    once, so every backend computes the same multiplier bit for bit.
+    Computed in float64 (the product of two float32 values is exact there) and rounded
+    once to float32, so every backend starts from the same multiplier bit for bit.
     """
     s_in = np.float64(np.float32(in_scale))
     s_w = np.asarray(w_scale, dtype=np.float32).astype(np.float64)
-    return s_in * s_w / np.float64(np.float32(y_scale))
+    return (s_in * s_w / np.float64(np.float32(y_scale))).astype(np.float32)
 
 
 def quantize_bias(bias, in_scale, w_scale):
@@ -540,19 +540,22 @@ def quantize_bias(bias, in_scale, w_scale):
 
 
 def requantize(acc, bias_q, multiplier, y_zero_point, dtype, relu, axis):
-    """int32 accumulators -> int8/uint8: ``clip(rint((acc + bias) * m) + y_zp)``.
+    """int32 accumulators -> int8/uint8: ``clip(rint(float32(acc + bias) * m) + y_zp)``.
 
-    ``acc + bias`` wraps in int32 (as the kernels' int32 accumulators), the scaling is
-    one float64 multiply rounded half to even; ``relu`` raises the lower bound to y_zp
-    (ReLU in the real domain). ``multiplier`` and ``bias_q`` vary along ``axis``.
+    As ONNX Runtime requantizes: ``acc + bias`` wraps in int32 (as the kernels' int32
+    accumulators), is converted to float32 (rounded to nearest even), multiplied by the
+    float32 multiplier in float32 (one rounding, no fused multiply-add), rounded half to
+    even to an integer, then the zero point is added and the result saturated; ``relu``
+    raises the lower bound to y_zp (ReLU in the real domain). ``multiplier`` and
+    ``bias_q`` vary along ``axis``.
     """
     lo, hi = _QRANGE[np.dtype(dtype)]
     acc64 = np.asarray(acc).astype(np.int64)
     if bias_q is not None:
         acc64 = acc64 + _per_axis(np.asarray(bias_q, np.int64), acc64.ndim, axis)
     acc32 = acc64.astype(np.int32)  # wraps modulo 2**32
-    m = _per_axis(np.asarray(multiplier, np.float64), acc64.ndim, axis)
-    v = np.rint(acc32.astype(np.float64) * m) + np.float64(y_zero_point)
+    m = _per_axis(np.asarray(multiplier, np.float32), acc64.ndim, axis)
+    v = np.rint(acc32.astype(np.float32) * m).astype(np.float64) + np.float64(y_zero_point)
     lower = max(lo, int(y_zero_point)) if relu else lo
     return np.clip(v, lower, hi).astype(dtype)
 

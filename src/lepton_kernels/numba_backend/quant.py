@@ -118,7 +118,7 @@ def _requantize_kernel(acc, bias, has_bias, multiplier, yzp, lo, hi, y):
             m = multiplier[c]
             for i in range(inner):
                 total = np.int32(acc[o, c, i] + b)  # int32 wraparound, as the accumulators
-                v = np.rint(np.float64(total) * m) + yzp
+                v = np.float64(np.rint(np.float32(total) * m)) + yzp  # float32 product, as reference.requantize
                 y[o, c, i] = min(max(v, lo), hi)
 
 

@@ -284,7 +284,7 @@ def _requant_bias(op, bias, in_scale, w_scale, count, what):
 
 
 def _requant_params(op, in_scale, w_scale, w_name, y_scale, y_zp, out_dtype, bias, count, what):
-    """(multiplier float64 (count,), int32 bias or None, y zero point) for the requantizing kernels."""
+    """(multiplier float32 (count,), int32 bias or None, y zero point) for the requantizing kernels."""
     from .. import reference
     ((in_name, in_value),) = in_scale.items()
     s_in = _scalar_scale(op, in_name, in_value)
@@ -300,10 +300,11 @@ def qlinear_matmul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=No
     """ONNX QLinearMatMul with a fused bias and ReLU: int8 in, int8 out, int32 accumulation.
 
     ``acc[i, j] = sum_k (a[i, k] - a_zp) * (b[k, j] - b_zp[j]) + bias_q[j]`` (int32),
-    ``y[i, j] = saturate(round_half_to_even(acc[i, j] * m[j]) + y_zp)`` with
-    ``m[j] = a_scale * b_scale[j] / y_scale`` computed in float64 from the float32 scales
-    (the product is rounded half to even in float64). ``activation="relu"`` raises the
-    lower saturation bound to ``y_zp`` (ReLU in the real domain).
+    ``y[i, j] = saturate(round_half_to_even(float32(acc[i, j]) * m[j]) + y_zp)`` with the
+    float32 multiplier ``m[j] = a_scale * b_scale[j] / y_scale`` (computed in float64 from
+    the float32 scales, rounded once); the product is one float32 multiply, as ONNX Runtime
+    requantizes. ``activation="relu"`` raises the lower saturation bound to ``y_zp``
+    (ReLU in the real domain).
 
     Parameters
     ----------
@@ -358,7 +359,7 @@ def qlinear_conv2d(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=None,
 
     ``acc[n, o, i, j] = conv(x - x_zp, w - w_zp[o])[n, o, i, j] + bias_q[o]`` (int32; padding
     takes x_zp), ``y = saturate(round_half_to_even(acc * m[o]) + y_zp)`` with
-    ``m[o] = x_scale * w_scale[o] / y_scale`` in float64; ``activation="relu"`` clamps
+    ``m[o] = x_scale * w_scale[o] / y_scale`` (float32, see :func:`qlinear_matmul`); ``activation="relu"`` clamps
     below at ``y_zp``. Arguments as :func:`qlinear_matmul` with ``o`` the output channel;
     geometry (``stride``, ``padding``, ``dilation``, ``groups``) as :func:`lepton_kernels.conv2d`.
 
