@@ -185,7 +185,8 @@ def test_max_pool2d_int8_exact(cpu_backend, qtype, geom, rng):
 
 
 @pytest.mark.parametrize("qtype", [np.uint8, np.int8])
-@pytest.mark.parametrize("shape", [(3, 5, 8, 12), (2, 2, 6, 130), (1, 1, 2, 2), (4, 3, 10, 64)], ids=str)
+@pytest.mark.parametrize("shape", [(3, 5, 8, 12), (2, 2, 6, 130), (1, 1, 2, 2), (4, 3, 10, 64), (5, 3, 8, 8),
+                                   (1, 3, 6, 8)], ids=str)
 def test_max_pool2d_int8_2x2_flat_path(cpu_backend, qtype, shape, rng):
     """2x2 / stride 2 on even planes: the vectorized row-pair kernel (widths below, at and above 64)."""
     x = _rand(rng, qtype, shape)

@@ -294,8 +294,32 @@ void max_pool_rows_idx_f32(const PoolPlan& p, const int64_t* col_lo, const int64
 // (one vector of W bytes per 64 columns), then the max of each byte pair
 // (shift within 16-bit words) narrowed to W / 2 bytes: one output row.
 template <bool SIGNED>
+inline __m512i max_bytes(__m512i a, __m512i b) {
+  return SIGNED ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b);
+}
+
+// w = 8 (8x8 planes, the digits CNN): one 128-bit lane holds a whole row pair,
+// so a vector does 4 pairs: vertical max against the lane shifted by 8 bytes,
+// horizontal max within words, then bytes 0, 2, 4, 6 of each lane.
+template <bool SIGNED>
+int64_t max_pool_2x2_w8(const uint8_t* x, uint8_t* y, int64_t pairs) {
+  const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);  // dword 0 of each lane after the narrowing
+  int64_t r = 0;
+  for (; r + 4 <= pairs; r += 4) {
+    __m512i v = _mm512_loadu_si512(x + 16 * r);
+    v = max_bytes<SIGNED>(v, _mm512_bsrli_epi128(v, 8));
+    v = max_bytes<SIGNED>(v, _mm512_srli_epi16(v, 8));
+    const __m256i words = _mm512_cvtepi16_epi8(v);  // per lane: 4 results, 4 unused bytes
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 4 * r),
+                     _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(words, pick)));
+  }
+  return r;
+}
+
+template <bool SIGNED>
 void max_pool_2x2_bytes(const uint8_t* x, uint8_t* y, int64_t pairs, int64_t w) {
-  for (int64_t r = 0; r < pairs; ++r) {
+  const int64_t done = w == 8 ? max_pool_2x2_w8<SIGNED>(x, y, pairs) : 0;
+  for (int64_t r = done; r < pairs; ++r) {
     const uint8_t* top = x + 2 * r * w;
     uint8_t* out = y + r * (w / 2);
     for (int64_t j = 0; j < w; j += 64) {

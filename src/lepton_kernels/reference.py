@@ -532,7 +532,7 @@ def quantize_bias(bias, in_scale, w_scale):
     that scale (float64) and saturated to int32."""
     b = np.asarray(bias)
     if b.dtype == np.int32:
-        return b.copy()
+        return b
     step = np.float64(np.float32(in_scale)) * np.asarray(w_scale, dtype=np.float32).astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         q = np.rint(b.astype(np.float64) / step)

@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from .. import _backend
+from .. import _backend, reference
 from . import _arrays as arr
 from .conv import _geometry as _conv_geometry
 
@@ -143,14 +143,19 @@ def _int8_operand(op, name, a):
 
 
 def _zero_points(op, name, zp, qtype, count, per_channel_ok):
+    length = count if per_channel_ok else 1
     if zp is None:
-        return np.zeros(count if per_channel_ok else 1, np.int32)
+        return np.zeros(length, np.int32)
+    lo, hi = QTYPES[np.dtype(qtype)]
+    if isinstance(zp, (int, np.integer)) and not isinstance(zp, bool):  # the common scalar: no array checks
+        if not lo <= zp <= hi:
+            raise ValueError(f"{op}: {name} must be integer in [{lo}, {hi}], got {zp}")
+        return np.full(length, zp, np.int32)
     v = np.asarray(zp.get() if hasattr(zp, "get") else zp)
     if v.ndim > 1 or (v.ndim == 1 and (not per_channel_ok or v.size not in (1, count))):
         raise ValueError(f"{op}: {name} must be a scalar{' or have ' + str(count) + ' entries' if per_channel_ok else ''}"
                          f", got shape {v.shape}")
-    lo, hi = QTYPES[np.dtype(qtype)]
-    if v.dtype.kind not in "iu" or np.any(v < lo) or np.any(v > hi):
+    if v.dtype.kind not in "iu" or (v.size and (v.min() < lo or v.max() > hi)):
         raise ValueError(f"{op}: {name} must be integer in [{lo}, {hi}], got {v.ravel()[:8]}")
     return np.broadcast_to(v.astype(np.int32), (count if per_channel_ok else 1,)).copy()
 
@@ -228,6 +233,11 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
 
 
 def _scalar_scale(op, name, value):
+    if isinstance(value, (float, int, np.floating)) and not isinstance(value, bool):
+        s = np.float32(value)
+        if not (np.isfinite(s) and s > 0):
+            raise ValueError(f"{op}: {name} must be finite and > 0 (as float32), got {value!r}")
+        return s
     v = np.asarray(value.get() if hasattr(value, "get") else value)
     if v.size != 1 or v.ndim > 1:
         raise ValueError(f"{op}: {name} must be a scalar, got shape {v.shape}")
@@ -244,8 +254,8 @@ def _channel_scales(op, name, value, count, what):
                          f"got shape {v.shape}")
     if v.dtype.kind not in "fiu":
         raise TypeError(f"{op}: {name} must be a float, got {v.dtype}")
-    s = np.broadcast_to(v.astype(np.float32), (count,)).copy()
-    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+    s = np.full(count, v, np.float32) if v.size == 1 else v.astype(np.float32)  # a fresh array either way
+    if not (np.isfinite(s).all() and (s > 0).all()):
         raise ValueError(f"{op}: {name} must be finite and > 0 (as float32), got {s[:8]}")
     return s
 
@@ -279,13 +289,11 @@ def _requant_bias(op, bias, in_scale, w_scale, count, what):
         raise TypeError(f"{op}: bias must be int32 (already quantized) or float, got {b.dtype}")
     if b.dtype.kind == "f" and not np.all(np.isfinite(b)):
         raise ValueError(f"{op}: bias must be finite")
-    from .. import reference  # the one definition of the rounding
-    return reference.quantize_bias(b, in_scale, w_scale)
+    return np.ascontiguousarray(reference.quantize_bias(b, in_scale, w_scale))  # the one definition of the rounding
 
 
 def _requant_params(op, in_scale, w_scale, w_name, y_scale, y_zp, out_dtype, bias, count, what):
     """(multiplier float32 (count,), int32 bias or None, y zero point) for the requantizing kernels."""
-    from .. import reference
     ((in_name, in_value),) = in_scale.items()
     s_in = _scalar_scale(op, in_name, in_value)
     s_w = _channel_scales(op, w_name, w_scale, count, what)
