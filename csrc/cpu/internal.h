@@ -131,6 +131,7 @@ namespace avx512 {
 // 2r, 2r+1 of the flat input -> output row r of w / 2 bytes.
 void max_pool_2x2_u8(const uint8_t* x, uint8_t* y, int64_t pairs, int64_t w);
 void max_pool_2x2_s8(const int8_t* x, int8_t* y, int64_t pairs, int64_t w);
+void max_pool_2x2_f32(const float* x, float* y, int64_t pairs, int64_t w);  // no indices; NaN wins
 }  // namespace avx512
 
 // Generic (any x86-64) probe, in runtime.cpp.

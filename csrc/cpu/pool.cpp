@@ -147,6 +147,17 @@ void max_rows_indices(const PoolPlan& p, const int64_t* col_lo, const int64_t* c
   }
 }
 
+inline void flat_max_pool_2x2(const uint8_t* x, uint8_t* y, int64_t pairs, int64_t w) {
+  detail::avx512::max_pool_2x2_u8(x, y, pairs, w);
+}
+inline void flat_max_pool_2x2(const int8_t* x, int8_t* y, int64_t pairs, int64_t w) {
+  detail::avx512::max_pool_2x2_s8(x, y, pairs, w);
+}
+inline void flat_max_pool_2x2(const float* x, float* y, int64_t pairs, int64_t w) {
+  detail::avx512::max_pool_2x2_f32(x, y, pairs, w);
+}
+inline void flat_max_pool_2x2(const double*, double*, int64_t, int64_t) {}  // never chosen
+
 template <class T>
 Status max_pool_impl(const Pool2dDesc& d, const T* x, T* y, int64_t* ind) {
   Status st = validate(d);
@@ -173,26 +184,21 @@ Status max_pool_impl(const Pool2dDesc& d, const T* x, T* y, int64_t* ind) {
            oh0, oh1);
     });
   }
-  if constexpr (sizeof(T) == 1) {  // quantized activations: the common 2x2 / 2 pooling as one flat pass
-    const bool plain_2x2 = d.kernel_h == 2 && d.kernel_w == 2 && d.stride_h == 2 && d.stride_w == 2 &&
-                           d.dilation_h == 1 && d.dilation_w == 1 && d.pad_top == 0 && d.pad_left == 0 &&
-                           d.h % 2 == 0 && d.w % 2 == 0 && d.out_h == d.h / 2 && d.out_w == d.w / 2;
-    if (plain_2x2 && active_isa() == Isa::avx512) {
-      const int64_t pairs = planes * d.out_h;
-      const int nt = detail::threads_for(planes * in_plane);
+  // The common 2x2 / 2 pooling of even planes (no indices) as one flat pass over row pairs.
+  constexpr bool flat_type = sizeof(T) == 1 || std::is_same<T, float>::value;
+  const bool plain_2x2 = d.kernel_h == 2 && d.kernel_w == 2 && d.stride_h == 2 && d.stride_w == 2 &&
+                         d.dilation_h == 1 && d.dilation_w == 1 && d.pad_top == 0 && d.pad_left == 0 &&
+                         d.h % 2 == 0 && d.w % 2 == 0 && d.out_h == d.h / 2 && d.out_w == d.w / 2;
+  if (flat_type && plain_2x2 && active_isa() == Isa::avx512) {
+    const int64_t pairs = planes * d.out_h;
+    const int nt = detail::threads_for(planes * in_plane);
 #pragma omp parallel num_threads(nt)
-      {
-        const int id = omp_get_thread_num(), team = omp_get_num_threads();
-        const int64_t r0 = pairs * id / team, r1 = pairs * (id + 1) / team;
-        if (std::is_signed<T>::value)
-          detail::avx512::max_pool_2x2_s8(reinterpret_cast<const int8_t*>(x) + r0 * 2 * d.w,
-                                          reinterpret_cast<int8_t*>(y) + r0 * d.out_w, r1 - r0, d.w);
-        else
-          detail::avx512::max_pool_2x2_u8(reinterpret_cast<const uint8_t*>(x) + r0 * 2 * d.w,
-                                          reinterpret_cast<uint8_t*>(y) + r0 * d.out_w, r1 - r0, d.w);
-      }
-      return Status::Ok();
+    {
+      const int id = omp_get_thread_num(), team = omp_get_num_threads();
+      const int64_t r0 = pairs * id / team, r1 = pairs * (id + 1) / team;
+      flat_max_pool_2x2(x + r0 * 2 * d.w, y + r0 * d.out_w, r1 - r0, d.w);
     }
+    return Status::Ok();
   }
   using RowsFn = void (*)(const PoolPlan&, const T*, T*, int64_t, int64_t, T*);
   RowsFn rows = max_rows_generic<T>;

@@ -337,6 +337,33 @@ void max_pool_2x2_bytes(const uint8_t* x, uint8_t* y, int64_t pairs, int64_t w) 
   }
 }
 
+// float32 2x2 / stride 2 on even planes without indices, as the byte version:
+// per row pair the vertical max of 32 columns, then lanes (2k, 2k+1) paired
+// by two-source permutes. NaN propagates as in max_rows (a NaN operand wins).
+inline __m512 nan_max16(__m512 a, __m512 b) {
+  // b if b > a or b is NaN; else a (a NaN a stays)
+  const __mmask16 take = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+  return _mm512_mask_mov_ps(a, take & ~_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), b);
+}
+
+void max_pool_2x2_f32(const float* x, float* y, int64_t pairs, int64_t w) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int64_t r = 0; r < pairs; ++r) {
+    const float* top = x + 2 * r * w;
+    float* out = y + r * (w / 2);
+    for (int64_t j = 0; j < w; j += 32) {
+      const int64_t n = w - j < 32 ? w - j : 32;
+      const __mmask16 m0 = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
+      const __mmask16 m1 = n <= 16 ? __mmask16(0) : n >= 32 ? __mmask16(0xFFFF) : __mmask16((1u << (n - 16)) - 1u);
+      const __m512 v0 = nan_max16(_mm512_maskz_loadu_ps(m0, top + j), _mm512_maskz_loadu_ps(m0, top + w + j));
+      const __m512 v1 = nan_max16(_mm512_maskz_loadu_ps(m1, top + j + 16), _mm512_maskz_loadu_ps(m1, top + w + j + 16));
+      const __m512 h = nan_max16(_mm512_permutex2var_ps(v0, even, v1), _mm512_permutex2var_ps(v0, odd, v1));
+      _mm512_mask_storeu_ps(out + j / 2, static_cast<__mmask16>((1u << (n / 2)) - 1u), h);
+    }
+  }
+}
+
 void max_pool_2x2_u8(const uint8_t* x, uint8_t* y, int64_t pairs, int64_t w) {
   max_pool_2x2_bytes<false>(x, y, pairs, w);
 }

@@ -26,6 +26,7 @@ class Function:
         fn = cls()
         fn.needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in inputs)
         record = is_grad_enabled() and any(fn.needs)
+        fn.recording = record  # a forward may skip saving what only its backward needs
         arrays = [a.data if isinstance(a, Tensor) else a for a in inputs]
         out = fn.forward(*arrays, **options)
         if isinstance(out, np.generic):  # NumPy reductions return scalars; keep 0-d arrays

@@ -75,6 +75,8 @@ def relu(x):
 class _MaxPool2d(Function):
     def forward(self, x, kernel_size, stride, padding, dilation, ceil_mode):
         self.shape = tuple(x.shape)
+        if not self.recording:  # inference: no indices to keep
+            return ops.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
         y, self.indices = ops.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
         return y
 
