@@ -877,13 +877,11 @@ void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, i
     const int64_t pixel = oh * d.out_w + (q0 - row * t.wp - col0);
     const int64_t first = (img * d.c_out + g * s.cog) * s.ohw + pixel, n = q1 - q0;
     if (sink) {
-      uint8_t* out = static_cast<uint8_t*>(sink->y) + first;
-      for (int64_t o = 0; o < s.cog; ++o) copy_bytes(out + o * s.ohw, qbuf + o * cols + (q0 - j0), n);
+      detail::vnni::copy_rows(qbuf + (q0 - j0), cols, static_cast<uint8_t*>(sink->y) + first, s.ohw, s.cog, n);
       continue;
     }
-    const int32_t* a = acc + (q0 - j0);
-    for (int64_t o = 0; o < s.cog; ++o)
-      std::memcpy(y + first + o * s.ohw, a + o * lda, sizeof(int32_t) * static_cast<size_t>(n));
+    detail::vnni::copy_rows(reinterpret_cast<const uint8_t*>(acc + (q0 - j0)), 4 * lda,
+                            reinterpret_cast<uint8_t*>(y + first), 4 * s.ohw, s.cog, 4 * n);
   }
 }
 

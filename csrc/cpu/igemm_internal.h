@@ -81,6 +81,9 @@ int direct_kernels(IgemmDirectKernel* out, int max);
 // Interleaves 4 rows r[0..3] of n bytes (a null row: the pad byte) into n dwords
 // (byte t of dword j = r[t][j]), each byte xor flip.
 void interleave_rows4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* out);
+// rows x n bytes from src (stride ld_src) to dst (stride ld_dst): the output runs
+// of a tall-layout convolution block (masked 64-byte moves, no calls).
+void copy_rows(const uint8_t* src, int64_t ld_src, uint8_t* dst, int64_t ld_dst, int64_t rows, int64_t n);
 void pack_b_shifted(const uint8_t* base, const int64_t* off, int64_t k, int64_t kpad, int64_t j0,
                     int64_t cols, uint8_t flip, int nr, int8_t* dst, int32_t* colsum);
 }  // namespace vnni

@@ -161,6 +161,15 @@ void interleave_rows4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t 
   }
 }
 
+void copy_rows(const uint8_t* src, int64_t ld_src, uint8_t* dst, int64_t ld_dst, int64_t rows, int64_t n) {
+  for (int64_t j = 0; j < n; j += 64) {
+    const int64_t len = n - j < 64 ? n - j : 64;
+    const __mmask64 m = len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1;
+    for (int64_t r = 0; r < rows; ++r)
+      _mm512_mask_storeu_epi8(dst + r * ld_dst + j, m, _mm512_maskz_loadu_epi8(m, src + r * ld_src + j));
+  }
+}
+
 int direct_kernels(IgemmDirectKernel* out, int max) {
   const IgemmDirectKernel all[] = {{12, 32, micro_direct<12, 2>}, {8, 48, micro_direct<8, 3>},
                                    {4, 64, micro_direct<4, 4>}};
