@@ -788,66 +788,76 @@ RequantSink conv_unit_sink(const RequantSink& s, const Conv2dDesc& d, const Conv
 }
 
 // ---- stride-1 convolution on the VNNI path, without im2col ----
-// The input of every group is copied once into a "tall" padded buffer per
-// channel: the images stacked, rows of wp = W + lw bytes and images of
-// hp = H + lh rows, where the gaps lw = max(pad_left, pad_right) and
-// lh = max(pad_top, pad_bottom) hold x_zp and serve as the trailing padding of
-// one row (image) and the leading padding of the next. Output pixel
-// (img, oh, ow) then has the wide index
-//   q = (img*hp + lh - pad_top + oh) * wp + lw - pad_left + ow
-// and tap (c, a, b) reads channel c at q + a*dh*wp + b*dw: every row of the
-// GEMM's B (taps x wide pixels) is a shifted slice of the buffer. Wide indices
-// that are no output pixel are computed and dropped (about hp*wp / (OH*OW)
-// times the work). Needs pad_right <= dw*(kw-1) and pad_bottom <= dh*(kh-1),
-// so that an output row fits in a buffer row.
+// The input of every group is copied once into "tall" buffers: per channel,
+// kw copies, copy b holding the input shifted by tap column b (element
+// (r, ow) = x[r][ow - pad_left + b*dw], x_zp outside), rows of OW bytes, the
+// images stacked with lh = max(pad_top, pad_bottom) rows of x_zp before each
+// (hp = H + lh rows per image). Output pixel (img, oh, ow) then has the wide
+// index q = (img*hp + lh - pad_top + oh) * OW + ow, and tap (c, a, b) reads
+// channel c, copy b at q + a*dh*OW: every row of the GEMM's B (taps x wide
+// pixels) is a shifted slice of a buffer, and the output pixels of an image
+// are one contiguous run of wide indices (only the gap rows between images
+// are computed and dropped). Needs pad_bottom <= dh*(kh-1) so that the
+// output rows of an image stay among its buffer rows.
 struct TallGeometry {
-  int64_t lh = 0, lw = 0, hp = 0, wp = 0;
+  int64_t lh = 0, hp = 0, ow = 0;
   int64_t first = 0, end = 0;  // wide indices of the first output pixel and one past the last
-  int64_t pixels = 0;          // buffer positions per channel (before the slack)
+  int64_t copy_len = 0;        // positions of one column-shifted copy (before the slack)
 };
 
-bool tall_layout_fits(const Conv2dDesc& d) {
-  return d.pad_right <= d.dilation_w * (d.kernel_w - 1) && d.pad_bottom <= d.dilation_h * (d.kernel_h - 1);
-}
+bool tall_layout_fits(const Conv2dDesc& d) { return d.pad_bottom <= d.dilation_h * (d.kernel_h - 1); }
 
 TallGeometry tall_geometry(const Conv2dDesc& d) {
   TallGeometry t;
   t.lh = std::max(d.pad_top, d.pad_bottom);
-  t.lw = std::max(d.pad_left, d.pad_right);
   t.hp = d.h + t.lh;
-  t.wp = d.w + t.lw;
-  t.first = (t.lh - d.pad_top) * t.wp + t.lw - d.pad_left;
-  t.end = t.first + ((d.n - 1) * t.hp + d.out_h - 1) * t.wp + d.out_w;
-  t.pixels = (t.lh + d.n * t.hp) * t.wp;
+  t.ow = d.out_w;
+  t.first = (t.lh - d.pad_top) * t.ow;
+  t.end = t.first + ((d.n - 1) * t.hp + d.out_h) * t.ow;
+  t.copy_len = (t.lh + d.n * t.hp) * t.ow;
   return t;
 }
 
-// Buffer position of input row r (column 0) of image img.
-inline int64_t tall_row(const TallGeometry& t, int64_t img, int64_t r) { return (t.lh + img * t.hp + r) * t.wp + t.lw; }
+// Position of input row r of image img in a copy.
+inline int64_t tall_row(const TallGeometry& t, int64_t img, int64_t r) { return (t.lh + img * t.hp + r) * t.ow; }
 
-// Byte offset of tap (a, b) from the wide index (per channel).
-inline int64_t tall_tap(const Conv2dDesc& d, const TallGeometry& t, int64_t a, int64_t b) {
-  return a * d.dilation_h * t.wp + b * d.dilation_w;
+// Output columns [lo, hi) of copy b that hold input (the rest is padding).
+inline void tall_columns(const Conv2dDesc& d, int64_t b, int64_t* lo, int64_t* hi) {
+  const int64_t shift = b * d.dilation_w - d.pad_left;  // input column of output column 0
+  *lo = std::min(d.out_w, std::max<int64_t>(0, -shift));
+  *hi = std::max(*lo, std::min(d.out_w, d.w - shift));
 }
 
 struct TallInput {
   AlignedBuffer<uint8_t> data;
-  int64_t chan_stride = 0;
+  int64_t copy_stride = 0, chan_stride = 0;
 };
+
+// Offset of tap (a, b) within one channel's copies (positions).
+inline int64_t tall_tap(const Conv2dDesc& d, const TallGeometry& g, int64_t copy_stride, int64_t a, int64_t b) {
+  return b * copy_stride + a * d.dilation_h * g.ow;
+}
 
 bool build_tall_input(const Conv2dDesc& d, const TallGeometry& g, const uint8_t* x, uint8_t pad, int64_t slack,
                       TallInput* t) {
-  t->chan_stride = g.pixels + slack;
+  t->copy_stride = g.copy_len + slack;
+  t->chan_stride = d.kernel_w * t->copy_stride;
   if (!t->data.allocate(static_cast<size_t>(d.c_in * t->chan_stride))) return false;
   const int64_t hw = d.h * d.w;
-  const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, d.c_in * d.n * hw / 65536)));
+  const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, d.c_in * d.n * hw / 16384)));
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t c = 0; c < d.c_in; ++c) {
     uint8_t* dst = t->data.get() + c * t->chan_stride;
     std::memset(dst, pad, static_cast<size_t>(t->chan_stride));
-    for (int64_t img = 0; img < d.n; ++img) {
-      const uint8_t* src = x + (img * d.c_in + c) * hw;
-      for (int64_t r = 0; r < d.h; ++r) copy_bytes(dst + tall_row(g, img, r), src + r * d.w, d.w);
+    for (int64_t b = 0; b < d.kernel_w; ++b) {
+      int64_t lo, hi;
+      tall_columns(d, b, &lo, &hi);
+      const int64_t shift = b * d.dilation_w - d.pad_left;
+      uint8_t* copy = dst + b * t->copy_stride;
+      for (int64_t img = 0; img < d.n; ++img) {
+        const uint8_t* src = x + (img * d.c_in + c) * hw;
+        for (int64_t r = 0; r < d.h; ++r) copy_bytes(copy + tall_row(g, img, r) + lo, src + r * d.w + lo + shift, hi - lo);
+      }
     }
   }
   return true;
@@ -856,7 +866,7 @@ bool build_tall_input(const Conv2dDesc& d, const TallGeometry& g, const uint8_t*
 // Hands the output pixels among the wide columns [j0, j1) of one group's block
 // acc (cog rows, stride lda) to the int32 output or the requantizing sink. With
 // a sink the whole block is first requantized into qbuf (cog x (j1 - j0) bytes,
-// long vector runs), then the output runs are copied out.
+// long vector runs). The output pixels of an image are one run.
 void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, int64_t g, const int32_t* acc,
                int64_t lda, int64_t j0, int64_t j1, int32_t* y, const RequantSink* sink, uint8_t* qbuf) {
   const int64_t cols = j1 - j0;
@@ -867,15 +877,13 @@ void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, i
     else
       detail::requantize(b, *sink->r, qbuf, cols);
   }
-  const int64_t col0 = t.lw - d.pad_left, row0 = t.lh - d.pad_top;  // wide row/column of (oh, ow) = (0, 0)
-  for (int64_t row = j0 / t.wp; row * t.wp < j1; ++row) {
-    if (row < row0) continue;
-    const int64_t img = (row - row0) / t.hp, oh = (row - row0) % t.hp;
-    if (oh >= d.out_h || img >= d.n) continue;
-    const int64_t q0 = std::max(j0, row * t.wp + col0), q1 = std::min(j1, row * t.wp + col0 + d.out_w);
+  const int64_t image_span = t.hp * t.ow;
+  for (int64_t img = std::max<int64_t>(0, (j0 - t.first) / image_span); img < d.n; ++img) {
+    const int64_t start = t.first + img * image_span;  // wide index of the image's pixel 0
+    if (start >= j1) break;
+    const int64_t q0 = std::max(j0, start), q1 = std::min(j1, start + s.ohw);
     if (q0 >= q1) continue;
-    const int64_t pixel = oh * d.out_w + (q0 - row * t.wp - col0);
-    const int64_t first = (img * d.c_out + g * s.cog) * s.ohw + pixel, n = q1 - q0;
+    const int64_t first = (img * d.c_out + g * s.cog) * s.ohw + (q0 - start), n = q1 - q0;
     if (sink) {
       detail::vnni::copy_rows(qbuf + (q0 - j0), cols, static_cast<uint8_t*>(sink->y) + first, s.ohw, s.cog, n);
       continue;
@@ -905,14 +913,14 @@ Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t*
   const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
   chunk = std::min(chunk, std::max<int64_t>(K.nr, round_up((wide_total + min_chunks - 1) / min_chunks, K.nr)));
   const int64_t nchunks = (wide_total + chunk - 1) / chunk;
-  const int64_t max_off = tall_tap(d, tg, d.kernel_h - 1, d.kernel_w - 1);
+  const int64_t max_row_off = (d.kernel_h - 1) * d.dilation_h * tg.ow;
   TallInput t;  // slack: the packer reads up to a panel past the last column
-  if (!build_tall_input(d, tg, x, static_cast<uint8_t>(xzp), max_off + chunk + 64, &t))
+  if (!build_tall_input(d, tg, x, static_cast<uint8_t>(xzp), max_row_off + chunk + 64, &t))
     return Status::Internal("out of memory");
   // Tap (c, a, b) of a group as an offset from the group's first channel.
   std::vector<int64_t> off(static_cast<size_t>(k));
   for (int64_t tap = 0; tap < k; ++tap)
-    off[tap] = (tap / kk) * t.chan_stride + tall_tap(d, tg, (tap % kk) / d.kernel_w, tap % d.kernel_w);
+    off[tap] = (tap / kk) * t.chan_stride + tall_tap(d, tg, t.copy_stride, (tap % kk) / d.kernel_w, tap % d.kernel_w);
   // Weights (A) packed once; the flips and zero points as in conv_impl.
   const int64_t abytes = round_up(s.cog, K.mr) * kpad;
   AlignedBuffer<char> pa(static_cast<size_t>(abytes * d.groups));
@@ -987,27 +995,45 @@ Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t*
 // contribute (x - x_zp)(w - w_zp) = 0.
 struct TallInput4 {
   AlignedBuffer<uint8_t> data;
-  int64_t blocks_per_group = 0, block_stride = 0;  // block_stride in bytes
+  int64_t blocks_per_group = 0, copy_stride = 0;  // copy_stride in positions (4 bytes each)
+  int64_t block_stride = 0;                       // bytes: kw copies
 };
 
 bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& tg, const uint8_t* x,
                        uint8_t pad, uint8_t flip, int64_t slack_pixels, TallInput4* t) {
   t->blocks_per_group = (s.cg + 3) / 4;
-  t->block_stride = (tg.pixels + slack_pixels) * 4;
+  t->copy_stride = tg.copy_len + slack_pixels;
+  t->block_stride = d.kernel_w * t->copy_stride * 4;
   const int64_t blocks = d.groups * t->blocks_per_group;
   if (!t->data.allocate(static_cast<size_t>(blocks * t->block_stride))) return false;
   const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, d.n * d.c_in * s.hw / 65536)));
+  const int64_t row_len = 4 * (d.pad_left + d.w + d.pad_right) + 64;
+  std::vector<uint8_t> rows(static_cast<size_t>(nt * row_len));  // one padded row per thread
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t g = b / t->blocks_per_group, c0 = (b % t->blocks_per_group) * 4;
     uint8_t* dst = t->data.get() + b * t->block_stride;
-    std::memset(dst, pad ^ flip, static_cast<size_t>(t->block_stride));
+    // One padded interleaved row (pad_left + W + pad_right pixels) per input row; copy b
+    // takes its OW pixels from pixel b*dw on.
+    uint8_t* row = rows.data() + omp_get_thread_num() * row_len;
+    std::memset(row, pad ^ flip, static_cast<size_t>(row_len));
+    for (int64_t bc = 0; bc < d.kernel_w; ++bc) {  // gap rows and slack
+      uint8_t* copy = dst + bc * t->copy_stride * 4;
+      for (int64_t img = 0; img <= d.n; ++img) {
+        const int64_t from = img == 0 ? 0 : tall_row(tg, img - 1, d.h);
+        const int64_t to = img == d.n ? t->copy_stride : tall_row(tg, img, 0);
+        std::memset(copy + 4 * from, pad ^ flip, static_cast<size_t>(4 * (to - from)));
+      }
+    }
     for (int64_t img = 0; img < d.n; ++img)
       for (int64_t r = 0; r < d.h; ++r) {
-        const uint8_t* rows[4];
+        const uint8_t* src[4];
         for (int c = 0; c < 4; ++c)
-          rows[c] = c0 + c < s.cg ? x + ((img * d.c_in + g * s.cg + c0 + c) * d.h + r) * d.w : nullptr;
-        detail::vnni::interleave_rows4(rows, d.w, flip, pad, dst + tall_row(tg, img, r) * 4);
+          src[c] = c0 + c < s.cg ? x + ((img * d.c_in + g * s.cg + c0 + c) * d.h + r) * d.w : nullptr;
+        detail::vnni::interleave_rows4(src, d.w, flip, pad, row + 4 * d.pad_left);
+        for (int64_t bc = 0; bc < d.kernel_w; ++bc)
+          detail::vnni::copy_rows(row + 4 * bc * d.dilation_w, 0,
+                                  dst + (bc * t->copy_stride + tall_row(tg, img, r)) * 4, 0, 1, 4 * d.out_w);
       }
   }
   return true;
@@ -1037,14 +1063,14 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   const int64_t wide_total = tg.end - tg.first;
   const IgemmDirectKernel K = choose_direct_kernel(s.cog);
   const int64_t bpg = (s.cg + 3) / 4, kg = bpg * kk, kfull = 4 * kg;
-  const int64_t max_off = tall_tap(d, tg, d.kernel_h - 1, d.kernel_w - 1);
+  const int64_t max_row_off = (d.kernel_h - 1) * d.dilation_h * tg.ow;
   const uint8_t flip = x_signed ? 0 : 0x80;
   TallInput4 t;
-  if (!build_tall_input4(d, s, tg, x, static_cast<uint8_t>(xzp), flip, max_off + K.nr + 16, &t))
+  if (!build_tall_input4(d, s, tg, x, static_cast<uint8_t>(xzp), flip, max_row_off + K.nr + 16, &t))
     return Status::Internal("out of memory");
   std::vector<int64_t> goff(static_cast<size_t>(kg));  // group (block, a, b) -> byte offset
   for (int64_t q = 0; q < kg; ++q)
-    goff[q] = (q / kk) * t.block_stride + tall_tap(d, tg, (q % kk) / d.kernel_w, q % d.kernel_w) * 4;
+    goff[q] = (q / kk) * t.block_stride + tall_tap(d, tg, t.copy_stride, (q % kk) / d.kernel_w, q % d.kernel_w) * 4;
   // Weights: panels of MR output channels, group q holding each row's 4 channels of block q / kk at
   // tap q % kk, flipped to uint8; za, row sums and the constant epilogue term per output channel.
   const int64_t rows_pad = round_up(s.cog, K.mr);
