@@ -2,8 +2,11 @@
 // ConvInteger): C (m x n, row-major int32) = (A - a_zp)(B - b_zp), operands
 // uint8 or int8. Argument checks, the kernel choice (VNNI, AVX2 or generic),
 // packing of both operands (formats in igemm_internal.h), cache blocking and
-// the thread split; conv2d_integer = im2col (padding with x_zp) + this GEMM
-// with the weights as A, packed once per call.
+// the thread split. conv2d_integer with the weights as A (packed once per
+// call): on the VNNI path with stride 1, from a "tall" copy of the input
+// (details above conv_direct_vnni / conv_shifted_vnni), else im2col (padding
+// with x_zp) + this GEMM. qlinear_* requantize each finished int32 block while
+// it is in cache (RequantSink).
 //
 // Loop nest over one thread's rectangle of C (B packed whole beforehand):
 //   for i0 in rows step MB:            A rows packed (whole k) into a thread buffer
@@ -1172,7 +1175,7 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
   }
   if (!x || !w) return Status::Invalid("null x or w pointer");
   const bool tall = d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni && tall_layout_fits(d);
-  if (tall && s.cg >= 4)
+  if (tall && s.cg >= 3)  // 1-2 channels: padding to 4 costs more than packing
     return conv_direct_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,
                             reinterpret_cast<const uint8_t*>(w), is_signed_t<TW>(), wzp, per_channel, y, sink);
   if (tall)

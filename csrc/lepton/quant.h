@@ -27,7 +27,8 @@
 //
 // Kernels: AVX-512 VNNI (vpdpbusd, u8 x s8) where the CPU has it, AVX2 (int16
 // vpmaddwd, no saturation), generic int32 loops; picked from lepton::active_isa()
-// (the avx512 variant uses VNNI only when has_vnni()).
+// (the avx512 variant uses VNNI only when has_vnni()). Stride-1 convolutions on
+// VNNI read a padded, channel-interleaved copy of the input in place (no im2col).
 #pragma once
 #include <cstdint>
 #include <memory>
