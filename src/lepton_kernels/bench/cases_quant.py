@@ -1,6 +1,7 @@
-"""Benchmark cases for int8: matmul_integer against the int8 peak and the library's own float32
-GEMM, conv2d_integer on the LeNet/CIFAR shapes against the float32 convolution, and
-quantize / dequantize bandwidth.
+"""Benchmark cases for int8: matmul_integer / qlinear_matmul against the int8 peak and the
+library's own float32 GEMM, conv2d_integer (int32 out) and qlinear_conv2d (requantized uint8
+out, bias + ReLU: what a quantized layer runs) on the LeNet/CIFAR shapes against the float32
+convolution, and quantize / dequantize bandwidth.
 
 The float32 counterparts run as the "numpy" baseline slot: they call lepton_kernels itself,
 so "vs numpy" reads "speed-up over our float32 kernel" for these cases.
@@ -54,6 +55,30 @@ def _conv_float(d):
     return lambda: lk.conv2d(d["xf"], d["wf"], None, d["s"], d["p"])
 
 
+def _qconv_lepton(lk, d):
+    # What a quantized layer runs: requantized uint8 output, per-channel weight scales, int32 bias, ReLU.
+    c_out = d["w"].shape[0]
+    w_scale = np.full(c_out, 0.004, np.float32)
+    bias = np.arange(c_out, dtype=np.int32) * 100
+    return lambda: lk.qlinear_conv2d(d["x"], 0.02, 128, d["w"], w_scale, 0, 0.5, np.uint8(0), bias, d["s"], d["p"],
+                                     activation="relu")
+
+
+def _conv_float_relu(d):
+    import lepton_kernels as lk
+
+    bias = np.zeros(d["wf"].shape[0], np.float32)
+    return lambda: lk.conv2d(d["xf"], d["wf"], bias, d["s"], d["p"], activation="relu")
+
+
+def _qmm_lepton(lk, d):
+    n = d["b"].shape[1]
+    w_scale = np.full(n, 0.004, np.float32)
+    bias = np.arange(n, dtype=np.int32)
+    return lambda: lk.qlinear_matmul(d["a"], 0.02, 128, d["b"], w_scale, 0, 0.5, np.uint8(0), bias=bias,
+                                     activation="relu")
+
+
 def _q_setup(rng):
     return {"x": rng.standard_normal(BIG, dtype=np.float32), "q": np.empty(BIG, np.int8),
             "y": np.empty(BIG, np.float32)}
@@ -74,6 +99,19 @@ def _register_all():
             bytes_moved=n * c * h * w + c_out * c * k * k + 4 * n * c_out * oh * ow, limit="int8_gops",
             baselines={"numpy": _conv_float}, devices=("cpu",), compare=False,
             params={"shape": list(shape), "c_out": c_out, "kernel": k, "baseline": "lepton float32 conv2d"}))
+        register(BenchCase(
+            name=f"qlinear_conv2d/{name}", family="int8", op="qlinear_conv2d",
+            setup=_conv_setup(shape, c_out, k, s, p), lepton=_qconv_lepton,
+            flops=2 * n * c_out * oh * ow * c * k * k,
+            bytes_moved=n * c * h * w + c_out * c * k * k + n * c_out * oh * ow, limit="int8_gops",
+            baselines={"numpy": _conv_float_relu}, devices=("cpu",), compare=False,
+            params={"shape": list(shape), "c_out": c_out, "kernel": k, "output": "uint8, bias + relu",
+                    "baseline": "lepton float32 conv2d + bias + relu"}))
+    register(BenchCase(
+        name=f"qlinear_matmul/u8s8-{N}", family="int8", op="qlinear_matmul", setup=_mm_setup,
+        lepton=_qmm_lepton, flops=2 * N ** 3, bytes_moved=3 * N * N, limit="int8_gops",
+        baselines={"numpy": _mm_float}, devices=("cpu",), compare=False,
+        params={"m": N, "k": N, "n": N, "types": "u8 x s8 -> u8, bias + relu", "baseline": "lepton float32 matmul"}))
     count = int(np.prod(BIG))
     register(BenchCase(
         name="quantize/64x64x64x64", family="int8", op="quantize", setup=_q_setup,
