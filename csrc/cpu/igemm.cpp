@@ -4,7 +4,7 @@
 // packing of both operands (formats in igemm_internal.h), cache blocking and
 // the thread split. conv2d_integer with the weights as A (packed once per
 // call): on the VNNI path with stride 1, from a "tall" copy of the input
-// (details above conv_direct_vnni / conv_shifted_vnni), else im2col (padding
+// (details above conv_direct_vnni), else im2col (padding
 // with x_zp) + this GEMM. qlinear_* requantize each finished int32 block while
 // it is in cache (RequantSink).
 //
@@ -824,48 +824,6 @@ TallGeometry tall_geometry(const Conv2dDesc& d) {
 // Position of input row r of image img in a copy.
 inline int64_t tall_row(const TallGeometry& t, int64_t img, int64_t r) { return (t.lh + img * t.hp + r) * t.ow; }
 
-// Output columns [lo, hi) of copy b that hold input (the rest is padding).
-inline void tall_columns(const Conv2dDesc& d, int64_t b, int64_t* lo, int64_t* hi) {
-  const int64_t shift = b * d.dilation_w - d.pad_left;  // input column of output column 0
-  *lo = std::min(d.out_w, std::max<int64_t>(0, -shift));
-  *hi = std::max(*lo, std::min(d.out_w, d.w - shift));
-}
-
-struct TallInput {
-  AlignedBuffer<uint8_t> data;
-  int64_t copy_stride = 0, chan_stride = 0;
-};
-
-// Offset of tap (a, b) within one channel's copies (positions).
-inline int64_t tall_tap(const Conv2dDesc& d, const TallGeometry& g, int64_t copy_stride, int64_t a, int64_t b) {
-  return b * copy_stride + a * d.dilation_h * g.ow;
-}
-
-bool build_tall_input(const Conv2dDesc& d, const TallGeometry& g, const uint8_t* x, uint8_t pad, int64_t slack,
-                      TallInput* t) {
-  t->copy_stride = g.copy_len + slack;
-  t->chan_stride = d.kernel_w * t->copy_stride;
-  if (!t->data.allocate(static_cast<size_t>(d.c_in * t->chan_stride))) return false;
-  const int64_t hw = d.h * d.w;
-  const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, d.c_in * d.n * hw / 16384)));
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t c = 0; c < d.c_in; ++c) {
-    uint8_t* dst = t->data.get() + c * t->chan_stride;
-    std::memset(dst, pad, static_cast<size_t>(t->chan_stride));
-    for (int64_t b = 0; b < d.kernel_w; ++b) {
-      int64_t lo, hi;
-      tall_columns(d, b, &lo, &hi);
-      const int64_t shift = b * d.dilation_w - d.pad_left;
-      uint8_t* copy = dst + b * t->copy_stride;
-      for (int64_t img = 0; img < d.n; ++img) {
-        const uint8_t* src = x + (img * d.c_in + c) * hw;
-        for (int64_t r = 0; r < d.h; ++r) copy_bytes(copy + tall_row(g, img, r) + lo, src + r * d.w + lo + shift, hi - lo);
-      }
-    }
-  }
-  return true;
-}
-
 // Hands the output pixels among the wide columns [j0, j1) of one group's block
 // acc (cog rows, stride lda) to the int32 output or the requantizing sink. With
 // a sink the whole block is first requantized into qbuf (cog x (j1 - j0) bytes,
@@ -896,148 +854,106 @@ void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, i
   }
 }
 
-struct ShiftScratch {
-  AlignedBuffer<int8_t> pb;
-  std::vector<int32_t> colsum, colterm, zb, acc;
-  std::vector<uint8_t> qbuf;  // requantized block (with a sink)
+// ---- direct stride-1 convolution on the VNNI path ----
+// The input of a group is viewed as "slots" (c, b) = (channel, tap column),
+// each a column-shifted copy of channel c (tall layout above). Slots are
+// interleaved four to a position ("blocks": byte (position * 4 + i) holds slot
+// i of the block), already flipped to the int8 operand, so the 16 dwords of 16
+// consecutive wide pixels at one kernel row a of one block are 64 contiguous
+// bytes: exactly the vector vpdpbusd takes. The micro-kernel reads the input in
+// place and nothing is packed per call but the weights. k runs over
+// (block, a, i). Two ways to fill blocks:
+//   channel-major (3+ channels): block (cb, b) = channels 4cb..4cb+3 at tap
+//     column b; a row is interleaved once and copied per b;
+//   tap-major (1-2 channels): slots s = c * kw + b taken four at a time, so a
+//     single channel does not waste three quarters of every block.
+// Empty slots hold x_zp (their weights w_zp[o]): (x - x_zp)(w - w_zp) = 0.
+struct SlotMap {
+  bool channel_major = true;
+  int64_t blocks = 0;           // per group
+  std::vector<int64_t> c, b;    // 4 * blocks entries; c = -1: empty slot
 };
 
-Status conv_shifted_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, bool x_signed, int32_t xzp,
-                         const uint8_t* w, bool w_signed, const int32_t* wzp, bool per_channel, int32_t* y,
-                         const RequantSink* sink) {
-  const int64_t k = s.ntaps, kk = d.kernel_h * d.kernel_w, kpad = round_up(k, 4);
-  const TallGeometry tg = tall_geometry(d);
-  const int64_t wide_total = tg.end - tg.first;
-  const IgemmKernel K = choose_kernel(s.cog, std::min<int64_t>(wide_total, 1024));
-  // Columns per unit: packed B and the int32 block about 256 KB each, and
-  // enough units to keep every thread busy.
-  int64_t chunk = std::min<int64_t>((256 * 1024) / kpad, (256 * 1024) / (4 * s.cog));
-  chunk = std::max<int64_t>(K.nr, chunk / K.nr * K.nr);
-  const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
-  chunk = std::min(chunk, std::max<int64_t>(K.nr, round_up((wide_total + min_chunks - 1) / min_chunks, K.nr)));
-  const int64_t nchunks = (wide_total + chunk - 1) / chunk;
-  const int64_t max_row_off = (d.kernel_h - 1) * d.dilation_h * tg.ow;
-  TallInput t;  // slack: the packer reads up to a panel past the last column
-  if (!build_tall_input(d, tg, x, static_cast<uint8_t>(xzp), max_row_off + chunk + 64, &t))
-    return Status::Internal("out of memory");
-  // Tap (c, a, b) of a group as an offset from the group's first channel.
-  std::vector<int64_t> off(static_cast<size_t>(k));
-  for (int64_t tap = 0; tap < k; ++tap)
-    off[tap] = (tap / kk) * t.chan_stride + tall_tap(d, tg, t.copy_stride, (tap % kk) / d.kernel_w, tap % d.kernel_w);
-  // Weights (A) packed once; the flips and zero points as in conv_impl.
-  const int64_t abytes = round_up(s.cog, K.mr) * kpad;
-  AlignedBuffer<char> pa(static_cast<size_t>(abytes * d.groups));
-  if (pa.empty()) return Status::Internal("out of memory");
-  std::vector<int32_t> za(static_cast<size_t>(d.c_out)), rowsum(static_cast<size_t>(d.c_out));
-  for (int64_t o = 0; o < d.c_out; ++o) za[o] = (wzp ? wzp[per_channel ? o : 0] : 0) + (w_signed ? 128 : 0);
-  bool za_zero = true;
-  for (int32_t v : za) za_zero = za_zero && v == 0;
-  for (int64_t g = 0; g < d.groups; ++g)
-    pack_a(K, w + g * s.cog * k, k, w_signed, s.cog, k, kpad, za.data() + g * s.cog, pa.get() + g * abytes,
-           rowsum.data() + g * s.cog);
-  const int32_t zb_eff = xzp - (x_signed ? 0 : 128);
-  const uint8_t flip = x_signed ? 0 : 0x80;
-  const int64_t units = d.groups * nchunks;
-  const double macs = static_cast<double>(d.groups) * s.cog * wide_total * k;
-  const int nt = static_cast<int>(std::min<int64_t>(threads_for_macs(macs, true), units));
-  const Blocking bl = blocking_for(K, kpad);
-  std::atomic<bool> ok{true};
-#pragma omp parallel num_threads(nt)
-  {
-    ShiftScratch sc;
-    bool mine = true;
-    try {
-      sc.colsum.resize(static_cast<size_t>(chunk));
-      sc.colterm.resize(static_cast<size_t>(chunk));
-      sc.zb.assign(static_cast<size_t>(chunk), zb_eff);
-      sc.acc.resize(static_cast<size_t>(s.cog * chunk));
-      if (sink) sc.qbuf.resize(static_cast<size_t>(s.cog * chunk));
-      mine = sc.pb.allocate(static_cast<size_t>(chunk * kpad));
-    } catch (...) {
-      mine = false;
-    }
-    if (!mine) ok.store(false);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t u = 0; u < units; ++u) {
-      if (!mine) continue;
-      const int64_t g = u / nchunks, j0 = tg.first + (u % nchunks) * chunk, j1 = std::min(tg.end, j0 + chunk);
-      const uint8_t* base = t.data.get() + g * s.cg * t.chan_stride;
-      detail::vnni::pack_b_shifted(base, off.data(), k, kpad, j0, j1 - j0, flip, K.nr, sc.pb.get(), sc.colsum.data());
-      Problem P;
-      P.K = K;
-      P.k = k;
-      P.kpad = kpad;
-      P.pb = reinterpret_cast<const char*>(sc.pb.get());
-      for (int64_t j = 0; j < j1 - j0; ++j)
-        sc.colterm[j] = static_cast<int32_t>(static_cast<uint32_t>(sc.colsum[j]) -
-                                             static_cast<uint32_t>(k) * static_cast<uint32_t>(zb_eff));
-      P.colterm = za_zero ? nullptr : sc.colterm.data();
-      P.zb = zb_eff == 0 ? nullptr : sc.zb.data();
-      P.c = sc.acc.data();
-      P.ldc = j1 - j0;
-      for (int64_t i0 = 0; i0 < s.cog; i0 += bl.mb) {
-        const int64_t mb = std::min(bl.mb, s.cog - i0);
-        compute_rows(P, bl, pa.get() + g * abytes + i0 * kpad, za.data() + g * s.cog + i0,
-                     rowsum.data() + g * s.cog + i0, i0, mb, 0, j1 - j0);
+SlotMap slot_map(const Conv2dDesc& d, const ConvShape& s) {
+  SlotMap m;
+  const int64_t kw = d.kernel_w;
+  m.channel_major = s.cg >= 3;
+  m.blocks = m.channel_major ? (s.cg + 3) / 4 * kw : (s.cg * kw + 3) / 4;
+  m.c.assign(static_cast<size_t>(4 * m.blocks), -1);
+  m.b.assign(static_cast<size_t>(4 * m.blocks), 0);
+  for (int64_t blk = 0; blk < m.blocks; ++blk)
+    for (int64_t i = 0; i < 4; ++i) {
+      const int64_t c = m.channel_major ? (blk / kw) * 4 + i : (4 * blk + i) / kw;
+      const int64_t b = m.channel_major ? blk % kw : (4 * blk + i) % kw;
+      if (c < s.cg && (m.channel_major || 4 * blk + i < s.cg * kw)) {
+        m.c[4 * blk + i] = c;
+        m.b[4 * blk + i] = b;
       }
-      emit_wide(d, s, tg, g, sc.acc.data(), j1 - j0, j0, j1, y, sink, sc.qbuf.data());
     }
-  }
-  if (!ok.load()) return Status::Internal("out of memory");
-  return Status::Ok();
+  return m;
 }
 
-// ---- direct stride-1 convolution on the VNNI path (4+ input channels per group) ----
-// Like the shifted form above, but the tall buffer interleaves 4 channels per
-// pixel ("channel blocks": byte (pixel * 4 + c % 4) of block c / 4), already
-// flipped to the int8 operand. The 16 dwords of 16 consecutive wide pixels at
-// one tap of one channel block are then 64 contiguous bytes: exactly the
-// vector vpdpbusd takes, so the micro-kernel reads the input in place and
-// nothing is packed per call but the weights. k runs over (block, a, b, c % 4);
-// channels past the group's count hold x_zp (and their weights w_zp[o]), so they
-// contribute (x - x_zp)(w - w_zp) = 0.
 struct TallInput4 {
   AlignedBuffer<uint8_t> data;
-  int64_t blocks_per_group = 0, copy_stride = 0;  // copy_stride in positions (4 bytes each)
-  int64_t block_stride = 0;                       // bytes: kw copies
+  int64_t block_positions = 0;  // a block holds block_positions * 4 bytes
 };
 
-bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& tg, const uint8_t* x,
-                       uint8_t pad, uint8_t flip, int64_t slack_pixels, TallInput4* t) {
-  t->blocks_per_group = (s.cg + 3) / 4;
-  t->copy_stride = tg.copy_len + slack_pixels;
-  t->block_stride = d.kernel_w * t->copy_stride * 4;
-  const int64_t blocks = d.groups * t->blocks_per_group;
-  if (!t->data.allocate(static_cast<size_t>(blocks * t->block_stride))) return false;
-  const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, d.n * d.c_in * s.hw / 65536)));
-  const int64_t row_len = 4 * (d.pad_left + d.w + d.pad_right) + 64;
-  std::vector<uint8_t> rows(static_cast<size_t>(nt * row_len));  // one padded row per thread
+// Fills the rows of image img of the blocks of group g from x.
+void fill_tall_rows(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& tg, const SlotMap& m,
+                    const uint8_t* x, uint8_t pad, uint8_t flip, int64_t g, int64_t blk0, int64_t blk1,
+                    int64_t block_bytes, uint8_t* base, uint8_t* scratch, int64_t row_len) {
+  const int64_t kw = d.kernel_w;
+  for (int64_t img = 0; img < d.n; ++img)
+    for (int64_t r = 0; r < d.h; ++r) {
+      const auto channel_row = [&](int64_t c) { return x + ((img * d.c_in + g * s.cg + c) * d.h + r) * d.w; };
+      if (m.channel_major) {  // blk0 is a multiple of kw: one channel block, all its tap columns
+        const uint8_t* src[4];
+        for (int i = 0; i < 4; ++i) src[i] = m.c[4 * blk0 + i] >= 0 ? channel_row(m.c[4 * blk0 + i]) : nullptr;
+        detail::vnni::interleave_rows4(src, d.w, flip, pad, scratch + 4 * d.pad_left);
+        for (int64_t blk = blk0; blk < blk1; ++blk)
+          detail::vnni::copy_rows(scratch + 4 * (blk % kw) * d.dilation_w, 0,
+                                  base + blk * block_bytes + 4 * tall_row(tg, img, r), 0, 1, 4 * d.out_w);
+        continue;
+      }
+      const uint8_t* src[4];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t c = m.c[4 * blk0 + i];
+        if (c < 0) {
+          src[i] = nullptr;
+          continue;
+        }
+        uint8_t* row = scratch + i * row_len;  // padded row: pad_left + W + pad_right
+        copy_bytes(row + d.pad_left, channel_row(c), d.w);
+        src[i] = row + m.b[4 * blk0 + i] * d.dilation_w;
+      }
+      detail::vnni::interleave_rows4(src, d.out_w, flip, pad, base + blk0 * block_bytes + 4 * tall_row(tg, img, r));
+    }
+}
+
+bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& tg, const SlotMap& m,
+                       const uint8_t* x, uint8_t pad, uint8_t flip, int64_t slack_positions, TallInput4* t) {
+  t->block_positions = tg.copy_len + slack_positions;
+  const int64_t block_bytes = 4 * t->block_positions, blocks = d.groups * m.blocks;
+  if (!t->data.allocate(static_cast<size_t>(blocks * block_bytes))) return false;
+  // Work items: one channel block (kw blocks) or one tap-major block.
+  const int64_t per_item = m.channel_major ? d.kernel_w : 1, items = blocks / per_item;
+  const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, blocks * tg.copy_len / 16384)));
+  const int64_t row_len = d.pad_left + d.w + d.pad_right + 64;  // bytes; channel-major rows use 4x
+  std::vector<uint8_t> scratch(static_cast<size_t>(nt * 4 * row_len), pad);
+  if (m.channel_major)
+    for (size_t i = 0; i < scratch.size(); ++i) scratch[i] = pad ^ flip;  // interleaved padding
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t g = b / t->blocks_per_group, c0 = (b % t->blocks_per_group) * 4;
-    uint8_t* dst = t->data.get() + b * t->block_stride;
-    // One padded interleaved row (pad_left + W + pad_right pixels) per input row; copy b
-    // takes its OW pixels from pixel b*dw on.
-    uint8_t* row = rows.data() + omp_get_thread_num() * row_len;
-    std::memset(row, pad ^ flip, static_cast<size_t>(row_len));
-    for (int64_t bc = 0; bc < d.kernel_w; ++bc) {  // gap rows and slack
-      uint8_t* copy = dst + bc * t->copy_stride * 4;
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t g = item * per_item / m.blocks, blk0 = item * per_item % m.blocks;
+    uint8_t* base = t->data.get() + g * m.blocks * block_bytes;
+    for (int64_t blk = blk0; blk < blk0 + per_item; ++blk)  // the gap rows before each image, and the slack
       for (int64_t img = 0; img <= d.n; ++img) {
         const int64_t from = img == 0 ? 0 : tall_row(tg, img - 1, d.h);
-        const int64_t to = img == d.n ? t->copy_stride : tall_row(tg, img, 0);
-        std::memset(copy + 4 * from, pad ^ flip, static_cast<size_t>(4 * (to - from)));
+        const int64_t to = img == d.n ? t->block_positions : tall_row(tg, img, 0);
+        std::memset(base + blk * block_bytes + 4 * from, pad ^ flip, static_cast<size_t>(4 * (to - from)));
       }
-    }
-    for (int64_t img = 0; img < d.n; ++img)
-      for (int64_t r = 0; r < d.h; ++r) {
-        const uint8_t* src[4];
-        for (int c = 0; c < 4; ++c)
-          src[c] = c0 + c < s.cg ? x + ((img * d.c_in + g * s.cg + c0 + c) * d.h + r) * d.w : nullptr;
-        detail::vnni::interleave_rows4(src, d.w, flip, pad, row + 4 * d.pad_left);
-        for (int64_t bc = 0; bc < d.kernel_w; ++bc)
-          detail::vnni::copy_rows(row + 4 * bc * d.dilation_w, 0,
-                                  dst + (bc * t->copy_stride + tall_row(tg, img, r)) * 4, 0, 1, 4 * d.out_w);
-      }
+    fill_tall_rows(d, s, tg, m, x, pad, flip, g, blk0, blk0 + per_item, block_bytes, base,
+                   scratch.data() + omp_get_thread_num() * 4 * row_len, row_len);
   }
   return true;
 }
@@ -1061,21 +977,21 @@ IgemmDirectKernel choose_direct_kernel(int64_t rows) {
 Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, bool x_signed, int32_t xzp,
                         const uint8_t* w, bool w_signed, const int32_t* wzp, bool per_channel, int32_t* y,
                         const RequantSink* sink) {
-  const int64_t kk = d.kernel_h * d.kernel_w;
+  const int64_t kh = d.kernel_h, kw = d.kernel_w;
   const TallGeometry tg = tall_geometry(d);
+  const SlotMap sm = slot_map(d, s);
   const int64_t wide_total = tg.end - tg.first;
   const IgemmDirectKernel K = choose_direct_kernel(s.cog);
-  const int64_t bpg = (s.cg + 3) / 4, kg = bpg * kk, kfull = 4 * kg;
+  const int64_t kg = sm.blocks * kh, kfull = 4 * kg;
   const int64_t max_row_off = (d.kernel_h - 1) * d.dilation_h * tg.ow;
   const uint8_t flip = x_signed ? 0 : 0x80;
   TallInput4 t;
-  if (!build_tall_input4(d, s, tg, x, static_cast<uint8_t>(xzp), flip, max_row_off + K.nr + 16, &t))
+  if (!build_tall_input4(d, s, tg, sm, x, static_cast<uint8_t>(xzp), flip, max_row_off + K.nr + 16, &t))
     return Status::Internal("out of memory");
-  std::vector<int64_t> goff(static_cast<size_t>(kg));  // group (block, a, b) -> byte offset
-  for (int64_t q = 0; q < kg; ++q)
-    goff[q] = (q / kk) * t.block_stride + tall_tap(d, tg, t.copy_stride, (q % kk) / d.kernel_w, q % d.kernel_w) * 4;
-  // Weights: panels of MR output channels, group q holding each row's 4 channels of block q / kk at
-  // tap q % kk, flipped to uint8; za, row sums and the constant epilogue term per output channel.
+  std::vector<int64_t> goff(static_cast<size_t>(kg));  // k group (block, kernel row a) -> byte offset
+  for (int64_t q = 0; q < kg; ++q) goff[q] = 4 * ((q / kh) * t.block_positions + (q % kh) * d.dilation_h * tg.ow);
+  // Weights: panels of MR output channels, k group q holding each row's 4 slots of block q / kh at
+  // kernel row q % kh, flipped to uint8; za, row sums and the constant epilogue term per output channel.
   const int64_t rows_pad = round_up(s.cog, K.mr);
   AlignedBuffer<int32_t> pa(static_cast<size_t>(d.groups * rows_pad * kg));
   if (pa.empty()) return Status::Internal("out of memory");
@@ -1090,11 +1006,11 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
     int32_t* panel = pa.get() + (g * rows_pad + i / K.mr * K.mr) * kg;
     for (int64_t q = 0; q < kg; ++q) {
       uint8_t bytes[4];
-      for (int c4 = 0; c4 < 4; ++c4) {
-        const int64_t c = (q / kk) * 4 + c4;
-        const uint8_t raw = c < s.cg ? w[(o * s.cg + c) * kk + q % kk] : static_cast<uint8_t>(wz);
-        bytes[c4] = raw ^ wflip;
-        rowsum += bytes[c4];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t slot = (q / kh) * 4 + i, a = q % kh, c = sm.c[slot];
+        const uint8_t raw = c >= 0 ? w[((o * s.cg + c) * kh + a) * kw + sm.b[slot]] : static_cast<uint8_t>(wz);
+        bytes[i] = raw ^ wflip;
+        rowsum += bytes[i];
       }
       std::memcpy(panel + q * K.mr + i % K.mr, bytes, 4);
     }
@@ -1128,7 +1044,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
     for (int64_t u = 0; u < units; ++u) {
       if (!mine) continue;
       const int64_t g = u / nchunks, j0 = tg.first + (u % nchunks) * chunk, j1 = std::min(tg.end, j0 + chunk);
-      const uint8_t* base = t.data.get() + g * bpg * t.block_stride;
+      const uint8_t* base = t.data.get() + g * sm.blocks * 4 * t.block_positions;
       for (int64_t jt = j0; jt < j1; jt += K.nr) {
         const int nv = static_cast<int>(std::min<int64_t>(K.nr, j1 - jt));
         for (int64_t i0 = 0; i0 < s.cog; i0 += K.mr) {
@@ -1175,12 +1091,9 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
   }
   if (!x || !w) return Status::Invalid("null x or w pointer");
   const bool tall = d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni && tall_layout_fits(d);
-  if (tall && s.cg >= 3)  // 1-2 channels: padding to 4 costs more than packing
+  if (tall)
     return conv_direct_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,
                             reinterpret_cast<const uint8_t*>(w), is_signed_t<TW>(), wzp, per_channel, y, sink);
-  if (tall)
-    return conv_shifted_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,
-                             reinterpret_cast<const uint8_t*>(w), is_signed_t<TW>(), wzp, per_channel, y, sink);
   const IgemmKernel K = choose_kernel(s.cog, s.ohw);
   const bool vnni = K.fmt == IgemmFormat::vnni;
   const bool w_signed = is_signed_t<TW>(), x_signed = is_signed_t<TX>();

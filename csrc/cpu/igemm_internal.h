@@ -61,15 +61,10 @@ void igemm_force_variant(int v);
 namespace vnni {
 int igemm_kernels(IgemmKernel* out, int max);
 double vnni_probe(int64_t iters);  // int8 ops (2 per multiply-add) done
-// Packs B panels (vnni format, NR = nr) for columns [j0, j0 + cols) of a B whose
-// row t is a shifted slice of one buffer: B[t][j] = base[off[t] + j] ^ flip (as
-// int8). Rows t >= k up to kpad are zero. colsum[j - j0] = sum_t of the packed
-// bytes (computed with vpdpbusd). Reads base[off[t] + j] for j < j0 +
-// round_up(cols, nr): the caller keeps that inside its buffer.
-// Direct convolution tile (no B packing): C (mv x nv valid of MR x NR) +=
+// Direct convolution tile (no B packing): C (mv x nv valid of MR x NR) =
 // A panel (vnni format, kg groups) times B vectors read at b + goff[g] (64
-// bytes per 16 columns: 16 dwords of 4 k values, the channel-interleaved
-// input), then C = acc - za[i] * colsum_j + rterm[i] where colsum_j is the
+// bytes per 16 columns: 16 dwords of 4 k values, the slot-interleaved input,
+// igemm.cpp), then C = acc - za[i] * colsum_j + rterm[i] where colsum_j is the
 // sum of B's bytes of column j (accumulated here). c has stride ldc.
 using IgemmDirectFn = void (*)(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff,
                                const int32_t* za, const int32_t* rterm, int32_t* c, int64_t ldc, int mv, int nv);
@@ -84,8 +79,6 @@ void interleave_rows4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t 
 // rows x n bytes from src (stride ld_src) to dst (stride ld_dst): the output runs
 // of a tall-layout convolution block (masked 64-byte moves, no calls).
 void copy_rows(const uint8_t* src, int64_t ld_src, uint8_t* dst, int64_t ld_dst, int64_t rows, int64_t n);
-void pack_b_shifted(const uint8_t* base, const int64_t* off, int64_t k, int64_t kpad, int64_t j0,
-                    int64_t cols, uint8_t flip, int nr, int8_t* dst, int32_t* colsum);
 }  // namespace vnni
 namespace avx2 {
 int igemm_kernels(IgemmKernel* out, int max);

@@ -187,57 +187,6 @@ int igemm_kernels(IgemmKernel* out, int max) {
   return n;
 }
 
-// 16 columns at a time: 4 rows of 16 bytes interleaved into 16 dwords (one
-// column's 4 k values each); the column sums ride along as vpdpbusd with
-// all-ones bytes, kept in registers over the whole k range.
-void pack_b_shifted(const uint8_t* base, const int64_t* off, int64_t k, int64_t kpad, int64_t j0,
-                    int64_t cols, uint8_t flip, int nr, int8_t* dst, int32_t* colsum) {
-  const __m128i fl = _mm_set1_epi8(static_cast<char>(flip));
-  const __m128i ones = _mm_set1_epi8(1);
-  const int64_t width = (cols + nr - 1) / nr * nr;
-  for (int64_t jb = 0; jb < width; jb += 16) {
-    int8_t* panel = dst + (jb / nr) * nr * kpad + (jb % nr) * 4;
-    __m128i cs0 = _mm_setzero_si128(), cs1 = cs0, cs2 = cs0, cs3 = cs0;
-    const uint8_t* col = base + j0 + jb;
-    for (int64_t g = 0; g < kpad / 4; ++g) {
-      __m128i x[4];
-      for (int t = 0; t < 4; ++t) {
-        const int64_t row = 4 * g + t;
-        x[t] = row < k ? _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(col + off[row])), fl)
-                       : _mm_setzero_si128();
-      }
-      const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
-      const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
-      const __m128i d0 = _mm_unpacklo_epi16(t0, t2), d1 = _mm_unpackhi_epi16(t0, t2);
-      const __m128i d2 = _mm_unpacklo_epi16(t1, t3), d3 = _mm_unpackhi_epi16(t1, t3);
-      __m128i* o = reinterpret_cast<__m128i*>(panel + g * 4 * nr);
-      _mm_storeu_si128(o + 0, d0);
-      _mm_storeu_si128(o + 1, d1);
-      _mm_storeu_si128(o + 2, d2);
-      _mm_storeu_si128(o + 3, d3);
-      cs0 = _mm_dpbusd_epi32(cs0, ones, d0);
-      cs1 = _mm_dpbusd_epi32(cs1, ones, d1);
-      cs2 = _mm_dpbusd_epi32(cs2, ones, d2);
-      cs3 = _mm_dpbusd_epi32(cs3, ones, d3);
-    }
-    const int64_t valid = cols - jb;
-    if (valid >= 16) {
-      __m128i* c = reinterpret_cast<__m128i*>(colsum + jb);
-      _mm_storeu_si128(c + 0, cs0);
-      _mm_storeu_si128(c + 1, cs1);
-      _mm_storeu_si128(c + 2, cs2);
-      _mm_storeu_si128(c + 3, cs3);
-    } else if (valid > 0) {
-      alignas(16) int32_t tmp[16];
-      _mm_store_si128(reinterpret_cast<__m128i*>(tmp + 0), cs0);
-      _mm_store_si128(reinterpret_cast<__m128i*>(tmp + 4), cs1);
-      _mm_store_si128(reinterpret_cast<__m128i*>(tmp + 8), cs2);
-      _mm_store_si128(reinterpret_cast<__m128i*>(tmp + 12), cs3);
-      for (int64_t j = 0; j < valid; ++j) colsum[jb + j] = tmp[j];
-    }
-  }
-}
-
 // Sixteen independent vpdpbusd chains (covers latency x throughput of two
 // 512-bit VNNI pipes), like the FMA probe in runtime_avx512.cpp.
 double vnni_probe(int64_t iters) {
