@@ -893,8 +893,31 @@ SlotMap slot_map(const Conv2dDesc& d, const ConvShape& s) {
   return m;
 }
 
+// Grow-only scratch kept per thread (slots for different buffers). A convolution's
+// large buffers would otherwise be fresh pages on every call (glibc serves big
+// allocations with mmap), and the page faults cost as much as the arithmetic on
+// small layers. Memory stays at the largest size a thread has needed.
+enum ScratchSlot { kTallInput = 0, kWeightPanels = 1, kBlockAcc = 2, kBlockBytes = 3, kScratchSlots = 4 };
+
+void* thread_scratch(ScratchSlot slot, size_t bytes) {
+  struct Slot {
+    AlignedBuffer<char> buf;
+    size_t bytes = 0;
+  };
+  thread_local Slot slots[kScratchSlots];
+  Slot& sl = slots[slot];
+  if (bytes > sl.bytes) {
+    if (!sl.buf.allocate(bytes)) {
+      sl.bytes = 0;
+      return nullptr;
+    }
+    sl.bytes = bytes;
+  }
+  return sl.buf.get();
+}
+
 struct TallInput4 {
-  AlignedBuffer<uint8_t> data;
+  uint8_t* data = nullptr;      // thread scratch of the calling thread
   int64_t block_positions = 0;  // a block holds block_positions * 4 bytes
 };
 
@@ -934,7 +957,8 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeomet
                        const uint8_t* x, uint8_t pad, uint8_t flip, int64_t slack_positions, TallInput4* t) {
   t->block_positions = tg.copy_len + slack_positions;
   const int64_t block_bytes = 4 * t->block_positions, blocks = d.groups * m.blocks;
-  if (!t->data.allocate(static_cast<size_t>(blocks * block_bytes))) return false;
+  t->data = static_cast<uint8_t*>(thread_scratch(kTallInput, static_cast<size_t>(blocks * block_bytes)));
+  if (!t->data) return false;
   // Work items: one channel block (kw blocks) or one tap-major block.
   const int64_t per_item = m.channel_major ? d.kernel_w : 1, items = blocks / per_item;
   const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, blocks * tg.copy_len / 16384)));
@@ -945,7 +969,7 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeomet
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t item = 0; item < items; ++item) {
     const int64_t g = item * per_item / m.blocks, blk0 = item * per_item % m.blocks;
-    uint8_t* base = t->data.get() + g * m.blocks * block_bytes;
+    uint8_t* base = t->data + g * m.blocks * block_bytes;
     for (int64_t blk = blk0; blk < blk0 + per_item; ++blk)  // the gap rows before each image, and the slack
       for (int64_t img = 0; img <= d.n; ++img) {
         const int64_t from = img == 0 ? 0 : tall_row(tg, img - 1, d.h);
@@ -993,8 +1017,8 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   // Weights: panels of MR output channels, k group q holding each row's 4 slots of block q / kh at
   // kernel row q % kh, flipped to uint8; za, row sums and the constant epilogue term per output channel.
   const int64_t rows_pad = round_up(s.cog, K.mr);
-  AlignedBuffer<int32_t> pa(static_cast<size_t>(d.groups * rows_pad * kg));
-  if (pa.empty()) return Status::Internal("out of memory");
+  int32_t* const pa = static_cast<int32_t*>(thread_scratch(kWeightPanels, sizeof(int32_t) * d.groups * rows_pad * kg));
+  if (!pa) return Status::Internal("out of memory");
   std::vector<int32_t> za(static_cast<size_t>(d.c_out)), rterm(static_cast<size_t>(d.c_out));
   const int32_t zb_eff = xzp - (x_signed ? 0 : 128);
   const uint8_t wflip = w_signed ? 0x80 : 0;
@@ -1003,7 +1027,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
     const int32_t wz = wzp ? wzp[per_channel ? o : 0] : 0;
     za[o] = wz + (w_signed ? 128 : 0);
     uint32_t rowsum = 0;
-    int32_t* panel = pa.get() + (g * rows_pad + i / K.mr * K.mr) * kg;
+    int32_t* panel = pa + (g * rows_pad + i / K.mr * K.mr) * kg;
     for (int64_t q = 0; q < kg; ++q) {
       uint8_t bytes[4];
       for (int i = 0; i < 4; ++i) {
@@ -1019,7 +1043,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   }
   for (int64_t g = 0; g < d.groups; ++g)  // rows past cog in the last panel: zero
     for (int64_t i = s.cog; i < rows_pad; ++i)
-      for (int64_t q = 0; q < kg; ++q) pa.get()[(g * rows_pad + i / K.mr * K.mr) * kg + q * K.mr + i % K.mr] = 0;
+      for (int64_t q = 0; q < kg; ++q) pa[(g * rows_pad + i / K.mr * K.mr) * kg + q * K.mr + i % K.mr] = 0;
   // Units: (group, chunk of wide pixels); the int32 block of a chunk stays in L2.
   int64_t chunk = std::max<int64_t>(K.nr, (256 * 1024) / (4 * s.cog) / K.nr * K.nr);
   const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
@@ -1030,30 +1054,24 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   std::atomic<bool> ok{true};
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<int32_t> acc;
-    std::vector<uint8_t> qbuf;
-    bool mine = true;
-    try {
-      acc.resize(static_cast<size_t>(s.cog * chunk));
-      if (sink) qbuf.resize(static_cast<size_t>(s.cog * chunk));
-    } catch (...) {
-      mine = false;
-      ok.store(false);
-    }
+    int32_t* const acc = static_cast<int32_t*>(thread_scratch(kBlockAcc, sizeof(int32_t) * s.cog * chunk));
+    uint8_t* const qbuf = static_cast<uint8_t*>(thread_scratch(kBlockBytes, static_cast<size_t>(s.cog * chunk)));
+    const bool mine = acc && qbuf;
+    if (!mine) ok.store(false);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       if (!mine) continue;
       const int64_t g = u / nchunks, j0 = tg.first + (u % nchunks) * chunk, j1 = std::min(tg.end, j0 + chunk);
-      const uint8_t* base = t.data.get() + g * sm.blocks * 4 * t.block_positions;
+      const uint8_t* base = t.data + g * sm.blocks * 4 * t.block_positions;
       for (int64_t jt = j0; jt < j1; jt += K.nr) {
         const int nv = static_cast<int>(std::min<int64_t>(K.nr, j1 - jt));
         for (int64_t i0 = 0; i0 < s.cog; i0 += K.mr) {
           const int mv = static_cast<int>(std::min<int64_t>(K.mr, s.cog - i0));
-          K.micro(kg, pa.get() + (g * rows_pad + i0) * kg, base + jt * 4, goff.data(), za.data() + g * s.cog + i0,
-                  rterm.data() + g * s.cog + i0, acc.data() + i0 * (j1 - j0) + (jt - j0), j1 - j0, mv, nv);
+          K.micro(kg, pa + (g * rows_pad + i0) * kg, base + jt * 4, goff.data(), za.data() + g * s.cog + i0,
+                  rterm.data() + g * s.cog + i0, acc + i0 * (j1 - j0) + (jt - j0), j1 - j0, mv, nv);
         }
       }
-      emit_wide(d, s, tg, g, acc.data(), j1 - j0, j0, j1, y, sink, qbuf.data());
+      emit_wide(d, s, tg, g, acc, j1 - j0, j0, j1, y, sink, qbuf);
     }
   }
   if (!ok.load()) return Status::Internal("out of memory");

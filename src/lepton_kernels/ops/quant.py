@@ -33,6 +33,11 @@ def _axis(op, axis, ndim):
 
 def _params(op, scale, zero_point, axis, shape, qtype):
     """float32 scales and int32 zero points, one per channel (length 1 per-tensor), validated."""
+    if axis is None and np.dtype(qtype) in QTYPES and isinstance(scale, (float, int, np.floating)) and not isinstance(scale, bool) and (
+            zero_point is None or isinstance(zero_point, (int, np.integer)) and not isinstance(zero_point, bool)):
+        # per-tensor Python / NumPy scalars, the common case: no array round trips
+        s32 = _scalar_scale(op, "scale", scale)
+        return np.full(1, s32, np.float32), _zero_points(op, "zero_point", zero_point, qtype, 1, False)
     s = np.asarray(scale.get() if hasattr(scale, "get") else scale, dtype=np.float64)
     zp = np.asarray(0 if zero_point is None else (zero_point.get() if hasattr(zero_point, "get") else zero_point))
     channels = 1 if axis is None else shape[axis]
@@ -407,6 +412,116 @@ def qlinear_conv2d(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=None,
     return user_out if user_out is not None else xkind.wrap(y)
 
 
+class PreparedQLinear:
+    """A :func:`qlinear_conv2d` or :func:`qlinear_matmul` with everything but the input bound
+    and validated once (weights, scales, zero points, bias quantization, geometry), as
+    inference engines prepare a layer. Calling it with an input gives exactly the op's result;
+    a NumPy input of the prepared dtype and channel count takes a short path (its only checks
+    are on the input), anything else goes through the full op (device arrays, ``out=``, errors).
+    Made by :func:`prepare_qlinear_conv2d` / :func:`prepare_qlinear_matmul`.
+    """
+
+    def __init__(self, op, full_call, weight, in_dtype, in_channels, out_channels, out_dtype, in_zp, w_zp, bias,
+                 multiplier, y_zp, relu, geometry=None):
+        self.op, self._full_call = op, full_call
+        self.weight, self.in_dtype, self.out_dtype = weight, np.dtype(in_dtype), np.dtype(out_dtype)
+        self._in_channels, self._out_channels = in_channels, out_channels
+        self._args = (in_zp, w_zp, bias, multiplier, y_zp, relu)
+        self._geometry_args = geometry  # (stride, padding, dilation, groups) for a convolution
+        self._shapes = {}  # conv: x.shape[1:] -> (ConvParams, (OH, OW))
+
+    def __call__(self, x, *, out=None):
+        fast = (type(x) is np.ndarray and out is None and x.dtype == self.in_dtype and x.flags.c_contiguous
+                and x.ndim == (4 if self._geometry_args else 2) and x.shape[1] == self._in_channels)
+        if not fast:
+            return self._full_call(x, out)
+        kernel = getattr(_backend.get_backend("cpu", self.op), self.op)
+        if self._geometry_args is None:
+            y = np.empty((x.shape[0], self._out_channels), self.out_dtype)
+            if y.size:
+                if x.shape[1] == 0:
+                    return self._full_call(x, out)
+                kernel(x, self.weight, *self._args, y)
+            return y
+        shape = self._shapes.get(x.shape[1:])
+        if shape is None:
+            shape = self._shapes[x.shape[1:]] = _conv_geometry(self.op, x.shape, self.weight.shape,
+                                                               *self._geometry_args)
+        params, (oh, ow) = shape
+        y = np.empty((x.shape[0], self._out_channels, oh, ow), self.out_dtype)
+        if y.size:
+            kernel(x, self.weight, *self._args, y, params)
+        return y
+
+    def __repr__(self):
+        return (f"PreparedQLinear({self.op}, weight {tuple(self.weight.shape)} {self.weight.dtype}, "
+                f"{self.in_dtype} -> {self.out_dtype})")
+
+
+def _host_int8(op, name, a):
+    if type(a) is not np.ndarray:
+        raise TypeError(f"{op}: {name} must be a NumPy array to prepare (device arrays go through {op[8:]})")
+    _int8_operand(op, name, a)
+    return np.ascontiguousarray(a)
+
+
+def prepare_qlinear_conv2d(x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=None, stride=1, padding=0,
+                           dilation=1, groups=1, *, activation=None, x_dtype=np.uint8, dtype=None):
+    """Bind :func:`qlinear_conv2d`'s weights and parameters once; returns a
+    :class:`PreparedQLinear` ``f`` with ``f(x) == qlinear_conv2d(x, x_scale, x_zp, w, ..., activation=...)``.
+
+    ``x_dtype`` is the type the inputs will have (uint8 or int8); ``w`` is a NumPy array (it is
+    copied if not C-contiguous). Every argument is validated here with the op's messages.
+    """
+    op = "prepare_qlinear_conv2d"
+    wa = _host_int8(op, "w", w)
+    arr.check_ndim(op, "w", wa, (4,), "4-D (C_out, C_in/groups, KH, KW)")
+    in_dtype = np.dtype(x_dtype)
+    if in_dtype not in QTYPES:
+        raise TypeError(f"{op}: x_dtype must be int8 or uint8, got {in_dtype}")
+    c_in = wa.shape[1] * (int(groups) if isinstance(groups, numbers.Integral) else 1)
+    # stride, padding, dilation and groups checked now, on an input larger than any kernel's reach
+    _conv_geometry(op, (1, c_in, 1 << 40, 1 << 40), wa.shape, stride, padding, dilation, groups)
+    relu = _activation(op, activation)
+    c_out = wa.shape[0]
+    out_dtype = _output_dtype(op, y_zp, in_dtype, dtype)
+    xzp = _zero_points(op, "x_zero_point", x_zp, in_dtype, 1, False)
+    wzp = _zero_points(op, "w_zero_point", w_zp, wa.dtype, c_out, True)
+    multiplier, bias_q, yzp = _requant_params(op, {"x_scale": x_scale}, w_scale, "w_scale", y_scale, y_zp,
+                                              out_dtype, bias, c_out, "output channel")
+
+    def full_call(x, out):
+        return qlinear_conv2d(x, x_scale, x_zp, wa, w_scale, w_zp, y_scale, y_zp, bias, stride, padding, dilation,
+                              groups, activation=activation, dtype=out_dtype, out=out)
+    return PreparedQLinear("qlinear_conv2d", full_call, wa, in_dtype, c_in, c_out, out_dtype, int(xzp[0]), wzp,
+                           bias_q, multiplier, yzp, relu, (stride, padding, dilation, groups))
+
+
+def prepare_qlinear_matmul(a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=None, activation=None,
+                           a_dtype=np.uint8, dtype=None):
+    """Bind :func:`qlinear_matmul`'s right operand (weights, (K, N)) and parameters once; returns a
+    :class:`PreparedQLinear` ``f`` with ``f(a) == qlinear_matmul(a, a_scale, a_zp, b, ...)``."""
+    op = "prepare_qlinear_matmul"
+    ba = _host_int8(op, "b", b)
+    arr.check_ndim(op, "b", ba, (2,), "2-D (K, N)")
+    in_dtype = np.dtype(a_dtype)
+    if in_dtype not in QTYPES:
+        raise TypeError(f"{op}: a_dtype must be int8 or uint8, got {in_dtype}")
+    relu = _activation(op, activation)
+    n = ba.shape[1]
+    out_dtype = _output_dtype(op, y_zp, in_dtype, dtype)
+    azp = _zero_points(op, "a_zero_point", a_zp, in_dtype, 1, False)
+    bzp = _zero_points(op, "b_zero_point", b_zp, ba.dtype, n, True)
+    multiplier, bias_q, yzp = _requant_params(op, {"a_scale": a_scale}, b_scale, "b_scale", y_scale, y_zp,
+                                              out_dtype, bias, n, "output column")
+
+    def full_call(a, out):
+        return qlinear_matmul(a, a_scale, a_zp, ba, b_scale, b_zp, y_scale, y_zp, bias=bias, activation=activation,
+                              dtype=out_dtype, out=out)
+    return PreparedQLinear("qlinear_matmul", full_call, ba, in_dtype, ba.shape[0], n, out_dtype, int(azp[0]), bzp,
+                           bias_q, multiplier, yzp, relu)
+
+
 def fake_quantize(x, scale, zero_point, *, dtype=np.int8, axis=None):
     """Quantize then dequantize: ``(saturate(round_half_to_even(x / scale) + zp) - zp) * scale``.
 
@@ -420,4 +535,4 @@ def fake_quantize(x, scale, zero_point, *, dtype=np.int8, axis=None):
 
 
 __all__ = ["quantize", "dequantize", "dynamic_quantize", "fake_quantize", "matmul_integer", "conv2d_integer",
-           "qlinear_matmul", "qlinear_conv2d"]
+           "qlinear_matmul", "qlinear_conv2d", "prepare_qlinear_matmul", "prepare_qlinear_conv2d", "PreparedQLinear"]

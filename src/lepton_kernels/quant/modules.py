@@ -176,6 +176,12 @@ class _Requantizing(QuantizedLayer):
         if activation not in (None, "relu"):
             raise ValueError(f"{type(self).__name__}: activation must be None or 'relu', got {activation!r}")
         self.activation = activation
+        self._prepared = None  # the op with weights and parameters validated once (host weights only)
+
+    def __call__(self, x):
+        if self._prepared is None:
+            self._prepared = self._prepare() if isinstance(self.weight, np.ndarray) else self._call_op
+        return self._prepared(x)
 
     def tensors(self):
         t = {"weight": self.weight, "weight_scale": self.weight_scale}
@@ -201,6 +207,7 @@ class _Requantizing(QuantizedLayer):
 
     def to(self, device):
         self.weight = nn.modules.to_device(self.weight, device)
+        self._prepared = None
         return self
 
     def extra_repr(self):
@@ -219,7 +226,13 @@ class QuantizedConv2d(_Requantizing):
         super().__init__(weight, weight_scale, bias, input_qparams, output_qparams, activation, 0)
         self.geometry = (stride, padding, dilation, groups)
 
-    def __call__(self, x):
+    def _prepare(self):
+        i, o = self.input_qparams, self.output_qparams
+        return ops.prepare_qlinear_conv2d(i.py_scale, i.np_zero_point, self.weight, self.weight_scale, 0, o.py_scale,
+                                          o.np_zero_point, self.bias, *self.geometry, activation=self.activation,
+                                          x_dtype=i.dtype)
+
+    def _call_op(self, x):
         i, o = self.input_qparams, self.output_qparams
         return ops.qlinear_conv2d(x, i.py_scale, i.np_zero_point, self.weight, self.weight_scale, 0, o.py_scale,
                                   o.np_zero_point, self.bias, *self.geometry, activation=self.activation)
@@ -246,7 +259,13 @@ class QuantizedLinear(_Requantizing):
     def __init__(self, weight, weight_scale, bias, input_qparams, output_qparams, activation=None):
         super().__init__(weight, weight_scale, bias, input_qparams, output_qparams, activation, 1)
 
-    def __call__(self, x):
+    def _prepare(self):
+        i, o = self.input_qparams, self.output_qparams
+        return ops.prepare_qlinear_matmul(i.py_scale, i.np_zero_point, self.weight, self.weight_scale, 0, o.py_scale,
+                                          o.np_zero_point, bias=self.bias, activation=self.activation,
+                                          a_dtype=i.dtype)
+
+    def _call_op(self, x):
         i, o = self.input_qparams, self.output_qparams
         return ops.qlinear_matmul(x, i.py_scale, i.np_zero_point, self.weight, self.weight_scale, 0, o.py_scale,
                                   o.np_zero_point, bias=self.bias, activation=self.activation)
