@@ -827,11 +827,13 @@ inline int64_t tall_row(const TallGeometry& t, int64_t img, int64_t r) { return 
 // Hands the output pixels among the wide columns [j0, j1) of one group's block
 // acc (cog rows, stride lda) to the int32 output or the requantizing sink. With
 // a sink the whole block is first requantized into qbuf (cog x (j1 - j0) bytes,
-// long vector runs). The output pixels of an image are one run.
+// long vector runs) unless the micro-kernel already did (requantized). The
+// output pixels of an image are one run.
 void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, int64_t g, const int32_t* acc,
-               int64_t lda, int64_t j0, int64_t j1, int32_t* y, const RequantSink* sink, uint8_t* qbuf) {
+               int64_t lda, int64_t j0, int64_t j1, int32_t* y, const RequantSink* sink, uint8_t* qbuf,
+               bool requantized) {
   const int64_t cols = j1 - j0;
-  if (sink) {
+  if (sink && !requantized) {
     const detail::RequantBlock b{acc, lda, s.cog, cols, g * s.cog, true};
     if (sink->y_signed)
       detail::requantize(b, *sink->r, reinterpret_cast<int8_t*>(qbuf), cols);
@@ -1051,6 +1053,13 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   const int64_t nchunks = (wide_total + chunk - 1) / chunk, units = d.groups * nchunks;
   const double macs = static_cast<double>(d.groups) * s.cog * wide_total * kfull;
   const int nt = static_cast<int>(std::min<int64_t>(threads_for_macs(macs, true), units));
+  float rq_lo = 0, rq_hi = 0;  // the requantization clamp (see requant_internal.h)
+  if (sink) {
+    const int32_t type_min = sink->y_signed ? -128 : 0, type_max = sink->y_signed ? 127 : 255;
+    const int32_t lower = sink->r->relu ? std::max(type_min, sink->r->y_zero_point) : type_min;
+    rq_lo = static_cast<float>(lower - sink->r->y_zero_point);
+    rq_hi = static_cast<float>(type_max - sink->r->y_zero_point);
+  }
   std::atomic<bool> ok{true};
 #pragma omp parallel num_threads(nt)
   {
@@ -1067,11 +1076,20 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
         const int nv = static_cast<int>(std::min<int64_t>(K.nr, j1 - jt));
         for (int64_t i0 = 0; i0 < s.cog; i0 += K.mr) {
           const int mv = static_cast<int>(std::min<int64_t>(K.mr, s.cog - i0));
-          K.micro(kg, pa + (g * rows_pad + i0) * kg, base + jt * 4, goff.data(), za.data() + g * s.cog + i0,
-                  rterm.data() + g * s.cog + i0, acc + i0 * (j1 - j0) + (jt - j0), j1 - j0, mv, nv);
+          const int64_t row = g * s.cog + i0;
+          if (!sink) {
+            K.micro_s32(kg, pa + (g * rows_pad + i0) * kg, base + jt * 4, goff.data(), za.data() + row,
+                        rterm.data() + row, acc + i0 * (j1 - j0) + (jt - j0), j1 - j0, mv, nv, nullptr);
+            continue;
+          }
+          const detail::vnni::DirectRequant rq{sink->r->multiplier + row, sink->r->bias ? sink->r->bias + row : nullptr,
+                                         sink->r->y_zero_point, rq_lo, rq_hi};
+          (sink->y_signed ? K.micro_s8 : K.micro_u8)(kg, pa + (g * rows_pad + i0) * kg, base + jt * 4, goff.data(),
+                                                       za.data() + row, rterm.data() + row,
+                                                       qbuf + i0 * (j1 - j0) + (jt - j0), j1 - j0, mv, nv, &rq);
         }
       }
-      emit_wide(d, s, tg, g, acc, j1 - j0, j0, j1, y, sink, qbuf);
+      emit_wide(d, s, tg, g, acc, j1 - j0, j0, j1, y, sink, qbuf, /*requantized=*/true);
     }
   }
   if (!ok.load()) return Status::Internal("out of memory");

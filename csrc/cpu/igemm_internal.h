@@ -65,12 +65,21 @@ double vnni_probe(int64_t iters);  // int8 ops (2 per multiply-add) done
 // A panel (vnni format, kg groups) times B vectors read at b + goff[g] (64
 // bytes per 16 columns: 16 dwords of 4 k values, the slot-interleaved input,
 // igemm.cpp), then C = acc - za[i] * colsum_j + rterm[i] where colsum_j is the
-// sum of B's bytes of column j (accumulated here). c has stride ldc.
+// sum of B's bytes of column j (accumulated here). c has stride ldc (elements).
+// The int32 variant stores C; the uint8 / int8 variants requantize row i in
+// registers (requant_internal.h's formula, multiplier[i], bias[i]) and store bytes.
+struct DirectRequant {
+  const float* multiplier;  // from the tile's first row
+  const int32_t* bias;      // from the tile's first row, or null
+  int32_t y_zero_point;
+  float lo, hi;             // clamp of nearbyint(v) (y_zero_point already subtracted)
+};
 using IgemmDirectFn = void (*)(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff,
-                               const int32_t* za, const int32_t* rterm, int32_t* c, int64_t ldc, int mv, int nv);
+                               const int32_t* za, const int32_t* rterm, void* c, int64_t ldc, int mv, int nv,
+                               const DirectRequant* rq);
 struct IgemmDirectKernel {
   int mr = 0, nr = 0;
-  IgemmDirectFn micro = nullptr;
+  IgemmDirectFn micro_s32 = nullptr, micro_u8 = nullptr, micro_s8 = nullptr;
 };
 int direct_kernels(IgemmDirectKernel* out, int max);
 // Interleaves 4 rows r[0..3] of n bytes (a null row: the pad byte) into n dwords

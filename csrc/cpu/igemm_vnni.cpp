@@ -100,9 +100,12 @@ IgemmKernel make() {
   return k;
 }
 
-template <int MR, int NV>
+// Output of the direct tile: int32 C, or requantized uint8 / int8 bytes.
+enum class DirectOut { s32, u8, s8 };
+
+template <int MR, int NV, DirectOut OUT>
 void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff, const int32_t* za,
-                  const int32_t* rterm, int32_t* c, int64_t ldc, int mv, int nv) {
+                  const int32_t* rterm, void* cv, int64_t ldc, int mv, int nv, const DirectRequant* rq) {
   __m512i acc[MR][NV], cs[NV];
   const __m512i ones = _mm512_set1_epi8(1);
 #pragma GCC unroll 16
@@ -134,7 +137,18 @@ void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       const __m512i x = _mm512_add_epi32(_mm512_sub_epi32(acc[i][v], _mm512_mullo_epi32(zi, cs[v])), ri);
-      _mm512_mask_storeu_epi32(c + i * ldc + 16 * v, mask16(nv - 16 * v), x);
+      const __mmask16 mk = mask16(nv - 16 * v);
+      if constexpr (OUT == DirectOut::s32) {
+        _mm512_mask_storeu_epi32(static_cast<int32_t*>(cv) + i * ldc + 16 * v, mk, x);
+      } else {  // requantize in registers (requant_internal.h): the int32 block never leaves them
+        const __m512i biased = rq->bias ? _mm512_add_epi32(x, _mm512_set1_epi32(rq->bias[i])) : x;
+        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(biased), _mm512_set1_ps(rq->multiplier[i]));
+        f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(rq->lo)), _mm512_set1_ps(rq->hi));
+        const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(rq->y_zero_point));
+        uint8_t* out = static_cast<uint8_t*>(cv) + i * ldc + 16 * v;
+        _mm_mask_storeu_epi8(out, mk, OUT == DirectOut::s8 ? _mm512_cvtsepi32_epi8(q) : _mm512_cvtusepi32_epi8(q));
+      }
     }
   }
 }
@@ -171,8 +185,11 @@ void copy_rows(const uint8_t* src, int64_t ld_src, uint8_t* dst, int64_t ld_dst,
 }
 
 int direct_kernels(IgemmDirectKernel* out, int max) {
-  const IgemmDirectKernel all[] = {{12, 32, micro_direct<12, 2>}, {8, 48, micro_direct<8, 3>},
-                                   {4, 64, micro_direct<4, 4>}};
+#define LEPTON_DIRECT(MR, NV)                                                                     \
+  IgemmDirectKernel{MR, 16 * NV, micro_direct<MR, NV, DirectOut::s32>, micro_direct<MR, NV, DirectOut::u8>, \
+                    micro_direct<MR, NV, DirectOut::s8>}
+  const IgemmDirectKernel all[] = {LEPTON_DIRECT(12, 2), LEPTON_DIRECT(8, 3), LEPTON_DIRECT(4, 4)};
+#undef LEPTON_DIRECT
   int n = 0;
   for (const auto& k : all)
     if (n < max) out[n++] = k;
