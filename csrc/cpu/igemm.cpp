@@ -934,24 +934,21 @@ void fill_tall_rows(const Conv2dDesc& d, const ConvShape& s, const TallGeometry&
       if (m.channel_major) {  // blk0 is a multiple of kw: one channel block, all its tap columns
         const uint8_t* src[4];
         for (int i = 0; i < 4; ++i) src[i] = m.c[4 * blk0 + i] >= 0 ? channel_row(m.c[4 * blk0 + i]) : nullptr;
-        detail::vnni::interleave_rows4(src, d.w, flip, pad, scratch + 4 * d.pad_left);
-        for (int64_t blk = blk0; blk < blk1; ++blk)
-          detail::vnni::copy_rows(scratch + 4 * (blk % kw) * d.dilation_w, 0,
-                                  base + blk * block_bytes + 4 * tall_row(tg, img, r), 0, 1, 4 * d.out_w);
+        uint8_t* dst[64];  // one per tap column (kw <= 64 here, checked by the caller)
+        for (int64_t blk = blk0; blk < blk1; ++blk) dst[blk - blk0] = base + blk * block_bytes + 4 * tall_row(tg, img, r);
+        detail::vnni::interleave_rows4_copies(src, d.w, flip, pad, scratch, d.pad_left, blk1 - blk0, d.dilation_w,
+                                              d.out_w, dst);
         continue;
       }
       const uint8_t* src[4];
+      int64_t shift[4];
       for (int i = 0; i < 4; ++i) {
         const int64_t c = m.c[4 * blk0 + i];
-        if (c < 0) {
-          src[i] = nullptr;
-          continue;
-        }
-        uint8_t* row = scratch + i * row_len;  // padded row: pad_left + W + pad_right
-        copy_bytes(row + d.pad_left, channel_row(c), d.w);
-        src[i] = row + m.b[4 * blk0 + i] * d.dilation_w;
+        src[i] = c >= 0 ? channel_row(c) : nullptr;
+        shift[i] = m.b[4 * blk0 + i] * d.dilation_w - d.pad_left;  // input column of output column 0
       }
-      detail::vnni::interleave_rows4(src, d.out_w, flip, pad, base + blk0 * block_bytes + 4 * tall_row(tg, img, r));
+      detail::vnni::interleave_shifted4(src, shift, d.w, d.out_w, flip, pad,
+                                        base + blk0 * block_bytes + 4 * tall_row(tg, img, r));
     }
 }
 
@@ -964,10 +961,11 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeomet
   // Work items: one channel block (kw blocks) or one tap-major block.
   const int64_t per_item = m.channel_major ? d.kernel_w : 1, items = blocks / per_item;
   const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, blocks * tg.copy_len / 16384)));
-  const int64_t row_len = d.pad_left + d.w + d.pad_right + 64;  // bytes; channel-major rows use 4x
-  std::vector<uint8_t> scratch(static_cast<size_t>(nt * 4 * row_len), pad);
-  if (m.channel_major)
-    for (size_t i = 0; i < scratch.size(); ++i) scratch[i] = pad ^ flip;  // interleaved padding
+  // bytes; channel-major rows use 4x; a multiple of 64 so that threads never share a cache line
+  const int64_t row_len = round_up(d.pad_left + d.w + d.pad_right + 64, 64);
+  AlignedBuffer<uint8_t> scratch(static_cast<size_t>(nt * 4 * row_len));
+  if (scratch.empty()) return false;
+  std::memset(scratch.get(), m.channel_major ? pad ^ flip : pad, static_cast<size_t>(nt * 4 * row_len));
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t item = 0; item < items; ++item) {
     const int64_t g = item * per_item / m.blocks, blk0 = item * per_item % m.blocks;
@@ -979,7 +977,7 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeomet
         std::memset(base + blk * block_bytes + 4 * from, pad ^ flip, static_cast<size_t>(4 * (to - from)));
       }
     fill_tall_rows(d, s, tg, m, x, pad, flip, g, blk0, blk0 + per_item, block_bytes, base,
-                   scratch.data() + omp_get_thread_num() * 4 * row_len, row_len);
+                   scratch.get() + omp_get_thread_num() * 4 * row_len, row_len);
   }
   return true;
 }
@@ -1126,7 +1124,8 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
     return Status::Ok();
   }
   if (!x || !w) return Status::Invalid("null x or w pointer");
-  const bool tall = d.stride_h == 1 && d.stride_w == 1 && resolve_path() == IgemmPath::vnni && tall_layout_fits(d);
+  const bool tall = d.stride_h == 1 && d.stride_w == 1 && d.kernel_w <= 64 && resolve_path() == IgemmPath::vnni &&
+                    tall_layout_fits(d);
   if (tall)
     return conv_direct_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,
                             reinterpret_cast<const uint8_t*>(w), is_signed_t<TW>(), wzp, per_channel, y, sink);

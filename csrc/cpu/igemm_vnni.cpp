@@ -155,6 +155,78 @@ void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t
 
 }  // namespace
 
+namespace {
+inline void copy_run(const uint8_t* src, uint8_t* dst, int64_t n) {
+  for (int64_t j = 0; j < n; j += 64) {
+    const int64_t len = n - j < 64 ? n - j : 64;
+    const __mmask64 m = len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1;
+    _mm512_mask_storeu_epi8(dst + j, m, _mm512_maskz_loadu_epi8(m, src + j));
+  }
+}
+}  // namespace
+
+// Rows of up to 16 pixels stay in one register: the copies are lane permutes of
+// it (reading back a just-written masked store would stall on store forwarding).
+void interleave_rows4_copies(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* row,
+                             int64_t pad_left, int64_t copies, int64_t step, int64_t out_n, uint8_t* const* out) {
+  if (n > 16 || out_n > 16) {
+    interleave_rows4(r, n, flip, pad, row + 4 * pad_left);
+    for (int64_t b = 0; b < copies; ++b) copy_run(row + 4 * b * step, out[b], 4 * out_n);
+    return;
+  }
+  const __m128i fl = _mm_set1_epi8(static_cast<char>(flip));
+  const __m128i pv = _mm_set1_epi8(static_cast<char>(pad ^ flip));
+  const __mmask16 m = mask16(static_cast<int>(n));
+  __m128i x[4];
+  for (int t = 0; t < 4; ++t) x[t] = r[t] ? _mm_xor_si128(_mm_maskz_loadu_epi8(m, r[t]), fl) : pv;
+  const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
+  const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
+  __m512i all = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
+  all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t0, t2), 1);
+  all = _mm512_inserti32x4(all, _mm_unpacklo_epi16(t1, t3), 2);
+  all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t1, t3), 3);  // dword j = pixel j (j < n)
+  const __m512i padv = _mm512_set1_epi8(static_cast<char>(pad ^ flip));
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __mmask16 store = mask16(static_cast<int>(out_n));
+  for (int64_t b = 0; b < copies; ++b) {
+    // output pixel k of copy b is padded-row pixel k + b*step, i.e. input pixel k + shift
+    const __m512i src = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(b * step - pad_left)));
+    const __mmask16 inside = _mm512_cmpge_epi32_mask(src, _mm512_setzero_si512()) &
+                             _mm512_cmplt_epi32_mask(src, _mm512_set1_epi32(static_cast<int>(n)));
+    _mm512_mask_storeu_epi32(out[b], store, _mm512_mask_permutexvar_epi32(padv, inside, src, all));
+  }
+}
+
+void interleave_shifted4(const uint8_t* const* r, const int64_t* shift, int64_t w, int64_t out_n, uint8_t flip,
+                         uint8_t pad, uint8_t* out) {
+  const __m128i fl = _mm_set1_epi8(static_cast<char>(flip));
+  const __m128i pv = _mm_set1_epi8(static_cast<char>(pad));
+  for (int64_t j = 0; j < out_n; j += 16) {
+    const int64_t len = out_n - j < 16 ? out_n - j : 16;
+    __m128i x[4];
+    for (int t = 0; t < 4; ++t) {
+      if (!r[t]) {
+        x[t] = _mm_xor_si128(pv, fl);
+        continue;
+      }
+      // pixels k < len with 0 <= j + k + shift < w come from the row, the rest is padding;
+      // masked-off bytes are never read, so the address may start before the row
+      const int64_t first = j + shift[t];
+      const int64_t lo = first < 0 ? -first : 0, hi = w - first < len ? w - first : len;
+      const __mmask16 m = hi > lo ? static_cast<__mmask16>(mask16(static_cast<int>(hi)) & ~mask16(static_cast<int>(lo)))
+                                  : __mmask16(0);
+      x[t] = _mm_xor_si128(_mm_mask_loadu_epi8(pv, m, r[t] + first), fl);
+    }
+    const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
+    const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
+    __m512i all = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
+    all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t0, t2), 1);
+    all = _mm512_inserti32x4(all, _mm_unpacklo_epi16(t1, t3), 2);
+    all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t1, t3), 3);
+    _mm512_mask_storeu_epi32(out + 4 * j, mask16(static_cast<int>(len)), all);
+  }
+}
+
 void interleave_rows4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* out) {
   const __m128i fl = _mm_set1_epi8(static_cast<char>(flip));
   const __m128i pv = _mm_set1_epi8(static_cast<char>(pad ^ flip));
@@ -176,12 +248,7 @@ void interleave_rows4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t 
 }
 
 void copy_rows(const uint8_t* src, int64_t ld_src, uint8_t* dst, int64_t ld_dst, int64_t rows, int64_t n) {
-  for (int64_t j = 0; j < n; j += 64) {
-    const int64_t len = n - j < 64 ? n - j : 64;
-    const __mmask64 m = len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1;
-    for (int64_t r = 0; r < rows; ++r)
-      _mm512_mask_storeu_epi8(dst + r * ld_dst + j, m, _mm512_maskz_loadu_epi8(m, src + r * ld_src + j));
-  }
+  for (int64_t r = 0; r < rows; ++r) copy_run(src + r * ld_src, dst + r * ld_dst, n);
 }
 
 int direct_kernels(IgemmDirectKernel* out, int max) {
