@@ -269,3 +269,44 @@ def test_fake_quantize_straight_through_gradient():
     t2 = Tensor(np.ones((2, 3), np.float32) * 20, requires_grad=True)
     F.fake_quantize(t2, scale, np.zeros(2, np.int8), axis=0).sum().backward()
     np.testing.assert_array_equal(t2.grad, [[0, 0, 0], [1, 1, 1]])  # 20/0.1 = 200 saturates, 20/0.5 = 40 does not
+
+
+@pytest.mark.parametrize("types", QL_TYPES, ids=lambda t: "-".join(np.dtype(d).name for d in t))
+def test_prepared_qlinear_ops_equal_the_ops(cpu_backend, types, rng):
+    """prepare_qlinear_conv2d / prepare_qlinear_matmul give the op's result on the short path
+    and on the full path (out=, other input shapes), and validate their arguments up front."""
+    tx, tw, ty = types
+    x, w = _rand(rng, tx, (3, 6, 9, 7)), _rand(rng, tw, (5, 6, 3, 3))
+    w_scale, bias = (rng.random(5) * 0.01 + 1e-4).astype(np.float32), rng.normal(0, 20, 5).astype(np.float32)
+    args = (0.05, np.iinfo(tx).max, w, w_scale, _rand(rng, tw, 5), 0.3, ty(7), bias, 1, ((1, 0), (2, 1)), 1, 1)
+    conv = lk.prepare_qlinear_conv2d(*args, activation="relu", x_dtype=tx)
+    want = lk.qlinear_conv2d(x, *args, activation="relu")
+    np.testing.assert_array_equal(conv(x), want)
+    np.testing.assert_array_equal(conv(x[:1]), want[:1])
+    np.testing.assert_array_equal(conv(x[:, :, :5]), lk.qlinear_conv2d(x[:, :, :5], *args, activation="relu"))
+    out = np.empty_like(want)
+    assert conv(x, out=out) is out and np.array_equal(out, want)
+    a, b = _rand(rng, tx, (7, 33)), _rand(rng, tw, (33, 4))
+    margs = (0.05, 3 if tx == np.uint8 else -3, b, (rng.random(4) * 0.01 + 1e-4).astype(np.float32), 0, 0.2, ty(1))
+    mm = lk.prepare_qlinear_matmul(*margs, bias=np.arange(4, dtype=np.int32), a_dtype=tx)
+    np.testing.assert_array_equal(mm(a), lk.qlinear_matmul(a, *margs, bias=np.arange(4, dtype=np.int32)))
+    np.testing.assert_array_equal(mm(a[:0]), np.empty((0, 4), ty))
+    with pytest.raises(TypeError, match="x"):
+        conv(x.astype(np.float32))  # the full op names the bad argument
+    with pytest.raises(ValueError, match="inner dimensions"):
+        mm(a[:, :5])
+
+
+@pytest.mark.parametrize("call,exc,words", [
+    (lambda w: lk.prepare_qlinear_conv2d(0.0, 0, w, 1.0, 0, 1.0, 0), ValueError, ("x_scale",)),
+    (lambda w: lk.prepare_qlinear_conv2d(1.0, 0, w, np.ones(3), 0, 1.0, 0), ValueError, ("w_scale", "4 entries")),
+    (lambda w: lk.prepare_qlinear_conv2d(1.0, 0, w, 1.0, 0, 1.0, 0, stride=0), ValueError, ("stride",)),
+    (lambda w: lk.prepare_qlinear_conv2d(1.0, 0, w, 1.0, 0, 1.0, 0, x_dtype=np.int16), TypeError, ("x_dtype",)),
+    (lambda w: lk.prepare_qlinear_conv2d(1.0, 0, w.astype(np.float32), 1.0, 0, 1.0, 0), TypeError, ("w",)),
+    (lambda w: lk.prepare_qlinear_matmul(1.0, 0, w[:, :, 0, 0], 1.0, 0, 1.0, 300), ValueError, ("y_zero_point",)),
+])
+def test_prepare_qlinear_bad_input(call, exc, words):
+    with pytest.raises(exc) as info:
+        call(np.ones((4, 2, 3, 3), np.int8))
+    for word in words:
+        assert word in str(info.value), f"{word!r} not in {info.value}"
