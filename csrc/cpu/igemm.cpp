@@ -824,35 +824,20 @@ TallGeometry tall_geometry(const Conv2dDesc& d) {
 // Position of input row r of image img in a copy.
 inline int64_t tall_row(const TallGeometry& t, int64_t img, int64_t r) { return (t.lh + img * t.hp + r) * t.ow; }
 
-// Hands the output pixels among the wide columns [j0, j1) of one group's block
-// acc (cog rows, stride lda) to the int32 output or the requantizing sink. With
-// a sink the whole block is first requantized into qbuf (cog x (j1 - j0) bytes,
-// long vector runs) unless the micro-kernel already did (requantized). The
-// output pixels of an image are one run.
-void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, int64_t g, const int32_t* acc,
-               int64_t lda, int64_t j0, int64_t j1, int32_t* y, const RequantSink* sink, uint8_t* qbuf,
-               bool requantized) {
-  const int64_t cols = j1 - j0;
-  if (sink && !requantized) {
-    const detail::RequantBlock b{acc, lda, s.cog, cols, g * s.cog, true};
-    if (sink->y_signed)
-      detail::requantize(b, *sink->r, reinterpret_cast<int8_t*>(qbuf), cols);
-    else
-      detail::requantize(b, *sink->r, qbuf, cols);
-  }
+// Copies the output pixels among the wide columns [j0, j1) of one group's tile
+// (cog rows of `esize`-byte results, row stride ld elements) to y, the int32
+// output or the sink's bytes. The output pixels of an image are one run.
+void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, int64_t g, const uint8_t* tile,
+               int64_t ld, int64_t esize, int64_t j0, int64_t j1, uint8_t* y) {
   const int64_t image_span = t.hp * t.ow;
   for (int64_t img = std::max<int64_t>(0, (j0 - t.first) / image_span); img < d.n; ++img) {
     const int64_t start = t.first + img * image_span;  // wide index of the image's pixel 0
     if (start >= j1) break;
     const int64_t q0 = std::max(j0, start), q1 = std::min(j1, start + s.ohw);
     if (q0 >= q1) continue;
-    const int64_t first = (img * d.c_out + g * s.cog) * s.ohw + (q0 - start), n = q1 - q0;
-    if (sink) {
-      detail::vnni::copy_rows(qbuf + (q0 - j0), cols, static_cast<uint8_t*>(sink->y) + first, s.ohw, s.cog, n);
-      continue;
-    }
-    detail::vnni::copy_rows(reinterpret_cast<const uint8_t*>(acc + (q0 - j0)), 4 * lda,
-                            reinterpret_cast<uint8_t*>(y + first), 4 * s.ohw, s.cog, 4 * n);
+    const int64_t first = (img * d.c_out + g * s.cog) * s.ohw + (q0 - start);
+    detail::vnni::copy_rows(tile + esize * (q0 - j0), esize * ld, y + esize * first, esize * s.ohw, s.cog,
+                            esize * (q1 - q0));
   }
 }
 
@@ -899,7 +884,7 @@ SlotMap slot_map(const Conv2dDesc& d, const ConvShape& s) {
 // large buffers would otherwise be fresh pages on every call (glibc serves big
 // allocations with mmap), and the page faults cost as much as the arithmetic on
 // small layers. Memory stays at the largest size a thread has needed.
-enum ScratchSlot { kTallInput = 0, kWeightPanels = 1, kBlockAcc = 2, kBlockBytes = 3, kScratchSlots = 4 };
+enum ScratchSlot { kTallInput = 0, kWeightPanels = 1, kBlockAcc = 2, kScratchSlots = 3 };
 
 void* thread_scratch(ScratchSlot slot, size_t bytes) {
   struct Slot {
@@ -1044,7 +1029,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   for (int64_t g = 0; g < d.groups; ++g)  // rows past cog in the last panel: zero
     for (int64_t i = s.cog; i < rows_pad; ++i)
       for (int64_t q = 0; q < kg; ++q) pa[(g * rows_pad + i / K.mr * K.mr) * kg + q * K.mr + i % K.mr] = 0;
-  // Units: (group, chunk of wide pixels); the int32 block of a chunk stays in L2.
+  // Units: (group, chunk of wide pixels).
   int64_t chunk = std::max<int64_t>(K.nr, (256 * 1024) / (4 * s.cog) / K.nr * K.nr);
   const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
   chunk = std::min(chunk, std::max<int64_t>(K.nr, round_up((wide_total + min_chunks - 1) / min_chunks, K.nr)));
@@ -1059,35 +1044,44 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
     rq_hi = static_cast<float>(type_max - sink->r->y_zero_point);
   }
   std::atomic<bool> ok{true};
+  // A tile lying inside one image's output pixels is stored straight into y
+  // (row stride OH*OW); a tile that crosses an image boundary or the gap rows
+  // goes through a small scratch tile, whose output pixels are then copied.
+  const int64_t esize = sink ? 1 : 4, image_span = tg.hp * tg.ow;
+  uint8_t* const y_bytes = sink ? static_cast<uint8_t*>(sink->y) : reinterpret_cast<uint8_t*>(y);
 #pragma omp parallel num_threads(nt)
   {
-    int32_t* const acc = static_cast<int32_t*>(thread_scratch(kBlockAcc, sizeof(int32_t) * s.cog * chunk));
-    uint8_t* const qbuf = static_cast<uint8_t*>(thread_scratch(kBlockBytes, static_cast<size_t>(s.cog * chunk)));
-    const bool mine = acc && qbuf;
-    if (!mine) ok.store(false);
+    uint8_t* const tile = static_cast<uint8_t*>(thread_scratch(kBlockAcc, static_cast<size_t>(4 * s.cog * K.nr)));
+    if (!tile) ok.store(false);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
-      if (!mine) continue;
+      if (!tile) continue;
       const int64_t g = u / nchunks, j0 = tg.first + (u % nchunks) * chunk, j1 = std::min(tg.end, j0 + chunk);
       const uint8_t* base = t.data + g * sm.blocks * 4 * t.block_positions;
       for (int64_t jt = j0; jt < j1; jt += K.nr) {
         const int nv = static_cast<int>(std::min<int64_t>(K.nr, j1 - jt));
+        const int64_t img = (jt - tg.first) / image_span, start = tg.first + img * image_span;
+        const bool direct = jt + nv <= start + s.ohw;
         for (int64_t i0 = 0; i0 < s.cog; i0 += K.mr) {
           const int mv = static_cast<int>(std::min<int64_t>(K.mr, s.cog - i0));
           const int64_t row = g * s.cog + i0;
+          uint8_t* const out = direct ? y_bytes + esize * ((img * d.c_out + row) * s.ohw + (jt - start))
+                                      : tile + esize * i0 * K.nr;
+          const int64_t ldc = direct ? s.ohw : K.nr;
+          const int32_t* const a = pa + (g * rows_pad + i0) * kg;
           if (!sink) {
-            K.micro_s32(kg, pa + (g * rows_pad + i0) * kg, base + jt * 4, goff.data(), za.data() + row,
-                        rterm.data() + row, acc + i0 * (j1 - j0) + (jt - j0), j1 - j0, mv, nv, nullptr);
+            K.micro_s32(kg, a, base + jt * 4, goff.data(), za.data() + row, rterm.data() + row, out, ldc, mv, nv,
+                        nullptr);
             continue;
           }
-          const detail::vnni::DirectRequant rq{sink->r->multiplier + row, sink->r->bias ? sink->r->bias + row : nullptr,
-                                         sink->r->y_zero_point, rq_lo, rq_hi};
-          (sink->y_signed ? K.micro_s8 : K.micro_u8)(kg, pa + (g * rows_pad + i0) * kg, base + jt * 4, goff.data(),
-                                                       za.data() + row, rterm.data() + row,
-                                                       qbuf + i0 * (j1 - j0) + (jt - j0), j1 - j0, mv, nv, &rq);
+          const detail::vnni::DirectRequant rq{sink->r->multiplier + row,
+                                               sink->r->bias ? sink->r->bias + row : nullptr,
+                                               sink->r->y_zero_point, rq_lo, rq_hi};
+          (sink->y_signed ? K.micro_s8 : K.micro_u8)(kg, a, base + jt * 4, goff.data(), za.data() + row,
+                                                       rterm.data() + row, out, ldc, mv, nv, &rq);
         }
+        if (!direct) emit_wide(d, s, tg, g, tile, K.nr, esize, jt, jt + nv, y_bytes);
       }
-      emit_wide(d, s, tg, g, acc, j1 - j0, j0, j1, y, sink, qbuf, /*requantized=*/true);
     }
   }
   if (!ok.load()) return Status::Internal("out of memory");
