@@ -1193,6 +1193,40 @@ void qlinear_matmul(const py::object& ao, const py::object& bo, int64_t azp, con
   raise_status(op, st);
 }
 
+// qlinear_matmul with the weights packed once (pack_matmul_integer_b with their zero point).
+void qlinear_matmul_packed(const py::object& ao, const lepton::PackedIntB& pb, int64_t azp, const py::object& biaso,
+                           const py::object& mo, int64_t yzp, bool relu, const py::object& oo) {
+  const std::string op = "qlinear_matmul_packed";
+  Arg a = array_arg(op, "a", ao, false);
+  const IType ta = int_arg_type(op, a, false);
+  expect_ndim(op, a, 2, "(M, K)");
+  if (a.a.shape(1) != pb.k())
+    value_error(op, "a must have K = " + std::to_string(pb.k()) + " columns (the packed b), got shape " +
+                        shape_str(shape_of(a.a)));
+  Arg out = array_arg(op, "out", oo, true);
+  const IType ty = int_arg_type(op, out, false);
+  expect_shape(op, out, {a.a.shape(0), pb.n()});
+  const RequantArgs q = requant_args(op, biaso, mo, yzp, relu, pb.n());
+  std::vector<const Arg*> ins{&a, &q.multiplier};
+  if (q.bias) ins.push_back(&*q.bias);
+  expect_outputs_disjoint(op, {&out}, ins);
+  lepton::MatmulIntegerDesc d;
+  d.m = a.a.shape(0), d.k = pb.k(), d.n = pb.n();
+  d.lda = d.k, d.ldb = d.n, d.ldc = d.n;
+  d.a_zero_point = int_scalar(op, "a_zero_point", azp);
+  const void* ap = a.a.data();
+  void* yp = out.a.mutable_data();
+  lepton::Status st;
+  {
+    py::gil_scoped_release nogil;
+    st = dispatch_y(ty, yp, [&](auto* py_) {
+      return ta == IType::u8 ? lepton::qlinear_matmul_packed(d, static_cast<const uint8_t*>(ap), pb, q.r, py_)
+                             : lepton::qlinear_matmul_packed(d, static_cast<const int8_t*>(ap), pb, q.r, py_);
+    });
+  }
+  raise_status(op, st);
+}
+
 void qlinear_conv2d(const py::object& xo, const py::object& wo, int64_t xzp, const py::object& wzo,
                     const py::object& biaso, const py::object& mo, int64_t yzp, bool relu, const py::object& oo,
                     int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw,
@@ -1427,6 +1461,9 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         "ONNX QLinearMatMul (lepton/quant.h): out int8/uint8 (M, N) = clamp(rint(float(int32((a - a_zp) @ "
         "(b - b_zp[j]) + bias[j])) * multiplier[j]) + y_zero_point) in float32; multiplier float32 (N,), bias int32 (N,) or None; "
         "relu raises the lower bound to y_zero_point.");
+  m.def("qlinear_matmul_packed", &qlinear_matmul_packed, py::arg("a"), py::arg("b"), py::arg("a_zero_point"),
+        py::arg("bias"), py::arg("multiplier"), py::arg("y_zero_point"), py::arg("relu"), py::arg("out"),
+        "qlinear_matmul with b packed once by pack_matmul_integer_b (its zero point included).");
   m.def("qlinear_conv2d", &qlinear_conv2d, py::arg("x"), py::arg("weight"), py::arg("x_zero_point"),
         py::arg("w_zero_point"), py::arg("bias"), py::arg("multiplier"), py::arg("y_zero_point"), py::arg("relu"),
         py::arg("out"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_bottom"),

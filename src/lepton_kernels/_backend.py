@@ -35,6 +35,11 @@ Every backend module exposes the same functions (the *kernel interface*)::
     qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c)
         # the same per output channel (w_zero_point, bias, multiplier of length C_out)
 
+Optional (used when present, e.g. by ops.prepare_qlinear_matmul)::
+
+    pack_qlinear_weights(b, b_zero_point) -> packed   # b (K, N) packed once
+    qlinear_matmul_packed(a, packed, a_zero_point, bias, multiplier, y_zero_point, relu, out)
+
 In the backward kernels ``y`` is the forward output when the forward fused a
 ReLU (the gradient is masked where ``y <= 0``), else None; each gradient
 output is None when it is not wanted. ``c`` is a :class:`ConvParams`.

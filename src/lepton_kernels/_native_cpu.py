@@ -115,3 +115,12 @@ def qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_po
 def qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c):
     _cpu.qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out,
                         *_conv_geometry(c))
+
+
+def pack_qlinear_weights(b, b_zero_point):
+    """Optional kernel: b (K, N) packed once for qlinear_matmul_packed (zero point included)."""
+    return _cpu.pack_matmul_integer_b(b, b_zero_point)
+
+
+def qlinear_matmul_packed(a, packed, a_zero_point, bias, multiplier, y_zero_point, relu, out):
+    _cpu.qlinear_matmul_packed(a, packed, a_zero_point, bias, multiplier, y_zero_point, relu, out)

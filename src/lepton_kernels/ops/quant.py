@@ -429,19 +429,26 @@ class PreparedQLinear:
         self._args = (in_zp, w_zp, bias, multiplier, y_zp, relu)
         self._geometry_args = geometry  # (stride, padding, dilation, groups) for a convolution
         self._shapes = {}  # conv: x.shape[1:] -> (ConvParams, (OH, OW))
+        self._packed = None  # matmul: (backend, weights packed once by it) when it can pack
 
     def __call__(self, x, *, out=None):
         fast = (type(x) is np.ndarray and out is None and x.dtype == self.in_dtype and x.flags.c_contiguous
                 and x.ndim == (4 if self._geometry_args else 2) and x.shape[1] == self._in_channels)
         if not fast:
             return self._full_call(x, out)
-        kernel = getattr(_backend.get_backend("cpu", self.op), self.op)
+        backend = _backend.get_backend("cpu", self.op)
+        kernel = getattr(backend, self.op)
         if self._geometry_args is None:
             y = np.empty((x.shape[0], self._out_channels), self.out_dtype)
             if y.size:
                 if x.shape[1] == 0:
                     return self._full_call(x, out)
-                kernel(x, self.weight, *self._args, y)
+                packed = self._packed_for(backend)
+                if packed is not None:
+                    in_zp, _, bias, multiplier, y_zp, relu = self._args
+                    backend.qlinear_matmul_packed(x, packed, in_zp, bias, multiplier, y_zp, relu, y)
+                else:
+                    kernel(x, self.weight, *self._args, y)
             return y
         shape = self._shapes.get(x.shape[1:])
         if shape is None:
@@ -452,6 +459,15 @@ class PreparedQLinear:
         if y.size:
             kernel(x, self.weight, *self._args, y, params)
         return y
+
+    def _packed_for(self, backend):
+        """The weights packed by ``backend`` (once), or None when it cannot pack."""
+        if self._packed is None or self._packed[0] is not backend:
+            pack = getattr(backend, "pack_qlinear_weights", None)
+            if pack is None or not hasattr(backend, "qlinear_matmul_packed"):
+                return None
+            self._packed = (backend, pack(self.weight, self._args[1]))
+        return self._packed[1]
 
     def __repr__(self):
         return (f"PreparedQLinear({self.op}, weight {tuple(self.weight.shape)} {self.weight.dtype}, "
