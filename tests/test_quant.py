@@ -310,3 +310,19 @@ def test_prepare_qlinear_bad_input(call, exc, words):
         call(np.ones((4, 2, 3, 3), np.int8))
     for word in words:
         assert word in str(info.value), f"{word!r} not in {info.value}"
+
+
+@pytest.mark.parametrize("types", [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8), (np.int8, np.uint8)])
+def test_conv2d_integer_extremes_exact(cpu_backend, types):
+    """Every operand at its extreme (a 16-bit intermediate would overflow many times over),
+    zero points at the other extreme, padding (x_zp) everywhere at the border."""
+    tx, tw = types
+    xi, wi = np.iinfo(tx), np.iinfo(tw)
+    for x_fill, w_fill, x_zp, w_zp in ((xi.max, wi.min, xi.min, wi.max), (xi.min, wi.min, xi.max, wi.max)):
+        x = np.full((2, 64, 6, 6), x_fill, tx)
+        w = np.full((8, 64, 3, 3), w_fill, tw)
+        got = lk.conv2d_integer(x, w, x_zp, w_zp, 1, 1)
+        np.testing.assert_array_equal(got, ref.conv2d_integer(x, w, x_zp, w_zp, 1, 1))
+        assert abs(int(got[0, 0, 3, 3])) > 2 ** 16  # the interior really is that large
+        y = lk.qlinear_conv2d(x, 0.5, x_zp, w, 0.5, w_zp, 1.0, np.uint8(9), padding=1)
+        np.testing.assert_array_equal(y, ref.qlinear_conv2d(x, 0.5, x_zp, w, 0.5, w_zp, 1.0, np.uint8(9), padding=1))
