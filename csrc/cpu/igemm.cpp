@@ -908,11 +908,12 @@ struct TallInput4 {
   int64_t block_positions = 0;  // a block holds block_positions * 4 bytes
 };
 
-// Fills the rows of image img of the blocks of group g from x.
+// Fills the input rows of blocks [blk0, blk1) of group g from x (channel-major:
+// one channel block's kw blocks; tap-major: one block). scratch: a padded
+// interleaved row (channel-major).
 void fill_tall_rows(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& tg, const SlotMap& m,
                     const uint8_t* x, uint8_t pad, uint8_t flip, int64_t g, int64_t blk0, int64_t blk1,
-                    int64_t block_bytes, uint8_t* base, uint8_t* scratch, int64_t row_len) {
-  const int64_t kw = d.kernel_w;
+                    int64_t block_bytes, uint8_t* base, uint8_t* scratch) {
   for (int64_t img = 0; img < d.n; ++img)
     for (int64_t r = 0; r < d.h; ++r) {
       const auto channel_row = [&](int64_t c) { return x + ((img * d.c_in + g * s.cg + c) * d.h + r) * d.w; };
@@ -946,11 +947,12 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeomet
   // Work items: one channel block (kw blocks) or one tap-major block.
   const int64_t per_item = m.channel_major ? d.kernel_w : 1, items = blocks / per_item;
   const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, blocks * tg.copy_len / 16384)));
-  // bytes; channel-major rows use 4x; a multiple of 64 so that threads never share a cache line
-  const int64_t row_len = round_up(d.pad_left + d.w + d.pad_right + 64, 64);
-  AlignedBuffer<uint8_t> scratch(static_cast<size_t>(nt * 4 * row_len));
+  // Per thread one padded interleaved row (channel-major), its padding already in place; a
+  // multiple of 64 bytes so that threads never share a cache line.
+  const int64_t row_len = round_up(4 * (d.pad_left + d.w + d.pad_right) + 64, 64);
+  AlignedBuffer<uint8_t> scratch(static_cast<size_t>(nt * row_len));
   if (scratch.empty()) return false;
-  std::memset(scratch.get(), m.channel_major ? pad ^ flip : pad, static_cast<size_t>(nt * 4 * row_len));
+  std::memset(scratch.get(), pad ^ flip, static_cast<size_t>(nt * row_len));
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t item = 0; item < items; ++item) {
     const int64_t g = item * per_item / m.blocks, blk0 = item * per_item % m.blocks;
@@ -962,7 +964,7 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeomet
         std::memset(base + blk * block_bytes + 4 * from, pad ^ flip, static_cast<size_t>(4 * (to - from)));
       }
     fill_tall_rows(d, s, tg, m, x, pad, flip, g, blk0, blk0 + per_item, block_bytes, base,
-                   scratch.get() + omp_get_thread_num() * 4 * row_len, row_len);
+                   scratch.get() + omp_get_thread_num() * row_len);
   }
   return true;
 }
