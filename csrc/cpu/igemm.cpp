@@ -849,33 +849,33 @@ void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, i
 // consecutive wide pixels at one kernel row a of one block are 64 contiguous
 // bytes: exactly the vector vpdpbusd takes. The micro-kernel reads the input in
 // place and nothing is packed per call but the weights. k runs over
-// (block, a, i). Two ways to fill blocks:
-//   channel-major (3+ channels): block (cb, b) = channels 4cb..4cb+3 at tap
-//     column b; a row is interleaved once and copied per b;
-//   tap-major (1-2 channels): slots s = c * kw + b taken four at a time, so a
-//     single channel does not waste three quarters of every block.
+// (block, a, i). Blocks are filled two ways:
+//   channel-major, for the channels in whole groups of four: block (cb, b) =
+//     channels 4cb..4cb+3 at tap column b; a row is interleaved once and
+//     shifted per b;
+//   tap-major, for the 0-3 channels left over: their slots s = c * kw + b
+//     taken four at a time, so one channel does not waste three quarters of
+//     every block.
 // Empty slots hold x_zp (their weights w_zp[o]): (x - x_zp)(w - w_zp) = 0.
 struct SlotMap {
-  bool channel_major = true;
-  int64_t blocks = 0;           // per group
-  std::vector<int64_t> c, b;    // 4 * blocks entries; c = -1: empty slot
+  int64_t channel_blocks = 0;  // per group: the first ones are channel-major (kw per channel block)
+  int64_t blocks = 0;          // per group
+  std::vector<int64_t> c, b;   // 4 * blocks entries; c = -1: empty slot
 };
 
 SlotMap slot_map(const Conv2dDesc& d, const ConvShape& s) {
   SlotMap m;
-  const int64_t kw = d.kernel_w;
-  m.channel_major = s.cg >= 3;
-  m.blocks = m.channel_major ? (s.cg + 3) / 4 * kw : (s.cg * kw + 3) / 4;
+  const int64_t kw = d.kernel_w, whole = s.cg / 4 * 4, rest_slots = (s.cg - whole) * kw;
+  m.channel_blocks = whole / 4 * kw;
+  m.blocks = m.channel_blocks + (rest_slots + 3) / 4;
   m.c.assign(static_cast<size_t>(4 * m.blocks), -1);
   m.b.assign(static_cast<size_t>(4 * m.blocks), 0);
   for (int64_t blk = 0; blk < m.blocks; ++blk)
     for (int64_t i = 0; i < 4; ++i) {
-      const int64_t c = m.channel_major ? (blk / kw) * 4 + i : (4 * blk + i) / kw;
-      const int64_t b = m.channel_major ? blk % kw : (4 * blk + i) % kw;
-      if (c < s.cg && (m.channel_major || 4 * blk + i < s.cg * kw)) {
-        m.c[4 * blk + i] = c;
-        m.b[4 * blk + i] = b;
-      }
+      const int64_t slot = 4 * (blk - m.channel_blocks) + i;  // tap-major numbering
+      if (blk >= m.channel_blocks && slot >= rest_slots) continue;
+      m.c[4 * blk + i] = blk < m.channel_blocks ? (blk / kw) * 4 + i : whole + slot / kw;
+      m.b[4 * blk + i] = blk < m.channel_blocks ? blk % kw : slot % kw;
     }
   return m;
 }
@@ -917,7 +917,7 @@ void fill_tall_rows(const Conv2dDesc& d, const ConvShape& s, const TallGeometry&
   for (int64_t img = 0; img < d.n; ++img)
     for (int64_t r = 0; r < d.h; ++r) {
       const auto channel_row = [&](int64_t c) { return x + ((img * d.c_in + g * s.cg + c) * d.h + r) * d.w; };
-      if (m.channel_major) {  // blk0 is a multiple of kw: one channel block, all its tap columns
+      if (blk0 < m.channel_blocks) {  // blk0 is a multiple of kw: one channel block, all its tap columns
         const uint8_t* src[4];
         for (int i = 0; i < 4; ++i) src[i] = m.c[4 * blk0 + i] >= 0 ? channel_row(m.c[4 * blk0 + i]) : nullptr;
         uint8_t* dst[64];  // one per tap column (kw <= 64 here, checked by the caller)
@@ -944,8 +944,9 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeomet
   const int64_t block_bytes = 4 * t->block_positions, blocks = d.groups * m.blocks;
   t->data = static_cast<uint8_t*>(thread_scratch(kTallInput, static_cast<size_t>(blocks * block_bytes)));
   if (!t->data) return false;
-  // Work items: one channel block (kw blocks) or one tap-major block.
-  const int64_t per_item = m.channel_major ? d.kernel_w : 1, items = blocks / per_item;
+  // Work items per group: one per channel block (kw blocks each), then one per tap-major block.
+  const int64_t channel_items = m.channel_blocks / d.kernel_w;
+  const int64_t items_per_group = channel_items + (m.blocks - m.channel_blocks), items = d.groups * items_per_group;
   const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, blocks * tg.copy_len / 16384)));
   // Per thread one padded interleaved row (channel-major), its padding already in place; a
   // multiple of 64 bytes so that threads never share a cache line.
@@ -955,15 +956,17 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeomet
   std::memset(scratch.get(), pad ^ flip, static_cast<size_t>(nt * row_len));
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t item = 0; item < items; ++item) {
-    const int64_t g = item * per_item / m.blocks, blk0 = item * per_item % m.blocks;
+    const int64_t g = item / items_per_group, k = item % items_per_group;
+    const int64_t blk0 = k < channel_items ? k * d.kernel_w : m.channel_blocks + (k - channel_items);
+    const int64_t blk1 = k < channel_items ? blk0 + d.kernel_w : blk0 + 1;
     uint8_t* base = t->data + g * m.blocks * block_bytes;
-    for (int64_t blk = blk0; blk < blk0 + per_item; ++blk)  // the gap rows before each image, and the slack
+    for (int64_t blk = blk0; blk < blk1; ++blk)  // the gap rows before each image, and the slack
       for (int64_t img = 0; img <= d.n; ++img) {
         const int64_t from = img == 0 ? 0 : tall_row(tg, img - 1, d.h);
         const int64_t to = img == d.n ? t->block_positions : tall_row(tg, img, 0);
         std::memset(base + blk * block_bytes + 4 * from, pad ^ flip, static_cast<size_t>(4 * (to - from)));
       }
-    fill_tall_rows(d, s, tg, m, x, pad, flip, g, blk0, blk0 + per_item, block_bytes, base,
+    fill_tall_rows(d, s, tg, m, x, pad, flip, g, blk0, blk1, block_bytes, base,
                    scratch.get() + omp_get_thread_num() * row_len);
   }
   return true;
