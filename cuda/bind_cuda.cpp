@@ -14,9 +14,9 @@
 // matmul / linear / linear_backward / conv2d / conv2d_backward run the tiled GEMM and
 // implicit-GEMM kernels (cuda/gemm.cu, cuda/conv.cu); their index math is 32-bit, so
 // the bindings also reject sizes past those limits (kGemmMaxDim, 2^30 per conv size).
-// The int8 entry points (quantize ... qlinear_conv2d, cuda/quant.cu) take integer type
-// codes instead (0 = int8, 1 = uint8, 2 = int32) and check zero points against them;
-// the GEMM / convolution limits are the same.
+// The int8 entry points (quantize ... qlinear_conv2d, cuda/quant.cu, and max_pool2d_int8,
+// cuda/pool.cu) take integer type codes instead (0 = int8, 1 = uint8, 2 = int32) and
+// check zero points against them; the GEMM / convolution limits are the same.
 //
 // Importing the module needs no GPU or driver; device_count() is 0 there.
 #include <pybind11/pybind11.h>
@@ -661,6 +661,23 @@ lepton::QuantDesc quant_desc(const char* op, int64_t outer, int64_t channels, in
   return d;
 }
 
+// max_pool2d on int8 / uint8 (x_dtype 0 / 1), forward only; the checks of max_pool2d.
+void max_pool2d_int8(std::uintptr_t x, std::uintptr_t out, std::uintptr_t indices, int64_t n, int64_t c, int64_t h,
+                     int64_t w, int64_t out_h, int64_t out_w, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+                     int64_t stride_w, int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right,
+                     int64_t dilation_h, int64_t dilation_w, int x_dtype, std::uintptr_t stream) {
+  const char* op = "max_pool2d_int8";
+  const bool is_signed = qtype_of(op, "x_dtype", x_dtype, false) == lepton_cuda::QType::s8;
+  const Geometry g = pool_geometry(op, n, c, h, w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w,
+                                   pad_top, pad_bottom, pad_left, pad_right, dilation_h, dilation_w);
+  need_ptr(op, "x_ptr", x, g.out_count > 0 ? g.in_count : 0);
+  need_ptr(op, "out_ptr", out, g.out_count);  // indices_ptr 0 = no indices
+  run(op, [&] {
+    return lepton_cuda::max_pool2d_int8(is_signed, g.d, dev<const void>(x), dev<void>(out), dev<int64_t>(indices),
+                                        as_stream(stream));
+  });
+}
+
 void quantize(std::uintptr_t x, std::uintptr_t scale, std::uintptr_t zero_point, std::uintptr_t q, int64_t outer,
               int64_t channels, int64_t inner, int q_dtype, std::uintptr_t stream) {
   const char* op = "quantize";
@@ -885,6 +902,13 @@ PYBIND11_MODULE(_lepton_cuda, m) {
         arg("out_w"), arg("kernel_h"), arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_top"),
         arg("pad_bottom"), arg("pad_left"), arg("pad_right"), arg("dilation_h"), arg("dilation_w"),
         arg("dtype_code"), stream);
+  m.def("max_pool2d_int8", &max_pool2d_int8,
+        "max_pool2d on int8 (x_dtype 0) or uint8 (x_dtype 1) x and out, forward only; a window entirely "
+        "in padding gives the type's minimum and index -1.",
+        arg("x_ptr"), arg("out_ptr"), arg("indices_ptr"), arg("n"), arg("c"), arg("h"), arg("w"), arg("out_h"),
+        arg("out_w"), arg("kernel_h"), arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_top"),
+        arg("pad_bottom"), arg("pad_left"), arg("pad_right"), arg("dilation_h"), arg("dilation_w"),
+        arg("x_dtype"), stream);
   m.def("max_pool2d_backward", &max_pool2d_backward,
         "grad_in = 0, then grad_out scattered to its plane's flat indices ih*w+iw in row-major output "
         "order (deterministic); no pooling geometry is needed. An index outside [0, h*w) is skipped.",

@@ -37,6 +37,10 @@ cudaError_t bias_relu_backward(DType dtype, const lepton::BiasReluDesc& d, const
 // Pooling: d.n .. d.dilation_w as in lepton/pool.h. indices may be null (forward only).
 cudaError_t max_pool2d(DType dtype, const lepton::Pool2dDesc& d, const void* x, void* y,
                        int64_t* indices, cudaStream_t stream);
+// The same for int8 (is_signed) or uint8 x and y, forward only: a window entirely in
+// the padding gives the type's minimum (-128 / 0) and index -1. (DType stays float-only.)
+cudaError_t max_pool2d_int8(bool is_signed, const lepton::Pool2dDesc& d, const void* x, void* y,
+                            int64_t* indices, cudaStream_t stream);
 // grad_in (planes, in_plane) is overwritten: zero, then grad_out (planes, out_plane)
 // scattered to its plane's indices in output order (deterministic, bit-equal to a
 // sequential scatter). Needs no geometry; an index outside [0, in_plane) is skipped.

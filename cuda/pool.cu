@@ -2,7 +2,8 @@
 // (the same source CuPy compiles with NVRTC). NCHW; geometry as in lepton/pool.h.
 // Each launcher picks the 32-bit-index kernel variant when every index the kernel
 // forms fits (see largest_index), else the 64-bit one. max_pool2d_backward needs no
-// geometry: one warp per plane scatters through the indices.
+// geometry: one warp per plane scatters through the indices. max_pool2d_int8 runs the
+// same max-pool kernel on int8 / uint8 (forward only).
 #include <initializer_list>
 
 #include "launch.h"
@@ -59,6 +60,25 @@ cudaError_t max_pool2d(DType dtype, const lepton::Pool2dDesc& d, const void* x, 
   } else {
     auto* k = i32 ? lk_max_pool2d_f64_i32 : lk_max_pool2d_f64;
     k<<<grid, kBlock, 0, stream>>>(static_cast<const double*>(x), static_cast<double*>(y), ind,
+                                   LK_MAX_GEOM(d));
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t max_pool2d_int8(bool is_signed, const lepton::Pool2dDesc& d, const void* x, void* y,
+                            int64_t* indices, cudaStream_t stream) {
+  const int64_t work = d.n * d.c * d.out_h * d.out_w;
+  if (work <= 0) return cudaSuccess;
+  const unsigned grid = grid_for(work);
+  const bool i32 = fits_i32(largest_index(d));
+  long long* ind = reinterpret_cast<long long*>(indices);
+  if (is_signed) {
+    auto* k = i32 ? lk_max_pool2d_s8_i32 : lk_max_pool2d_s8;
+    k<<<grid, kBlock, 0, stream>>>(static_cast<const signed char*>(x), static_cast<signed char*>(y), ind,
+                                   LK_MAX_GEOM(d));
+  } else {
+    auto* k = i32 ? lk_max_pool2d_u8_i32 : lk_max_pool2d_u8;
+    k<<<grid, kBlock, 0, stream>>>(static_cast<const unsigned char*>(x), static_cast<unsigned char*>(y), ind,
                                    LK_MAX_GEOM(d));
   }
   return cudaGetLastError();

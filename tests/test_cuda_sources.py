@@ -504,3 +504,137 @@ def test_lepton_cuda_int8_launch_without_gpu_is_a_runtime_error():
     with pytest.raises(RuntimeError, match="^qlinear_conv2d: "):
         m.qlinear_conv2d(16, 16, 0, 0, 16, 16, **INT8_GEOM, x_zero_point=0, y_zero_point=0, relu=True, x_dtype=1,
                          w_dtype=0, out_dtype=1)
+
+
+# ---------------------------------------------------------------- int8 / uint8 max_pool2d (forward only)
+
+INT8_POOL_KERNELS = ["lk_max_pool2d_u8", "lk_max_pool2d_u8_i32", "lk_max_pool2d_s8", "lk_max_pool2d_s8_i32"]
+
+
+def test_int8_max_pool_kernels_exist_forward_only_and_are_launched():
+    """pool.cuh stamps the four int8 max-pool kernels and no int8 backward / average pooling;
+    cuda/pool.cu launches all four; cupy_backend names them for uint8 / int8 max_pool2d only."""
+    src = (ROOT / "cuda" / "kernels" / "pool.cuh").read_text(encoding="utf-8")
+    names = _expand_entries(src)
+    assert set(INT8_POOL_KERNELS) <= names
+    assert not [n for n in names if re.search(r"_(u8|s8)(_i32)?$", n) and n not in INT8_POOL_KERNELS]
+    launcher = _strip_comments((ROOT / "cuda" / "pool.cu").read_text(encoding="utf-8"))
+    assert all(re.search(r"\b" + k + r"\b", launcher) for k in INT8_POOL_KERNELS)
+    from lepton_kernels import cupy_backend as cb
+    from lepton_kernels._backend import PoolParams
+
+    p = PoolParams(2, 2, 2, 2, 0, 0, 0, 0)
+    assert cb._pool_name("max_pool2d", "u1", 1, 2, 4, 4, 2, 2, p) == "lk_max_pool2d_u8_i32"
+    assert cb._pool_name("max_pool2d", "i1", 1, 2, 4, 4, 2, 2, p) == "lk_max_pool2d_s8_i32"
+    assert cb._pool_name("max_pool2d", "i1", 1, 2, 1 << 31, 4, 1 << 30, 2, p) == "lk_max_pool2d_s8"
+    assert cb._pool_name("max_pool2d", "f4", 1, 2, 4, 4, 2, 2, p) == "lk_max_pool2d_f32_i32"
+    assert cb._pool_name("max_pool2d", "f8", 1, 2, 4, 4, 2, 2, p) == "lk_max_pool2d_f64_i32"
+    for op in ("avg_pool2d", "avg_pool2d_backward", "max_pool2d_backward"):
+        for t in ("u1", "i1"):
+            with pytest.raises(TypeError):
+                cb._pool_name(op, t, 1, 2, 4, 4, 2, 2, p)
+
+
+class _FakeDeviceArray:
+    """Carries a __cuda_array_interface__ only: the pointer is never dereferenced here."""
+
+    def __init__(self, shape, typestr, ptr=4096):
+        self.shape = shape
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (ptr, False),
+                                         "strides": None, "version": 3}
+
+
+def test_cupy_backend_max_pool2d_dispatches_on_dtype(monkeypatch):
+    """Which kernel the CuPy backend launches, with its launch replaced by a recorder (no GPU)."""
+    from lepton_kernels import cupy_backend as cb
+    from lepton_kernels._backend import PoolParams
+
+    launched = []
+    monkeypatch.setattr(cb, "_launch", lambda source, name, grid, block, args: launched.append((source, name, args)))
+    p = PoolParams(2, 2, 2, 2, 0, 0, 0, 0)
+    for t, name in (("|u1", "lk_max_pool2d_u8_i32"), ("|i1", "lk_max_pool2d_s8_i32"),
+                    ("<f4", "lk_max_pool2d_f32_i32"), ("<f8", "lk_max_pool2d_f64_i32")):
+        launched.clear()
+        x, out = _FakeDeviceArray((1, 2, 4, 4), t, 1024), _FakeDeviceArray((1, 2, 2, 2), t, 2048)
+        cb.max_pool2d(x, out, None, p)
+        cb.max_pool2d(x, out, _FakeDeviceArray((1, 2, 2, 2), "<i8", 4096), p)
+        assert [(s, n) for s, n, _ in launched] == [("pool.cuh", name)] * 2
+        assert [int(a) for a in launched[0][2][:3]] == [1024, 2048, 0]
+        assert [int(a) for a in launched[1][2][:3]] == [1024, 2048, 4096]
+    with pytest.raises(TypeError, match="max_pool2d: out must have x's dtype"):
+        cb.max_pool2d(_FakeDeviceArray((1, 2, 4, 4), "|u1"), _FakeDeviceArray((1, 2, 2, 2), "|i1"), None, p)
+    for call in (lambda: cb.avg_pool2d(_FakeDeviceArray((1, 2, 4, 4), "|u1"), _FakeDeviceArray((1, 2, 2, 2), "|u1"), p),
+                 lambda: cb.relu(_FakeDeviceArray((4,), "|i1"), _FakeDeviceArray((4,), "|i1"))):
+        with pytest.raises(TypeError):
+            call()
+
+
+def test_native_cuda_max_pool2d_dispatches_on_dtype():
+    """_native_cuda sends uint8 / int8 to max_pool2d_int8 and floats to max_pool2d: a geometry the
+    binding rejects (before any launch, on any machine) names the entry point that was reached."""
+    m = _lepton_cuda()  # skips when not built
+    from lepton_kernels import _native_cuda as nc
+    from lepton_kernels._backend import PoolParams
+
+    assert nc._cu is m
+    p = PoolParams(2, 2, 2, 2, 0, 0, 0, 0)
+    bad_out = (1, 2, 3, 2)  # out_h 3 cannot come from this geometry
+    for t, entry in (("|u1", "max_pool2d_int8"), ("|i1", "max_pool2d_int8"), ("<f4", "max_pool2d"),
+                     ("<f8", "max_pool2d")):
+        with pytest.raises(ValueError, match=f"^{entry}: out_h = 3 does not match"):
+            nc.max_pool2d(_FakeDeviceArray((1, 2, 4, 4), t), _FakeDeviceArray(bad_out, t), None, p)
+        # Nothing to compute (batch 0): returns through the same entry point without a device.
+        nc.max_pool2d(_FakeDeviceArray((0, 2, 4, 4), t), _FakeDeviceArray((0, 2, 2, 2), t),
+                      _FakeDeviceArray((0, 2, 2, 2), "<i8"), p)
+    with pytest.raises(TypeError):
+        nc.max_pool2d(_FakeDeviceArray((1, 2, 4, 4), "|u1"), _FakeDeviceArray((1, 2, 2, 2), "|i1"), None, p)
+    with pytest.raises(TypeError):
+        nc.max_pool2d(_FakeDeviceArray((1, 2, 4, 4), "|u1"), _FakeDeviceArray((1, 2, 2, 2), "<f4"), None, p)
+    with pytest.raises(TypeError):
+        nc.max_pool2d(_FakeDeviceArray((1, 2, 4, 4), "<f4"), _FakeDeviceArray((1, 2, 2, 2), "|u1"), None, p)
+    for call in (lambda: nc.avg_pool2d(_FakeDeviceArray((1, 2, 4, 4), "|u1"), _FakeDeviceArray((1, 2, 2, 2), "|u1"), p),
+                 lambda: nc.max_pool2d_backward(_FakeDeviceArray((1, 2, 2, 2), "|i1"),
+                                                _FakeDeviceArray((1, 2, 2, 2), "<i8"),
+                                                _FakeDeviceArray((1, 2, 4, 4), "|i1"), p),
+                 lambda: nc.relu(_FakeDeviceArray((4,), "|u1"), _FakeDeviceArray((4,), "|u1"))):
+        with pytest.raises(TypeError):
+            call()
+
+
+def test_lepton_cuda_validates_max_pool2d_int8_arguments():
+    m = _lepton_cuda()
+    geom = dict(n=1, c=1, h=4, w=4, out_h=2, out_w=2, kernel_h=2, kernel_w=2, stride_h=2, stride_w=2,
+                pad_top=0, pad_bottom=0, pad_left=0, pad_right=0, dilation_h=1, dilation_w=1)
+    with pytest.raises(ValueError, match="^max_pool2d_int8: x_dtype must be 0 \\(int8\\), 1 \\(uint8\\), got 2"):
+        m.max_pool2d_int8(8, 8, 0, **geom, x_dtype=2)
+    with pytest.raises(ValueError, match="^max_pool2d_int8: kernel_h must be >= 1"):
+        m.max_pool2d_int8(8, 8, 0, **{**geom, "kernel_h": 0}, x_dtype=1)
+    with pytest.raises(ValueError, match="^max_pool2d_int8: pad_left must be >= 0"):
+        m.max_pool2d_int8(8, 8, 0, **{**geom, "pad_left": -1}, x_dtype=0)
+    with pytest.raises(ValueError, match="^max_pool2d_int8: dilation_w must be >= 1"):
+        m.max_pool2d_int8(8, 8, 0, **{**geom, "dilation_w": 0}, x_dtype=0)
+    with pytest.raises(ValueError, match="^max_pool2d_int8: out_w = 3 does not match"):
+        m.max_pool2d_int8(8, 8, 0, **{**geom, "out_w": 3}, x_dtype=1)
+    with pytest.raises(ValueError, match="^max_pool2d_int8: a size, kernel"):
+        m.max_pool2d_int8(8, 8, 0, **{**geom, "h": 1 << 31}, x_dtype=1)
+    with pytest.raises(ValueError, match="^max_pool2d_int8: sizes overflow"):
+        m.max_pool2d_int8(8, 8, 0, **{**geom, "n": 1 << 40, "c": 1 << 40}, x_dtype=1)
+    with pytest.raises(ValueError, match="^max_pool2d_int8: x_ptr is a null pointer"):
+        m.max_pool2d_int8(0, 8, 0, **geom, x_dtype=1)
+    with pytest.raises(ValueError, match="^max_pool2d_int8: out_ptr is a null pointer"):
+        m.max_pool2d_int8(8, 0, 0, **geom, x_dtype=0)
+    with pytest.raises(ValueError, match="^max_pool2d: dtype_code"):  # the float entry point stays float-only
+        m.max_pool2d(8, 8, 0, **geom, dtype_code=2)
+    # Nothing to compute: returns without touching the device, even without a GPU.
+    m.max_pool2d_int8(0, 0, 0, **{**geom, "n": 0}, x_dtype=0)
+    m.max_pool2d_int8(0, 0, 0, **{**geom, "c": 0}, x_dtype=1)
+
+
+@pytest.mark.skipif(HAVE_GPU_NODE, reason="checks the no-GPU error path")
+def test_lepton_cuda_max_pool2d_int8_launch_without_gpu_is_a_runtime_error():
+    m = _lepton_cuda()
+    geom = dict(n=1, c=1, h=4, w=4, out_h=2, out_w=2, kernel_h=2, kernel_w=2, stride_h=2, stride_w=2,
+                pad_top=0, pad_bottom=0, pad_left=0, pad_right=0, dilation_h=1, dilation_w=1)
+    for code in (0, 1):
+        with pytest.raises(RuntimeError, match="^max_pool2d_int8: "):
+            m.max_pool2d_int8(16, 16, 0, **geom, x_dtype=code)

@@ -11,6 +11,9 @@
 //   lk_max_pool2d_SFX[_i32](x, y, indices_or_null, nc, h, w, out_h, out_w,
 //                           kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
 //                           dilation_h, dilation_w)
+//   lk_max_pool2d_u8[_i32], lk_max_pool2d_s8[_i32]: the same for uint8 / int8 (quantized
+//                           activations; max commutes with the monotone quantization).
+//                           Forward only: there is no int8 backward or average pooling.
 //   lk_max_pool2d_backward_SFX[_i32](grad_out, indices, grad_in, nc, in_plane, out_plane)
 //                           in_plane = h*w, out_plane = out_h*out_w; no geometry: the
 //                           indices carry it. One warp per plane: blockDim.x % 32 == 0.
@@ -31,6 +34,8 @@
 
 namespace lk_pool {
 
+// The value of a max-pool window lying entirely in the padding: -inf for the float
+// types, the type's minimum for the int8 types (which have no -inf).
 template <typename T>
 __device__ __forceinline__ T neg_inf();
 template <>
@@ -40,6 +45,14 @@ __device__ __forceinline__ float neg_inf<float>() {
 template <>
 __device__ __forceinline__ double neg_inf<double>() {
   return -__longlong_as_double(0x7ff0000000000000ll);
+}
+template <>
+__device__ __forceinline__ unsigned char neg_inf<unsigned char>() {
+  return static_cast<unsigned char>(0);
+}
+template <>
+__device__ __forceinline__ signed char neg_inf<signed char>() {
+  return static_cast<signed char>(-128);
 }
 
 template <typename I>
@@ -80,7 +93,8 @@ __device__ __forceinline__ I thread_step() {
 
 // One thread per output element. The first valid tap seeds the maximum (value and
 // index, as PyTorch does, so an all -inf window still points at a real element);
-// after that a strictly greater value wins and the first NaN ends the search.
+// after that a strictly greater value wins and the first NaN ends the search (for
+// the integer types v != v is never true, so that test is free of effect).
 template <typename T, typename I>
 __device__ void max_pool2d(const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ ind,
                            I nc, I h, I w, I out_h, I out_w, I kh, I kw, I sh, I sw, I pt, I pl,
@@ -299,7 +313,20 @@ LK_POOL_DEFINE(f64, double, long long)
 LK_POOL_DEFINE(f32_i32, float, int)
 LK_POOL_DEFINE(f64_i32, double, int)
 
+// int8 / uint8: max-pool forward only (quantized models pool their activations directly).
+#define LK_POOL_MAX_DEFINE(NAME, T, I)                                                      \
+  extern "C" __global__ void lk_max_pool2d_##NAME(const T* x, T* y, long long* indices,     \
+                                                  LK_POOL_MAX_PARAMS) {                     \
+    lk_pool::max_pool2d<T, I>(x, y, indices, LK_POOL_MAX_ARGS(I));                          \
+  }
+
+LK_POOL_MAX_DEFINE(u8, unsigned char, long long)
+LK_POOL_MAX_DEFINE(s8, signed char, long long)
+LK_POOL_MAX_DEFINE(u8_i32, unsigned char, int)
+LK_POOL_MAX_DEFINE(s8_i32, signed char, int)
+
 #undef LK_POOL_DEFINE
+#undef LK_POOL_MAX_DEFINE
 #undef LK_POOL_MAX_PARAMS
 #undef LK_POOL_MAX_ARGS
 #undef LK_POOL_AVG_PARAMS

@@ -3,8 +3,9 @@
 
 Takes device arrays exposing ``__cuda_array_interface__`` (CuPy arrays, Numba
 device arrays), already validated by ``lepton_kernels.ops``: C-contiguous,
-float32/float64 (indices int64), non-empty. ``_lepton_cuda`` sees only raw
-device pointers, sizes, a dtype code and a stream handle, so this module turns
+float32/float64 (indices int64; max_pool2d also int8/uint8, through
+``max_pool2d_int8``), non-empty. ``_lepton_cuda`` sees only raw device
+pointers, sizes, a dtype code and a stream handle, so this module turns
 arrays into those. Kernels run on CuPy's current stream when CuPy is importable,
 else on the legacy default stream (0), and, like every CUDA launch, return
 before the kernel finishes (dynamic_quantize waits: it returns the scale and
@@ -160,10 +161,17 @@ def _no_dilation(op: str, p):
 
 
 def max_pool2d(x, out, indices, p):
+    ip = 0 if indices is None else _index_ptr(indices, "indices")
+    if _iface(out, "out")[2] in ("i1", "u1"):  # quantized activations: the int8 kernels
+        xp, (n, c, h, w), code = _int(x, "x")
+        op, (_, _, oh, ow), oc = _int(out, "out")
+        _same("max_pool2d", code, out=oc)
+        _cu.max_pool2d_int8(xp, op, ip, n, c, h, w, oh, ow, *_window(p), p.dilation_h, p.dilation_w,
+                            code, _stream())
+        return
     xp, (n, c, h, w), code = _float(x, "x")
     op, (_, _, oh, ow), oc = _float(out, "out")
     _same("max_pool2d", code, out=oc)
-    ip = 0 if indices is None else _index_ptr(indices, "indices")
     _cu.max_pool2d(xp, op, ip, n, c, h, w, oh, ow, *_window(p), p.dilation_h, p.dilation_w,
                    code, _stream())
 

@@ -7,13 +7,13 @@ compiles each file once per device and caches the result on disk). The sources
 ship in the package as ``lepton_kernels/cuda_kernels/*.cuh``; in a source
 checkout ``cuda/kernels/`` is used. Kernels run on CuPy's current stream.
 Arrays: anything with ``__cuda_array_interface__``, C-contiguous, float32 or
-float64 (indices int64; int8 / uint8 / int32 for the quantization kernels, whose
-per-channel scales, zero points, biases and multipliers are device arrays too),
-already validated by ``lepton_kernels.ops``. Layouts: NCHW for pooling and
-convolution (OIHW weights), (N, C, S) for bias_relu, (outer, channels, inner)
-for quantize / dequantize, row-major 2-D for matmul and linear. The launch
-shapes, the choice of 32-bit index kernels and of GEMM tiles mirror
-``cuda/launch.h``, ``cuda/launch_quant.h``, ``cuda/pool.cu``, ``cuda/gemm.cu``,
+float64 (indices int64; int8 / uint8 for max_pool2d too; int8 / uint8 / int32 for
+the quantization kernels, whose per-channel scales, zero points, biases and
+multipliers are device arrays too), already validated by ``lepton_kernels.ops``.
+Layouts: NCHW for pooling and convolution (OIHW weights), (N, C, S) for
+bias_relu, (outer, channels, inner) for quantize / dequantize, row-major 2-D
+for matmul and linear. The launch shapes, the choice of 32-bit index kernels
+and of GEMM tiles mirror ``cuda/launch.h``, ``cuda/launch_quant.h``, ``cuda/pool.cu``, ``cuda/gemm.cu``,
 ``cuda/conv.cu`` and ``cuda/quant.cu``.
 """
 from __future__ import annotations
@@ -195,9 +195,14 @@ def _largest_index(n, c, h, w, oh, ow, p) -> int:
     return max(n * c * h * w, n * c * oh * ow, span_h, span_w, pool, p.divisor_override or 0)
 
 
+# max_pool2d (forward) also runs on quantized activations: lk_max_pool2d_u8 / _s8.
+_MAX_POOL_INT_SUFFIX = {"u1": "u8", "i1": "s8"}
+
+
 def _pool_name(op: str, t: str, n, c, h, w, oh, ow, p) -> str:
+    sfx = _MAX_POOL_INT_SUFFIX.get(t) if op == "max_pool2d" else None
     i32 = _fits_i32(_largest_index(n, c, h, w, oh, ow, p))
-    return f"lk_{op}_{_suffix(t)}" + ("_i32" if i32 else "")
+    return f"lk_{op}_{sfx or _suffix(t)}" + ("_i32" if i32 else "")
 
 
 def _max_geom(n, c, h, w, oh, ow, p):
@@ -215,7 +220,9 @@ def _avg_geom(n, c, h, w, oh, ow, p):
 
 def max_pool2d(x, out, indices, p):
     xp, (n, c, h, w), t = _iface(x)
-    op, (_, _, oh, ow), _ = _iface(out)
+    op, (_, _, oh, ow), t_out = _iface(out)
+    if t_out != t:  # the kernel reads and writes one type
+        raise TypeError(f"max_pool2d: out must have x's dtype (typestr {t!r}), got {t_out!r}")
     ip = np.uint64(0) if indices is None else _iface(indices)[0]  # null pointer: no indices
     work = n * c * oh * ow
     _launch("pool.cuh", _pool_name("max_pool2d", t, n, c, h, w, oh, ow, p), _grid(work), _BLOCK,

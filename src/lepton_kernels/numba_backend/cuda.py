@@ -4,10 +4,11 @@ Numba device arrays; under ``NUMBA_ENABLE_CUDASIM=1`` the simulator's arrays).
 
 Every kernel sees flat 1-D views and walks its elements with a grid-stride
 loop, one thread per output element. Pooling layouts are NCHW, bias_relu is
-(N, C, S). Average-pool backward GATHERS: each input element sums the output
-windows that contain it, in a fixed order. Max-pool backward needs no geometry:
-one thread per (n, c) plane scatters grad_out through the indices in output
-order, in the array's dtype (bit-equal to the sequential C++ scatter); an index
+(N, C, S). max_pool2d also takes int8 / uint8 (forward only; an all-padding
+window gives the type's minimum). Average-pool backward GATHERS: each input
+element sums the output windows that contain it, in a fixed order. Max-pool
+backward needs no geometry: one thread per (n, c) plane scatters grad_out
+through the indices in output order, in the array's dtype (bit-equal to the sequential C++ scatter); an index
 outside [0, h*w) is skipped, never used as an address (bad indices are rejected
 by ``lepton_kernels.ops`` before any CUDA backend runs). Both are deterministic.
 Kernels run on CuPy's current stream when CuPy is importable, else on Numba's
@@ -161,7 +162,9 @@ def bias_relu_backward(grad_out3, y3, grad_x3, grad_bias):
 # ---------------------------------------------------------------- pooling
 
 @cuda.jit(cache=True)
-def _max_pool_k(x, out, indices, want_indices, h, w, oh_n, ow_n, kh, kw, sh, sw, pt, pl, dh, dw):
+def _max_pool_k(x, out, indices, want_indices, lowest, h, w, oh_n, ow_n, kh, kw, sh, sw, pt, pl, dh, dw):
+    # lowest: what a window entirely in padding gives, typed like out (-inf, or the
+    # int8/uint8 minimum: converting -inf to an integer type is undefined on a GPU).
     start, step = cuda.grid(1), cuda.gridsize(1)
     for o in range(start, out.size, step):
         ow = o % ow_n
@@ -185,7 +188,7 @@ def _max_pool_k(x, out, indices, want_indices, h, w, oh_n, ow_n, kh, kw, sh, sw,
                     best = v
                     best_idx = ih * w + iw
         if best_idx < 0:
-            out[o] = -math.inf
+            out[o] = lowest
         else:
             out[o] = best
         if want_indices:
@@ -274,11 +277,17 @@ def _sizes(inp, outp):
     return int(inp.shape[2]), int(inp.shape[3]), int(outp.shape[2]), int(outp.shape[3])
 
 
+def _lowest(dtype):
+    """The value of an all-padding max-pool window, as a scalar of out's dtype."""
+    dtype = np.dtype(dtype)
+    return dtype.type(np.iinfo(dtype).min if dtype.kind in "iu" else -np.inf)
+
+
 def max_pool2d(x, out, indices, p):
     want = indices is not None
     idx = _flat(indices) if want else cuda.device_array(1, dtype=np.int64)
     of = _flat(out)
-    _launch(_max_pool_k, of.size, _flat(x), of, idx, want, *_sizes(x, out),
+    _launch(_max_pool_k, of.size, _flat(x), of, idx, want, _lowest(out.dtype), *_sizes(x, out),
             int(p.kernel_h), int(p.kernel_w), int(p.stride_h), int(p.stride_w),
             int(p.pad_top), int(p.pad_left), int(p.dilation_h), int(p.dilation_w))
 
