@@ -196,6 +196,25 @@ def test_conv_thread_count_determinism(fast_cpu_backend):
         lk.set_num_threads(before)
 
 
+@pytest.mark.parametrize("types", TYPE_PAIRS, ids=lambda t: "-".join(np.dtype(d).name for d in t))
+def test_conv_int32_wraparound(cpu_backend, types):
+    """36000 taps of +-255 x +-255 overflow int32: every path wraps modulo 2**32 as the reference
+    (stride 1: the direct VNNI path; stride 2: im2col), and the requantized output follows."""
+    tx, tw = types
+    xi, wi = np.iinfo(tx), np.iinfo(tw)
+    x = np.full((1, 4000, 5, 5), xi.max, tx)
+    w = np.full((2, 4000, 3, 3), wi.min, tw)
+    exact = 4000 * 9 * (int(xi.max) - int(xi.min)) * (int(wi.min) - int(wi.max))  # an interior output
+    assert not -2**31 <= exact < 2**31
+    for stride in (1, 2):
+        want = ref.conv2d_integer(x, w, int(xi.min), int(wi.max), stride, 1)
+        assert int(want[0, 0, 1, 1]) == int(np.int64(exact).astype(np.int32))  # wrapped
+        np.testing.assert_array_equal(lk.conv2d_integer(x, w, int(xi.min), int(wi.max), stride, 1), want)
+        qargs = (x, 0.5, int(xi.min), w, 0.5, int(wi.max), 4e6, np.int8(0))  # the wrapped value lands in range
+        kw = dict(bias=np.full(2, 2**31 - 7, np.int32), stride=stride, padding=1)
+        np.testing.assert_array_equal(lk.qlinear_conv2d(*qargs, **kw), ref.qlinear_conv2d(*qargs, **kw))
+
+
 def _matmul_cases():
     rng = np.random.default_rng(20240603)
     cases = []
