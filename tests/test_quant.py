@@ -236,6 +236,8 @@ def test_max_pool2d_int8_commutes_with_quantization(rng):
     (lambda x: lk.qlinear_conv2d(np.ones((1, 2, 5, 5), np.float32), 1.0, 0, np.ones((3, 2, 3, 3), np.int8),
                                  1.0, 0, 1.0, 0), TypeError, ("x",)),
     (lambda x: lk.max_pool2d(np.ones((1, 1, 4, 4), np.int16), 2), TypeError, ("x",)),
+    (lambda x: lk.qlinear_matmul(np.ones((1, 3), np.uint8), 1e30, 0, np.ones((3, 2), np.int8), 1e30, 0, 1e-30, 0),
+     ValueError, ("a_scale * b_scale / y_scale", "finite")),
 ])
 def test_int8_bad_input(call, exc, words):
     x = np.ones((2, 4, 3), np.float32)

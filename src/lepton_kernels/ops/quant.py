@@ -304,7 +304,11 @@ def _requant_params(op, in_scale, w_scale, w_name, y_scale, y_zp, out_dtype, bia
     s_w = _channel_scales(op, w_name, w_scale, count, what)
     s_y = _scalar_scale(op, "y_scale", y_scale)
     (yzp,) = _zero_points(op, "y_zero_point", y_zp, out_dtype, 1, False)
-    multiplier = reference.requantize_multiplier(s_in, s_w, s_y)
+    with np.errstate(over="ignore"):
+        multiplier = reference.requantize_multiplier(s_in, s_w, s_y)
+    if not np.all(np.isfinite(multiplier)):
+        raise ValueError(f"{op}: {in_name} * {w_name} / y_scale must be a finite float32 (the requantization "
+                         f"multiplier), got {in_name}={float(s_in)!r}, {w_name}={s_w[:8]}, y_scale={float(s_y)!r}")
     return multiplier, _requant_bias(op, bias, s_in, s_w, count, what), int(yzp)
 
 
