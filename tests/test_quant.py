@@ -328,3 +328,23 @@ def test_conv2d_integer_extremes_exact(cpu_backend, types):
         assert abs(int(got[0, 0, 3, 3])) > 2 ** 16  # the interior really is that large
         y = lk.qlinear_conv2d(x, 0.5, x_zp, w, 0.5, w_zp, 1.0, np.uint8(9), padding=1)
         np.testing.assert_array_equal(y, ref.qlinear_conv2d(x, 0.5, x_zp, w, 0.5, w_zp, 1.0, np.uint8(9), padding=1))
+
+
+def test_max_pool2d_2x2_flat_float_ties_keep_the_first_tap():
+    """The flat 2x2 float32 path takes the taps in row-major order: 0.0 against -0.0 keeps the
+    first, as the reference (the separable paths of other geometries and ISAs compare rows
+    first, so only values, not the sign of a zero, are specified there)."""
+    if lk.backends()["cpu"]["native"] != "available":
+        pytest.skip("native backend not built")
+    from lepton_kernels import _lepton_cpu
+
+    if _lepton_cpu.detected_isa() != "avx512":
+        pytest.skip("the flat 2x2 path is the AVX-512 one")
+    lk.use_backend("native")
+    try:
+        for window in ([[-1.0, -0.0], [0.0, -5.0]], [[0.0, -1.0], [-0.0, -5.0]], [[-0.0, 0.0], [0.0, 0.0]]):
+            x = np.tile(np.array(window, np.float32), (3, 2, 4, 8))  # (3, 2, 8, 16): every window the same
+            got, want = lk.max_pool2d(x, 2), ref.max_pool2d(x, 2).astype(np.float32)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    finally:
+        lk.use_backend(None)

@@ -337,9 +337,9 @@ void max_pool_2x2_bytes(const uint8_t* x, uint8_t* y, int64_t pairs, int64_t w) 
   }
 }
 
-// float32 2x2 / stride 2 on even planes without indices, as the byte version:
-// per row pair the vertical max of 32 columns, then lanes (2k, 2k+1) paired
-// by two-source permutes. NaN propagates as in max_rows (a NaN operand wins).
+// float32 2x2 / stride 2 on even planes without indices: per row pair and 32
+// columns, lanes (2k, 2k+1) of each row paired by two-source permutes, then the
+// two rows. NaN propagates as in max_rows (a NaN operand wins).
 inline __m512 nan_max16(__m512 a, __m512 b) {
   // b if b > a or b is NaN; else a (a NaN a stays)
   const __mmask16 take = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
@@ -356,10 +356,13 @@ void max_pool_2x2_f32(const float* x, float* y, int64_t pairs, int64_t w) {
       const int64_t n = w - j < 32 ? w - j : 32;
       const __mmask16 m0 = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
       const __mmask16 m1 = n <= 16 ? __mmask16(0) : n >= 32 ? __mmask16(0xFFFF) : __mmask16((1u << (n - 16)) - 1u);
-      const __m512 v0 = nan_max16(_mm512_maskz_loadu_ps(m0, top + j), _mm512_maskz_loadu_ps(m0, top + w + j));
-      const __m512 v1 = nan_max16(_mm512_maskz_loadu_ps(m1, top + j + 16), _mm512_maskz_loadu_ps(m1, top + w + j + 16));
-      const __m512 h = nan_max16(_mm512_permutex2var_ps(v0, even, v1), _mm512_permutex2var_ps(v0, odd, v1));
-      _mm512_mask_storeu_ps(out + j / 2, static_cast<__mmask16>((1u << (n / 2)) - 1u), h);
+      // Each row's pairs first, then the two rows: the taps in row-major order, so a tie
+      // (0.0 against -0.0) keeps the first tap, as the reference.
+      const __m512 a0 = _mm512_maskz_loadu_ps(m0, top + j), a1 = _mm512_maskz_loadu_ps(m1, top + j + 16);
+      const __m512 b0 = _mm512_maskz_loadu_ps(m0, top + w + j), b1 = _mm512_maskz_loadu_ps(m1, top + w + j + 16);
+      const __m512 ha = nan_max16(_mm512_permutex2var_ps(a0, even, a1), _mm512_permutex2var_ps(a0, odd, a1));
+      const __m512 hb = nan_max16(_mm512_permutex2var_ps(b0, even, b1), _mm512_permutex2var_ps(b0, odd, b1));
+      _mm512_mask_storeu_ps(out + j / 2, static_cast<__mmask16>((1u << (n / 2)) - 1u), nan_max16(ha, hb));
     }
   }
 }
