@@ -973,8 +973,8 @@ bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeomet
 }
 
 IgemmDirectKernel choose_direct_kernel(int64_t rows) {
-  IgemmDirectKernel ks[4];
-  const int count = detail::vnni::direct_kernels(ks, 4);
+  IgemmDirectKernel ks[8];
+  const int count = detail::vnni::direct_kernels(ks, 8);
   int best = 0;
   double best_cost = -1;
   for (int i = 0; i < count; ++i) {

@@ -255,7 +255,7 @@ int direct_kernels(IgemmDirectKernel* out, int max) {
 #define LEPTON_DIRECT(MR, NV)                                                                     \
   IgemmDirectKernel{MR, 16 * NV, micro_direct<MR, NV, DirectOut::s32>, micro_direct<MR, NV, DirectOut::u8>, \
                     micro_direct<MR, NV, DirectOut::s8>}
-  const IgemmDirectKernel all[] = {LEPTON_DIRECT(12, 2), LEPTON_DIRECT(8, 3), LEPTON_DIRECT(4, 4)};
+  const IgemmDirectKernel all[] = {LEPTON_DIRECT(12, 2), LEPTON_DIRECT(8, 3), LEPTON_DIRECT(6, 3), LEPTON_DIRECT(4, 4)};
 #undef LEPTON_DIRECT
   int n = 0;
   for (const auto& k : all)
