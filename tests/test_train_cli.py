@@ -59,6 +59,21 @@ def test_save_then_eval_round_trip(tmp_path, capsys):
     assert "checksum" in capsys.readouterr().err.lower()
 
 
+def test_eval_and_quantize_use_the_split_the_model_was_trained_on(tmp_path):
+    """train --save records its split seed; eval and quantize default to it, so the test
+    samples are never ones the model was trained on (an explicit --seed still wins)."""
+    model_file = tmp_path / "digits.lk"
+    metrics = _train(tmp_path, "--epochs", "3", "--seed", "3", "--save", str(model_file))
+    assert training.split_seed(model_file) == 3 and training.split_seed(model_file, 5) == 5
+    eval_metrics, q_metrics = tmp_path / "eval.json", tmp_path / "q.json"
+    assert main(["eval", str(model_file), "--dataset", "digits", "--metrics-json", str(eval_metrics)]) == 0
+    assert json.loads(eval_metrics.read_text())["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert main(["quantize", str(model_file), "--dataset", "digits", "--out", str(tmp_path / "q.lk"),
+                 "--calibration-batches", "2", "--bench-seconds", "0.01", "--metrics-json", str(q_metrics)]) == 0
+    assert json.loads(q_metrics.read_text())["fp32_accuracy"] == pytest.approx(100 * metrics["test_accuracy"])
+    assert training.split_seed(tmp_path / "q.lk") == 3  # the int8 file carries it on
+
+
 @pytest.mark.parametrize("args,words", [
     (["--model", "linear", "--dataset", "digits"], "class labels"),
     (["--model", "lenet5", "--dataset", "digits"], "expects inputs of shape"),

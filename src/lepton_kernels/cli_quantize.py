@@ -34,7 +34,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="calibration and throughput batch size (default 256)")
     p.add_argument("--observer", choices=OBSERVER_NAMES, default="minmax",
                    help="activation range estimator (default minmax; histogram clips at the 99.99th percentile)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (use the one the model was trained with)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="split seed (default: the one train --save recorded in the file, else 0)")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the int8 model (safetensors)")
     p.add_argument("--metrics-json", metavar="FILE", help="write the comparison as JSON")
     p.add_argument("--bench-seconds", type=float, default=0.5, metavar="S",
@@ -110,9 +111,13 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--bench-seconds must be >= 0")
     model = _load_float_model(args.file)
     fp32_bytes = os.path.getsize(args.file)
-    dataset = _dataset(args.dataset, args.seed)
+    try:
+        seed = training.split_seed(args.file, args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    dataset = _dataset(args.dataset, seed)
     metric_name, fp32_value = _evaluate(model, dataset, "float32")
-    batches = _calibration_batches(dataset, args.batch_size, args.calibration_batches, args.seed)
+    batches = _calibration_batches(dataset, args.batch_size, args.calibration_batches, seed)
     try:
         qmodel = quantize_model(model, batches, observer=args.observer)
     except ValueError as exc:
@@ -120,7 +125,8 @@ def _run(args: argparse.Namespace) -> int:
     samples = sum(len(b) for b in batches)
     try:
         io.save(qmodel, args.out, metadata={"dataset": dataset.name, "observer": args.observer,
-                                            "calibration_samples": str(samples)})
+                                            "calibration_samples": str(samples),
+                                            training.SPLIT_SEED_KEY: str(seed)})
     except OSError as exc:
         raise CliError(f"cannot write {args.out}: {exc}") from None
     qmodel = _reload(args.out)  # measure what was saved

@@ -84,7 +84,8 @@ def _run_train(args: argparse.Namespace) -> int:
     print(f"{label}: {shown}  (trained in {seconds:.1f} s, {rate:,.0f} samples/s)")
     if args.save:
         model.to("cpu")
-        io.save(model, args.save, metadata={"dataset": dataset.name, name: f"{value:.6f}"})
+        io.save(model, args.save, metadata={"dataset": dataset.name, name: f"{value:.6f}",
+                                            training.SPLIT_SEED_KEY: str(args.seed)})
         print(f"saved {args.save}")
     if args.metrics_json:
         metrics = {name: value, "train_seconds": seconds, "samples_per_second": rate, "model": args.model,
@@ -97,7 +98,8 @@ def _run_train(args: argparse.Namespace) -> int:
 def _configure_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="a model file written by train --save or lepton_kernels.save")
     p.add_argument("--dataset", required=True, help="digits | diabetes | breast-cancer | mnist:DIR | ...")
-    p.add_argument("--seed", type=int, default=0, help="split seed (use the one the model was trained with)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="split seed (default: the one train --save recorded in the file, else 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--metrics-json", metavar="FILE")
 
@@ -109,7 +111,11 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if isinstance(model, dict):
         raise CliError(f"{args.file} holds tensors but no known model architecture")
-    dataset = _dataset(args.dataset, args.seed)
+    try:
+        seed = training.split_seed(args.file, args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    dataset = _dataset(args.dataset, seed)
     if args.device == "cuda":
         model.to("cuda")
     start = time.perf_counter()

@@ -82,6 +82,25 @@ _IMAGE_MODELS = {"lenet5": (models.LeNet5, (1, 28, 28)), "cifar-cnn": (models.Ci
                  "digits-cnn": (models.DigitsCNN, (1, 8, 8))}
 
 
+#: Model-file metadata key holding the seed of the train/test split a model was trained on.
+SPLIT_SEED_KEY = "split_seed"
+
+
+def split_seed(path, requested=None) -> int:
+    """The train/test split seed to evaluate the model file ``path`` with: ``requested`` when
+    given, else the one ``train --save`` recorded in the file (0 for files without one), so
+    evaluation never runs on samples the model was trained on by accident."""
+    if requested is not None:
+        return int(requested)
+    from . import io
+
+    recorded = io.load(path)[1].get("metadata", {}).get(SPLIT_SEED_KEY)
+    try:
+        return int(recorded) if recorded is not None else 0
+    except ValueError:
+        raise ValueError(f"{path}: metadata {SPLIT_SEED_KEY}={recorded!r} is not an integer") from None
+
+
 def build_model(name: str, dataset: Dataset, seed: int = 0):
     """The model ``name`` sized for ``dataset``; a mismatch is a ValueError saying why."""
     if name in _IMAGE_MODELS:
