@@ -94,6 +94,32 @@ def rng():
     return np.random.default_rng(1234)
 
 
+CUDA_BACKENDS = ("native", "cupy", "numba")
+
+
+@pytest.fixture(scope="module")
+def cp():
+    """CuPy, or a skip when it or a CUDA device is missing (the gpu tests)."""
+    cupy = pytest.importorskip("cupy")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver
+        pytest.skip(f"no CUDA device ({exc})")
+    if count == 0:
+        pytest.skip("no CUDA device")
+    return cupy
+
+
+@pytest.fixture(params=CUDA_BACKENDS)
+def backend(request, cp):
+    """Each CUDA backend module in turn (skipped when unavailable)."""
+    module = _backend.get_named_backend(request.param, "cuda")
+    if module is None:
+        reason = _backend.unavailable_reason(request.param, "cuda")
+        pytest.skip(f"cuda backend {request.param!r} unavailable: {reason}")
+    return module
+
+
 def assert_reduction_close(got, expected, abs_expected, reduction, dtype, what=""):
     """For sums of `reduction` products: |got - ref| <= (4*sqrt(K) + 2) * eps * (|a|@|b|) + tiny,
     where abs_expected is the same computation on absolute values (so cancellation is allowed for)."""

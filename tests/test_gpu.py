@@ -11,7 +11,6 @@ Run: ``python -m pytest -m gpu tests/test_gpu.py``.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -28,26 +27,6 @@ TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-13)}
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-
-@pytest.fixture(scope="module")
-def cp():
-    cupy = pytest.importorskip("cupy")
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # no driver
-        pytest.skip(f"no CUDA device ({exc})")
-    if count == 0:
-        pytest.skip("no CUDA device")
-    return cupy
-
-
-@pytest.fixture(params=CUDA_BACKENDS)
-def backend(request, cp):
-    module = get_named_backend(request.param, "cuda")
-    if module is None:
-        pytest.skip(f"cuda backend {request.param!r} unavailable: {unavailable_reason(request.param, 'cuda')}")
-    return module
-
 
 @pytest.fixture
 def rng():

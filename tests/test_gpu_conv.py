@@ -31,26 +31,6 @@ DTYPES = (np.float32, np.float64)
 
 # ---------------------------------------------------------------- fixtures and helpers
 
-@pytest.fixture(scope="module")
-def cp():
-    cupy = pytest.importorskip("cupy")
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # no driver
-        pytest.skip(f"no CUDA device ({exc})")
-    if count == 0:
-        pytest.skip("no CUDA device")
-    return cupy
-
-
-@pytest.fixture(params=CUDA_BACKENDS)
-def backend(request, cp):
-    module = get_named_backend(request.param, "cuda")
-    if module is None:
-        pytest.skip(f"cuda backend {request.param!r} unavailable: {unavailable_reason(request.param, 'cuda')}")
-    return module
-
-
 def need(backend, op):
     if not hasattr(backend, op):
         pytest.skip(f"{backend.__name__} does not implement {op}")

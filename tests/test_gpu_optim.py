@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from lepton_kernels import reference as R
-from lepton_kernels._backend import get_named_backend, unavailable_reason
+from lepton_kernels._backend import get_named_backend
 
 CUDA_BACKENDS = ("native", "cupy", "numba")
 DTYPES = (np.float32, np.float64)
@@ -112,26 +112,6 @@ def run_cross_entropy(backend, to_dev, to_host, z, t, w, smoothing, want_grad=Tr
 
 
 # ---------------------------------------------------------------- GPU part (CuPy arrays)
-
-@pytest.fixture(scope="module")
-def cp():
-    cupy = pytest.importorskip("cupy")
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # no driver
-        pytest.skip(f"no CUDA device ({exc})")
-    if count == 0:
-        pytest.skip("no CUDA device")
-    return cupy
-
-
-@pytest.fixture(params=CUDA_BACKENDS)
-def backend(request, cp):
-    module = get_named_backend(request.param, "cuda")
-    if module is None:
-        pytest.skip(f"cuda backend {request.param!r} unavailable: {unavailable_reason(request.param, 'cuda')}")
-    return module
-
 
 def _cupy_io(cp):
     return (lambda a: cp.asarray(np.ascontiguousarray(a))), (lambda a: cp.asnumpy(a))

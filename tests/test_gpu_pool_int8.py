@@ -57,26 +57,6 @@ def _case_id(case):
 
 # ---------------------------------------------------------------- fixtures and helpers
 
-@pytest.fixture(scope="module")
-def cp():
-    cupy = pytest.importorskip("cupy")
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # no driver
-        pytest.skip(f"no CUDA device ({exc})")
-    if count == 0:
-        pytest.skip("no CUDA device")
-    return cupy
-
-
-@pytest.fixture(params=CUDA_BACKENDS)
-def backend(request, cp):
-    module = get_named_backend(request.param, "cuda")
-    if module is None:
-        pytest.skip(f"cuda backend {request.param!r} unavailable: {unavailable_reason(request.param, 'cuda')}")
-    return module
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(20241125)
