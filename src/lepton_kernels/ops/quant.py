@@ -5,6 +5,7 @@ per-tensor or per-channel (``axis``) scales and zero points.
 from __future__ import annotations
 
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -13,6 +14,16 @@ from . import _arrays as arr
 from .conv import _geometry as _conv_geometry
 
 QTYPES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+
+def _int_scalar(v):
+    """A Python or NumPy integer (not a bool): validated without array round trips."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _real_scalar(v):
+    """A Python or NumPy real number (not a bool)."""
+    return isinstance(v, (float, int, np.floating)) and not isinstance(v, bool)
 
 
 def _channel_view(a, axis):
@@ -33,8 +44,8 @@ def _axis(op, axis, ndim):
 
 def _params(op, scale, zero_point, axis, shape, qtype):
     """float32 scales and int32 zero points, one per channel (length 1 per-tensor), validated."""
-    if axis is None and np.dtype(qtype) in QTYPES and isinstance(scale, (float, int, np.floating)) and not isinstance(scale, bool) and (
-            zero_point is None or isinstance(zero_point, (int, np.integer)) and not isinstance(zero_point, bool)):
+    scalar_zp = zero_point is None or _int_scalar(zero_point)
+    if axis is None and np.dtype(qtype) in QTYPES and _real_scalar(scale) and scalar_zp:
         # per-tensor Python / NumPy scalars, the common case: no array round trips
         s32 = _scalar_scale(op, "scale", scale)
         return np.full(1, s32, np.float32), _zero_points(op, "zero_point", zero_point, qtype, 1, False)
@@ -147,12 +158,39 @@ def _int8_operand(op, name, a):
         raise TypeError(f"{op}: {name} must be int8 or uint8, got {np.dtype(a.dtype)}")
 
 
+def _matmul_operands(op, a, b):
+    """(a, b, a's array kind, device): int8/uint8 (M, K) and (K, N) operands on one device."""
+    aa, akind = arr.intake(op, "a", a)
+    ba, bkind = arr.intake(op, "b", b)
+    device = arr.check_same_device(op, {"a": akind, "b": bkind})
+    _int8_operand(op, "a", aa)
+    _int8_operand(op, "b", ba)
+    arr.check_ndim(op, "a", aa, (2,), "2-D (M, K)")
+    arr.check_ndim(op, "b", ba, (2,), "2-D (K, N)")
+    if aa.shape[1] != ba.shape[0]:
+        raise ValueError(f"{op}: inner dimensions differ: a is {tuple(aa.shape)}, b is {tuple(ba.shape)}")
+    return aa, ba, akind, device
+
+
+def _conv_operands(op, x, w, stride, padding, dilation, groups):
+    """(x, w, x's array kind, device, ConvParams, (OH, OW)): int8/uint8 NCHW x and OIHW w."""
+    xa, xkind = arr.intake(op, "x", x)
+    wa, wkind = arr.intake(op, "w", w)
+    device = arr.check_same_device(op, {"x": xkind, "w": wkind})
+    _int8_operand(op, "x", xa)
+    _int8_operand(op, "w", wa)
+    arr.check_ndim(op, "x", xa, (4,), "4-D (N, C_in, H, W)")
+    arr.check_ndim(op, "w", wa, (4,), "4-D (C_out, C_in/groups, KH, KW)")
+    params, out_hw = _conv_geometry(op, xa.shape, wa.shape, stride, padding, dilation, groups)
+    return xa, wa, xkind, device, params, out_hw
+
+
 def _zero_points(op, name, zp, qtype, count, per_channel_ok):
     length = count if per_channel_ok else 1
     if zp is None:
         return np.zeros(length, np.int32)
     lo, hi = QTYPES[np.dtype(qtype)]
-    if isinstance(zp, (int, np.integer)) and not isinstance(zp, bool):  # the common scalar: no array checks
+    if _int_scalar(zp):  # the common scalar: no array checks
         if not lo <= zp <= hi:
             raise ValueError(f"{op}: {name} must be integer in [{lo}, {hi}], got {zp}")
         return np.full(length, zp, np.int32)
@@ -180,15 +218,7 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
     array (M, N) int32
     """
     op = "matmul_integer"
-    aa, akind = arr.intake(op, "a", a)
-    ba, bkind = arr.intake(op, "b", b)
-    device = arr.check_same_device(op, {"a": akind, "b": bkind})
-    _int8_operand(op, "a", aa)
-    _int8_operand(op, "b", ba)
-    arr.check_ndim(op, "a", aa, (2,), "2-D (M, K)")
-    arr.check_ndim(op, "b", ba, (2,), "2-D (K, N)")
-    if aa.shape[1] != ba.shape[0]:
-        raise ValueError(f"{op}: inner dimensions differ: a is {tuple(aa.shape)}, b is {tuple(ba.shape)}")
+    aa, ba, akind, device = _matmul_operands(op, a, b)
     azp = _zero_points(op, "a_zero_point", a_zero_point, aa.dtype, 1, False)
     bzp = _zero_points(op, "b_zero_point", b_zero_point, ba.dtype, ba.shape[1], True)
     c = arr.xp_of(aa).empty((aa.shape[0], ba.shape[1]), dtype=np.int32)
@@ -219,14 +249,7 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
     array (N, C_out, H_out, W_out) int32
     """
     op = "conv2d_integer"
-    xa, xkind = arr.intake(op, "x", x)
-    wa, wkind = arr.intake(op, "w", w)
-    device = arr.check_same_device(op, {"x": xkind, "w": wkind})
-    _int8_operand(op, "x", xa)
-    _int8_operand(op, "w", wa)
-    arr.check_ndim(op, "x", xa, (4,), "4-D (N, C_in, H, W)")
-    arr.check_ndim(op, "w", wa, (4,), "4-D (C_out, C_in/groups, KH, KW)")
-    params, (oh, ow) = _conv_geometry(op, xa.shape, wa.shape, stride, padding, dilation, groups)
+    xa, wa, xkind, device, params, (oh, ow) = _conv_operands(op, x, w, stride, padding, dilation, groups)
     xzp = _zero_points(op, "x_zero_point", x_zero_point, xa.dtype, 1, False)
     wzp = _zero_points(op, "w_zero_point", w_zero_point, wa.dtype, wa.shape[0], True)
     y = arr.xp_of(xa).empty((xa.shape[0], wa.shape[0], oh, ow), dtype=np.int32)
@@ -238,7 +261,7 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
 
 
 def _scalar_scale(op, name, value):
-    if isinstance(value, (float, int, np.floating)) and not isinstance(value, bool):
+    if _real_scalar(value):
         s = np.float32(value)
         if not (np.isfinite(s) and s > 0):
             raise ValueError(f"{op}: {name} must be finite and > 0 (as float32), got {value!r}")
@@ -297,19 +320,46 @@ def _requant_bias(op, bias, in_scale, w_scale, count, what):
     return np.ascontiguousarray(reference.quantize_bias(b, in_scale, w_scale))  # the one definition of the rounding
 
 
-def _requant_params(op, in_scale, w_scale, w_name, y_scale, y_zp, out_dtype, bias, count, what):
-    """(multiplier float32 (count,), int32 bias or None, y zero point) for the requantizing kernels."""
-    ((in_name, in_value),) = in_scale.items()
-    s_in = _scalar_scale(op, in_name, in_value)
-    s_w = _channel_scales(op, w_name, w_scale, count, what)
+class _Requant(NamedTuple):
+    """What the requantizing kernels take after their operands, in their order, and the output type."""
+
+    in_zp: int
+    w_zp: object       # int32 (count,)
+    bias: object       # int32 (count,) or None
+    multiplier: object  # float32 (count,)
+    y_zp: int
+    relu: bool
+    out_dtype: np.dtype
+
+    def kernel_args(self):
+        return tuple(self)[:6]
+
+    def on_device_of(self, like):
+        """The same with the per-channel vectors on ``like``'s device."""
+        w_zp, bias, multiplier = _device_params(like, self.w_zp, self.bias, self.multiplier)
+        return self._replace(w_zp=w_zp, bias=bias, multiplier=multiplier)
+
+
+def _requantization(op, names, in_dtype, w_dtype, count, what, in_scale, in_zp, w_scale, w_zp, y_scale, y_zp,
+                    bias, activation, dtype):
+    """Validated parameters of a qlinear op; ``names`` = ("a", "b") or ("x", "w")."""
+    in_name, w_name = names
+    relu = _activation(op, activation)
+    out_dtype = _output_dtype(op, y_zp, in_dtype, dtype)
+    izp = _zero_points(op, f"{in_name}_zero_point", in_zp, in_dtype, 1, False)
+    wzp = _zero_points(op, f"{w_name}_zero_point", w_zp, w_dtype, count, True)
+    s_in = _scalar_scale(op, f"{in_name}_scale", in_scale)
+    s_w = _channel_scales(op, f"{w_name}_scale", w_scale, count, what)
     s_y = _scalar_scale(op, "y_scale", y_scale)
     (yzp,) = _zero_points(op, "y_zero_point", y_zp, out_dtype, 1, False)
     with np.errstate(over="ignore"):
         multiplier = reference.requantize_multiplier(s_in, s_w, s_y)
     if not np.all(np.isfinite(multiplier)):
-        raise ValueError(f"{op}: {in_name} * {w_name} / y_scale must be a finite float32 (the requantization "
-                         f"multiplier), got {in_name}={float(s_in)!r}, {w_name}={s_w[:8]}, y_scale={float(s_y)!r}")
-    return multiplier, _requant_bias(op, bias, s_in, s_w, count, what), int(yzp)
+        raise ValueError(f"{op}: {in_name}_scale * {w_name}_scale / y_scale must be a finite float32 (the "
+                         f"requantization multiplier), got {in_name}_scale={float(s_in)!r}, "
+                         f"{w_name}_scale={s_w[:8]}, y_scale={float(s_y)!r}")
+    return _Requant(int(izp[0]), wzp, _requant_bias(op, bias, s_in, s_w, count, what), multiplier, int(yzp), relu,
+                    out_dtype)
 
 
 def qlinear_matmul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=None, activation=None,
@@ -343,30 +393,17 @@ def qlinear_matmul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=No
     array (M, N) int8 or uint8
     """
     op = "qlinear_matmul"
-    aa, akind = arr.intake(op, "a", a)
-    ba, bkind = arr.intake(op, "b", b)
-    device = arr.check_same_device(op, {"a": akind, "b": bkind})
-    _int8_operand(op, "a", aa)
-    _int8_operand(op, "b", ba)
-    arr.check_ndim(op, "a", aa, (2,), "2-D (M, K)")
-    arr.check_ndim(op, "b", ba, (2,), "2-D (K, N)")
-    if aa.shape[1] != ba.shape[0]:
-        raise ValueError(f"{op}: inner dimensions differ: a is {tuple(aa.shape)}, b is {tuple(ba.shape)}")
-    relu = _activation(op, activation)
+    aa, ba, akind, device = _matmul_operands(op, a, b)
     n = ba.shape[1]
-    out_dtype = _output_dtype(op, y_zp, aa.dtype, dtype)
-    azp = _zero_points(op, "a_zero_point", a_zp, aa.dtype, 1, False)
-    bzp = _zero_points(op, "b_zero_point", b_zp, ba.dtype, n, True)
-    multiplier, bias_q, yzp = _requant_params(op, {"a_scale": a_scale}, b_scale, "b_scale", y_scale, y_zp,
-                                              out_dtype, bias, n, "output column")
-    y, user_out = arr.output_buffer(op, aa, (aa.shape[0], n), out_dtype, out, device, {"a": aa, "b": ba})
+    q = _requantization(op, ("a", "b"), aa.dtype, ba.dtype, n, "output column", a_scale, a_zp, b_scale, b_zp,
+                        y_scale, y_zp, bias, activation, dtype)
+    y, user_out = arr.output_buffer(op, aa, (aa.shape[0], n), q.out_dtype, out, device, {"a": aa, "b": ba})
     if y.size:
         kernel = _backend.get_backend(device, op).qlinear_matmul
         if aa.shape[1] == 0:  # empty reduction: the kernels need K >= 1; a zero row of the right type does
-            aa = arr.xp_of(aa).full((aa.shape[0], 1), azp[0], dtype=aa.dtype)
+            aa = arr.xp_of(aa).full((aa.shape[0], 1), q.in_zp, dtype=aa.dtype)
             ba = arr.xp_of(ba).zeros((1, n), dtype=ba.dtype)
-        bzp, multiplier, bias_q = _device_params(aa, bzp, multiplier, bias_q)
-        kernel(arr.contiguous(aa), arr.contiguous(ba), int(azp[0]), bzp, bias_q, multiplier, yzp, relu, y)
+        kernel(arr.contiguous(aa), arr.contiguous(ba), *q.on_device_of(aa).kernel_args(), y)
     return user_out if user_out is not None else akind.wrap(y)
 
 
@@ -392,27 +429,15 @@ def qlinear_conv2d(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=None,
     array (N, C_out, H_out, W_out) int8 or uint8
     """
     op = "qlinear_conv2d"
-    xa, xkind = arr.intake(op, "x", x)
-    wa, wkind = arr.intake(op, "w", w)
-    device = arr.check_same_device(op, {"x": xkind, "w": wkind})
-    _int8_operand(op, "x", xa)
-    _int8_operand(op, "w", wa)
-    arr.check_ndim(op, "x", xa, (4,), "4-D (N, C_in, H, W)")
-    arr.check_ndim(op, "w", wa, (4,), "4-D (C_out, C_in/groups, KH, KW)")
-    params, (oh, ow) = _conv_geometry(op, xa.shape, wa.shape, stride, padding, dilation, groups)
-    relu = _activation(op, activation)
+    xa, wa, xkind, device, params, (oh, ow) = _conv_operands(op, x, w, stride, padding, dilation, groups)
     c_out = wa.shape[0]
-    out_dtype = _output_dtype(op, y_zp, xa.dtype, dtype)
-    xzp = _zero_points(op, "x_zero_point", x_zp, xa.dtype, 1, False)
-    wzp = _zero_points(op, "w_zero_point", w_zp, wa.dtype, c_out, True)
-    multiplier, bias_q, yzp = _requant_params(op, {"x_scale": x_scale}, w_scale, "w_scale", y_scale, y_zp,
-                                              out_dtype, bias, c_out, "output channel")
-    y, user_out = arr.output_buffer(op, xa, (xa.shape[0], c_out, oh, ow), out_dtype, out, device,
+    q = _requantization(op, ("x", "w"), xa.dtype, wa.dtype, c_out, "output channel", x_scale, x_zp, w_scale, w_zp,
+                        y_scale, y_zp, bias, activation, dtype)
+    y, user_out = arr.output_buffer(op, xa, (xa.shape[0], c_out, oh, ow), q.out_dtype, out, device,
                                     {"x": xa, "w": wa})
     if y.size:
-        wzp, multiplier, bias_q = _device_params(xa, wzp, multiplier, bias_q)
-        _backend.get_backend(device, op).qlinear_conv2d(arr.contiguous(xa), arr.contiguous(wa), int(xzp[0]), wzp,
-                                                        bias_q, multiplier, yzp, relu, y, params)
+        _backend.get_backend(device, op).qlinear_conv2d(arr.contiguous(xa), arr.contiguous(wa),
+                                                        *q.on_device_of(xa).kernel_args(), y, params)
     return user_out if user_out is not None else xkind.wrap(y)
 
 
@@ -425,12 +450,11 @@ class PreparedQLinear:
     Made by :func:`prepare_qlinear_conv2d` / :func:`prepare_qlinear_matmul`.
     """
 
-    def __init__(self, op, full_call, weight, in_dtype, in_channels, out_channels, out_dtype, in_zp, w_zp, bias,
-                 multiplier, y_zp, relu, geometry=None):
+    def __init__(self, op, full_call, weight, in_dtype, in_channels, out_channels, requant, geometry=None):
         self.op, self._full_call = op, full_call
-        self.weight, self.in_dtype, self.out_dtype = weight, np.dtype(in_dtype), np.dtype(out_dtype)
+        self.weight, self.in_dtype, self.out_dtype = weight, np.dtype(in_dtype), requant.out_dtype
         self._in_channels, self._out_channels = in_channels, out_channels
-        self._args = (in_zp, w_zp, bias, multiplier, y_zp, relu)
+        self._args = requant.kernel_args()
         self._geometry_args = geometry  # (stride, padding, dilation, groups) for a convolution
         self._shapes = {}  # conv: x.shape[1:] -> (ConvParams, (OH, OW))
         self._packed = None  # matmul: (backend, weights packed once by it) when it can pack
@@ -502,19 +526,15 @@ def prepare_qlinear_conv2d(x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=
     c_in = wa.shape[1] * (int(groups) if isinstance(groups, numbers.Integral) else 1)
     # stride, padding, dilation and groups checked now, on an input larger than any kernel's reach
     _conv_geometry(op, (1, c_in, 1 << 40, 1 << 40), wa.shape, stride, padding, dilation, groups)
-    relu = _activation(op, activation)
     c_out = wa.shape[0]
-    out_dtype = _output_dtype(op, y_zp, in_dtype, dtype)
-    xzp = _zero_points(op, "x_zero_point", x_zp, in_dtype, 1, False)
-    wzp = _zero_points(op, "w_zero_point", w_zp, wa.dtype, c_out, True)
-    multiplier, bias_q, yzp = _requant_params(op, {"x_scale": x_scale}, w_scale, "w_scale", y_scale, y_zp,
-                                              out_dtype, bias, c_out, "output channel")
+    q = _requantization(op, ("x", "w"), in_dtype, wa.dtype, c_out, "output channel", x_scale, x_zp, w_scale, w_zp,
+                        y_scale, y_zp, bias, activation, dtype)
 
     def full_call(x, out):
         return qlinear_conv2d(x, x_scale, x_zp, wa, w_scale, w_zp, y_scale, y_zp, bias, stride, padding, dilation,
-                              groups, activation=activation, dtype=out_dtype, out=out)
-    return PreparedQLinear("qlinear_conv2d", full_call, wa, in_dtype, c_in, c_out, out_dtype, int(xzp[0]), wzp,
-                           bias_q, multiplier, yzp, relu, (stride, padding, dilation, groups))
+                              groups, activation=activation, dtype=q.out_dtype, out=out)
+    return PreparedQLinear("qlinear_conv2d", full_call, wa, in_dtype, c_in, c_out, q,
+                           (stride, padding, dilation, groups))
 
 
 def prepare_qlinear_matmul(a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=None, activation=None,
@@ -527,19 +547,14 @@ def prepare_qlinear_matmul(a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bi
     in_dtype = np.dtype(a_dtype)
     if in_dtype not in QTYPES:
         raise TypeError(f"{op}: a_dtype must be int8 or uint8, got {in_dtype}")
-    relu = _activation(op, activation)
     n = ba.shape[1]
-    out_dtype = _output_dtype(op, y_zp, in_dtype, dtype)
-    azp = _zero_points(op, "a_zero_point", a_zp, in_dtype, 1, False)
-    bzp = _zero_points(op, "b_zero_point", b_zp, ba.dtype, n, True)
-    multiplier, bias_q, yzp = _requant_params(op, {"a_scale": a_scale}, b_scale, "b_scale", y_scale, y_zp,
-                                              out_dtype, bias, n, "output column")
+    q = _requantization(op, ("a", "b"), in_dtype, ba.dtype, n, "output column", a_scale, a_zp, b_scale, b_zp,
+                        y_scale, y_zp, bias, activation, dtype)
 
     def full_call(a, out):
         return qlinear_matmul(a, a_scale, a_zp, ba, b_scale, b_zp, y_scale, y_zp, bias=bias, activation=activation,
-                              dtype=out_dtype, out=out)
-    return PreparedQLinear("qlinear_matmul", full_call, ba, in_dtype, ba.shape[0], n, out_dtype, int(azp[0]), bzp,
-                           bias_q, multiplier, yzp, relu)
+                              dtype=q.out_dtype, out=out)
+    return PreparedQLinear("qlinear_matmul", full_call, ba, in_dtype, ba.shape[0], n, q)
 
 
 def fake_quantize(x, scale, zero_point, *, dtype=np.int8, axis=None):
