@@ -282,6 +282,16 @@ void expect_pool_shapes(const std::string& op, const Arg& in4, const Arg& out4) 
                         shape_str(shape_of(out4.a)));
 }
 
+// The optional int64 indices output of max_pool2d: out's shape, apart from x and out.
+std::optional<Arg> pool_indices_arg(const std::string& op, const py::object& io, const Arg& x, const Arg& out) {
+  if (io.is_none()) return std::nullopt;
+  Arg ind = index_arg(op, "indices", io, true);
+  expect_shape(op, ind, shape_of(out.a));
+  expect_disjoint(op, ind, x, false);
+  expect_disjoint(op, ind, out, false);
+  return ind;
+}
+
 template <class T>
 lepton::Status call_max_pool(const lepton::Pool2dDesc& d, const Arg& x, Arg& out, int64_t* ind) {
   const T* xp = cptr<T>(x);
@@ -298,13 +308,7 @@ void max_pool2d(const py::object& xo, const py::object& oo, const py::object& io
   Arg out = float_arg(op, "out", oo, true, &x);
   expect_pool_shapes(op, x, out);
   expect_disjoint(op, out, x, false);
-  std::optional<Arg> ind;
-  if (!io.is_none()) {
-    ind = index_arg(op, "indices", io, true);
-    expect_shape(op, *ind, shape_of(out.a));
-    expect_disjoint(op, *ind, x, false);
-    expect_disjoint(op, *ind, out, false);
-  }
+  std::optional<Arg> ind = pool_indices_arg(op, io, x, out);
   const lepton::Pool2dDesc d = pool_desc(x, out, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw);
   int64_t* ip = ind ? mptr<int64_t>(*ind) : nullptr;
   lepton::Status st = x.dt == DType::f32 ? call_max_pool<float>(d, x, out, ip)
@@ -1020,9 +1024,15 @@ int32_t int_scalar(const std::string& op, const char* name, int64_t v) {
   return static_cast<int32_t>(v);  // the kernel checks it against the operand's type range
 }
 
-void matmul_integer(const py::object& ao, const py::object& bo, int64_t azp, const py::object& bzo,
-                    const py::object& oo) {
-  const std::string op = "matmul_integer";
+// The operands of an integer matmul: a (M, K) and b (K, N) int8/uint8, b's zero points, the descriptor.
+struct IntMatmulArgs {
+  Arg a, b;
+  IType ta, tb;
+  ZeroPoints bz;
+  lepton::MatmulIntegerDesc d;
+};
+IntMatmulArgs int_matmul_args(const std::string& op, const py::object& ao, const py::object& bo, int64_t azp,
+                              const py::object& bzo) {
   Arg a = array_arg(op, "a", ao, false);
   Arg b = array_arg(op, "b", bo, false);
   const IType ta = int_arg_type(op, a, false), tb = int_arg_type(op, b, false);
@@ -1030,24 +1040,53 @@ void matmul_integer(const py::object& ao, const py::object& bo, int64_t azp, con
   expect_ndim(op, b, 2, "(K, N)");
   if (a.a.shape(1) != b.a.shape(0))
     value_error(op, "inner dimensions differ: a is " + shape_str(shape_of(a.a)) + ", b is " + shape_str(shape_of(b.a)));
-  Arg out = i32_arg(op, "out", oo, true);
-  expect_shape(op, out, {a.a.shape(0), b.a.shape(1)});
-  const ZeroPoints bz = zero_points_arg(op, "b_zero_point", bzo, b.a.shape(1));
-  std::vector<const Arg*> ins{&a, &b};
-  if (bz.arg) ins.push_back(&*bz.arg);
-  expect_outputs_disjoint(op, {&out}, ins);
+  ZeroPoints bz = zero_points_arg(op, "b_zero_point", bzo, b.a.shape(1));
   lepton::MatmulIntegerDesc d;
   d.m = a.a.shape(0), d.k = a.a.shape(1), d.n = b.a.shape(1);
   d.lda = d.k, d.ldb = d.n, d.ldc = d.n;
   d.a_zero_point = int_scalar(op, "a_zero_point", azp);
   d.b_zero_point_per_column = bz.per;
-  const int32_t* bzp = bz.ptr();
+  return {std::move(a), std::move(b), ta, tb, std::move(bz), d};
+}
+
+// a (M, K) against a packed b, and the descriptor.
+struct PackedMatmulArgs {
+  Arg a;
+  IType ta;
+  lepton::MatmulIntegerDesc d;
+};
+PackedMatmulArgs packed_matmul_args(const std::string& op, const py::object& ao, const lepton::PackedIntB& pb,
+                                    int64_t azp) {
+  Arg a = array_arg(op, "a", ao, false);
+  const IType ta = int_arg_type(op, a, false);
+  expect_ndim(op, a, 2, "(M, K)");
+  if (a.a.shape(1) != pb.k())
+    value_error(op, "a must have K = " + std::to_string(pb.k()) + " columns (the packed b), got shape " +
+                        shape_str(shape_of(a.a)));
+  lepton::MatmulIntegerDesc d;
+  d.m = a.a.shape(0), d.k = pb.k(), d.n = pb.n();
+  d.lda = d.k, d.ldb = d.n, d.ldc = d.n;
+  d.a_zero_point = int_scalar(op, "a_zero_point", azp);
+  return {std::move(a), ta, d};
+}
+
+void matmul_integer(const py::object& ao, const py::object& bo, int64_t azp, const py::object& bzo,
+                    const py::object& oo) {
+  const std::string op = "matmul_integer";
+  const IntMatmulArgs m = int_matmul_args(op, ao, bo, azp, bzo);
+  Arg out = i32_arg(op, "out", oo, true);
+  expect_shape(op, out, {m.d.m, m.d.n});
+  std::vector<const Arg*> ins{&m.a, &m.b};
+  if (m.bz.arg) ins.push_back(&*m.bz.arg);
+  expect_outputs_disjoint(op, {&out}, ins);
+  const int32_t* bzp = m.bz.ptr();
   int32_t* cp = mptr<int32_t>(out);
-  const void *ap = a.a.data(), *bp = b.a.data();
+  const void *ap = m.a.a.data(), *bp = m.b.a.data();
   lepton::Status st;
   {
     py::gil_scoped_release nogil;
-    st = dispatch_ab(ta, tb, ap, bp, [&](auto* pa, auto* pb) { return lepton::matmul_integer(d, pa, pb, bzp, cp); });
+    st = dispatch_ab(m.ta, m.tb, ap, bp,
+                     [&](auto* pa, auto* pb) { return lepton::matmul_integer(m.d, pa, pb, bzp, cp); });
   }
   raise_status(op, st);
 }
@@ -1076,26 +1115,17 @@ std::unique_ptr<lepton::PackedIntB> pack_matmul_integer_b(const py::object& bo, 
 
 void matmul_integer_packed(const py::object& ao, const lepton::PackedIntB& pb, int64_t azp, const py::object& oo) {
   const std::string op = "matmul_integer_packed";
-  Arg a = array_arg(op, "a", ao, false);
-  const IType ta = int_arg_type(op, a, false);
-  expect_ndim(op, a, 2, "(M, K)");
-  if (a.a.shape(1) != pb.k())
-    value_error(op, "a must have K = " + std::to_string(pb.k()) + " columns (the packed b), got shape " +
-                        shape_str(shape_of(a.a)));
+  const PackedMatmulArgs m = packed_matmul_args(op, ao, pb, azp);
   Arg out = i32_arg(op, "out", oo, true);
-  expect_shape(op, out, {a.a.shape(0), pb.n()});
-  expect_outputs_disjoint(op, {&out}, {&a});
-  lepton::MatmulIntegerDesc d;
-  d.m = a.a.shape(0), d.k = pb.k(), d.n = pb.n();
-  d.lda = d.k, d.ldb = d.n, d.ldc = d.n;
-  d.a_zero_point = int_scalar(op, "a_zero_point", azp);
+  expect_shape(op, out, {m.d.m, m.d.n});
+  expect_outputs_disjoint(op, {&out}, {&m.a});
   int32_t* cp = mptr<int32_t>(out);
-  const void* ap = a.a.data();
+  const void* ap = m.a.a.data();
   lepton::Status st;
   {
     py::gil_scoped_release nogil;
-    st = ta == IType::u8 ? lepton::matmul_integer_packed(d, static_cast<const uint8_t*>(ap), pb, cp)
-                         : lepton::matmul_integer_packed(d, static_cast<const int8_t*>(ap), pb, cp);
+    st = m.ta == IType::u8 ? lepton::matmul_integer_packed(m.d, static_cast<const uint8_t*>(ap), pb, cp)
+                           : lepton::matmul_integer_packed(m.d, static_cast<const int8_t*>(ap), pb, cp);
   }
   raise_status(op, st);
 }
@@ -1159,35 +1189,23 @@ lepton::Status dispatch_y(IType ty, void* y, F f) {
 void qlinear_matmul(const py::object& ao, const py::object& bo, int64_t azp, const py::object& bzo,
                     const py::object& biaso, const py::object& mo, int64_t yzp, bool relu, const py::object& oo) {
   const std::string op = "qlinear_matmul";
-  Arg a = array_arg(op, "a", ao, false);
-  Arg b = array_arg(op, "b", bo, false);
-  const IType ta = int_arg_type(op, a, false), tb = int_arg_type(op, b, false);
-  expect_ndim(op, a, 2, "(M, K)");
-  expect_ndim(op, b, 2, "(K, N)");
-  if (a.a.shape(1) != b.a.shape(0))
-    value_error(op, "inner dimensions differ: a is " + shape_str(shape_of(a.a)) + ", b is " + shape_str(shape_of(b.a)));
+  const IntMatmulArgs m = int_matmul_args(op, ao, bo, azp, bzo);
   Arg out = array_arg(op, "out", oo, true);
   const IType ty = int_arg_type(op, out, false);
-  expect_shape(op, out, {a.a.shape(0), b.a.shape(1)});
-  const ZeroPoints bz = zero_points_arg(op, "b_zero_point", bzo, b.a.shape(1));
-  const RequantArgs q = requant_args(op, biaso, mo, yzp, relu, b.a.shape(1));
-  std::vector<const Arg*> ins{&a, &b, &q.multiplier};
-  if (bz.arg) ins.push_back(&*bz.arg);
+  expect_shape(op, out, {m.d.m, m.d.n});
+  const RequantArgs q = requant_args(op, biaso, mo, yzp, relu, m.d.n);
+  std::vector<const Arg*> ins{&m.a, &m.b, &q.multiplier};
+  if (m.bz.arg) ins.push_back(&*m.bz.arg);
   if (q.bias) ins.push_back(&*q.bias);
   expect_outputs_disjoint(op, {&out}, ins);
-  lepton::MatmulIntegerDesc d;
-  d.m = a.a.shape(0), d.k = a.a.shape(1), d.n = b.a.shape(1);
-  d.lda = d.k, d.ldb = d.n, d.ldc = d.n;
-  d.a_zero_point = int_scalar(op, "a_zero_point", azp);
-  d.b_zero_point_per_column = bz.per;
-  const int32_t* bzp = bz.ptr();
-  const void *ap = a.a.data(), *bp = b.a.data();
+  const int32_t* bzp = m.bz.ptr();
+  const void *ap = m.a.a.data(), *bp = m.b.a.data();
   void* yp = out.a.mutable_data();
   lepton::Status st;
   {
     py::gil_scoped_release nogil;
-    st = dispatch_ab(ta, tb, ap, bp, [&](auto* pa, auto* pb) {
-      return dispatch_y(ty, yp, [&](auto* py_) { return lepton::qlinear_matmul(d, pa, pb, bzp, q.r, py_); });
+    st = dispatch_ab(m.ta, m.tb, ap, bp, [&](auto* pa, auto* pb) {
+      return dispatch_y(ty, yp, [&](auto* py_) { return lepton::qlinear_matmul(m.d, pa, pb, bzp, q.r, py_); });
     });
   }
   raise_status(op, st);
@@ -1197,31 +1215,22 @@ void qlinear_matmul(const py::object& ao, const py::object& bo, int64_t azp, con
 void qlinear_matmul_packed(const py::object& ao, const lepton::PackedIntB& pb, int64_t azp, const py::object& biaso,
                            const py::object& mo, int64_t yzp, bool relu, const py::object& oo) {
   const std::string op = "qlinear_matmul_packed";
-  Arg a = array_arg(op, "a", ao, false);
-  const IType ta = int_arg_type(op, a, false);
-  expect_ndim(op, a, 2, "(M, K)");
-  if (a.a.shape(1) != pb.k())
-    value_error(op, "a must have K = " + std::to_string(pb.k()) + " columns (the packed b), got shape " +
-                        shape_str(shape_of(a.a)));
+  const PackedMatmulArgs m = packed_matmul_args(op, ao, pb, azp);
   Arg out = array_arg(op, "out", oo, true);
   const IType ty = int_arg_type(op, out, false);
-  expect_shape(op, out, {a.a.shape(0), pb.n()});
-  const RequantArgs q = requant_args(op, biaso, mo, yzp, relu, pb.n());
-  std::vector<const Arg*> ins{&a, &q.multiplier};
+  expect_shape(op, out, {m.d.m, m.d.n});
+  const RequantArgs q = requant_args(op, biaso, mo, yzp, relu, m.d.n);
+  std::vector<const Arg*> ins{&m.a, &q.multiplier};
   if (q.bias) ins.push_back(&*q.bias);
   expect_outputs_disjoint(op, {&out}, ins);
-  lepton::MatmulIntegerDesc d;
-  d.m = a.a.shape(0), d.k = pb.k(), d.n = pb.n();
-  d.lda = d.k, d.ldb = d.n, d.ldc = d.n;
-  d.a_zero_point = int_scalar(op, "a_zero_point", azp);
-  const void* ap = a.a.data();
+  const void* ap = m.a.a.data();
   void* yp = out.a.mutable_data();
   lepton::Status st;
   {
     py::gil_scoped_release nogil;
     st = dispatch_y(ty, yp, [&](auto* py_) {
-      return ta == IType::u8 ? lepton::qlinear_matmul_packed(d, static_cast<const uint8_t*>(ap), pb, q.r, py_)
-                             : lepton::qlinear_matmul_packed(d, static_cast<const int8_t*>(ap), pb, q.r, py_);
+      return m.ta == IType::u8 ? lepton::qlinear_matmul_packed(m.d, static_cast<const uint8_t*>(ap), pb, q.r, py_)
+                               : lepton::qlinear_matmul_packed(m.d, static_cast<const int8_t*>(ap), pb, q.r, py_);
     });
   }
   raise_status(op, st);
@@ -1271,13 +1280,7 @@ void max_pool2d_int8(const py::object& xo, const py::object& oo, const py::objec
     type_error(op, "out must have x's dtype (" + dtype_str(x.a) + "), got " + dtype_str(out.a));
   expect_pool_shapes(op, x, out);
   expect_disjoint(op, out, x, false);
-  std::optional<Arg> ind;
-  if (!io.is_none()) {
-    ind = index_arg(op, "indices", io, true);
-    expect_shape(op, *ind, shape_of(out.a));
-    expect_disjoint(op, *ind, x, false);
-    expect_disjoint(op, *ind, out, false);
-  }
+  std::optional<Arg> ind = pool_indices_arg(op, io, x, out);
   const lepton::Pool2dDesc d = pool_desc(x, out, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw);
   int64_t* ip = ind ? mptr<int64_t>(*ind) : nullptr;
   const void* xp = x.a.data();
