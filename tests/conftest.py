@@ -1,6 +1,9 @@
 """Shared fixtures: every CPU backend (and every native ISA variant) as a parameter,
-plus the comparison helper used against the float64 reference."""
+plus the comparison helper used against the float64 reference, and the CUDA fixtures
+(CuPy, each CUDA backend, the numba.cuda backend) the gpu and simulator tests share."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -95,6 +98,20 @@ def rng():
 
 
 CUDA_BACKENDS = ("native", "cupy", "numba")
+
+
+@pytest.fixture(scope="module")
+def cu():
+    """The numba.cuda backend: on a GPU, or under the simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    pytest.importorskip("numba")
+    from numba import cuda
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and not cuda.is_available():
+        pytest.skip("numba.cuda: no GPU; run with NUMBA_ENABLE_CUDASIM=1 for the simulator")
+    from lepton_kernels.numba_backend import cuda as backend
+
+    assert backend.unavailable_reason() is None
+    return backend
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ Run: ``python -m pytest -m gpu tests/test_gpu.py``.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

@@ -9,7 +9,6 @@ they also run on a real GPU when numba.cuda finds one, and skip otherwise.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -352,17 +351,6 @@ def test_cpu_avg_pool_fully_padded_window_is_zero():
 
 
 # ------------------------------------------------------------------ numba.cuda
-
-@pytest.fixture(scope="module")
-def cu():
-    if not SIM:
-        from numba import cuda
-        if not cuda.is_available():
-            pytest.skip("numba.cuda: no GPU; run with NUMBA_ENABLE_CUDASIM=1 for the simulator")
-    from lepton_kernels.numba_backend import cuda as backend
-    assert backend.unavailable_reason() is None
-    return backend
-
 
 def dev(a):
     from numba import cuda

@@ -23,18 +23,6 @@ from lepton_kernels import reference as R  # noqa: E402
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
-@pytest.fixture(scope="module")
-def cu():
-    from numba import cuda
-
-    if not SIM and not cuda.is_available():
-        pytest.skip("numba.cuda: no GPU; run with NUMBA_ENABLE_CUDASIM=1 for the simulator")
-    from lepton_kernels.numba_backend import cuda as backend
-
-    assert backend.unavailable_reason() is None
-    return backend
-
-
 def dev(a):
     from numba import cuda
 
