@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "cpu/igemm_internal.h"
+#include "cpu/requant_avx512.h"
 
 namespace lepton {
 namespace detail {
@@ -142,10 +143,8 @@ void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t
         _mm512_mask_storeu_epi32(static_cast<int32_t*>(cv) + i * ldc + 16 * v, mk, x);
       } else {  // requantize in registers (requant_internal.h): the int32 block never leaves them
         const __m512i biased = rq->bias ? _mm512_add_epi32(x, _mm512_set1_epi32(rq->bias[i])) : x;
-        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(biased), _mm512_set1_ps(rq->multiplier[i]));
-        f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(rq->lo)), _mm512_set1_ps(rq->hi));
-        const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(rq->y_zero_point));
+        const __m512i q = avx512::requant16(biased, _mm512_set1_ps(rq->multiplier[i]), _mm512_set1_ps(rq->lo),
+                                            _mm512_set1_ps(rq->hi), _mm512_set1_epi32(rq->y_zero_point));
         uint8_t* out = static_cast<uint8_t*>(cv) + i * ldc + 16 * v;
         _mm_mask_storeu_epi8(out, mk, OUT == DirectOut::s8 ? _mm512_cvtsepi32_epi8(q) : _mm512_cvtusepi32_epi8(q));
       }

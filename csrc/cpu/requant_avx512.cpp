@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cpu/requant_avx512.h"
 #include "cpu/requant_internal.h"
 
 namespace lepton {
@@ -20,14 +21,6 @@ namespace avx512 {
 namespace {
 
 inline __mmask16 mask16(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
-
-// 16 results (int32, zero point added) from 16 biased accumulators and multipliers.
-inline __m512i requant16(__m512i acc, __m512 m, __m512 lo, __m512 hi, __m512i zp) {
-  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
-  v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-  return _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
-}
 
 template <class TY>
 void requantize_impl(const RequantBlock& b, const Requant& r, TY* y, int64_t ldy) {
