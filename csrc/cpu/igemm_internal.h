@@ -82,14 +82,11 @@ struct IgemmDirectKernel {
   IgemmDirectFn micro_s32 = nullptr, micro_u8 = nullptr, micro_s8 = nullptr;
 };
 int direct_kernels(IgemmDirectKernel* out, int max);
-// Interleaves 4 rows r[0..3] of n bytes (a null row: the pad byte) into n dwords
-// (byte t of dword j = r[t][j]), each byte xor flip.
-void interleave_rows4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* out);
 // out_n dwords, byte t of dword k = r[t][k + shift[t]] xor flip where that lies in
 // [0, w), else pad xor flip (a null row: all pad). Reads the rows in place.
 void interleave_shifted4(const uint8_t* const* r, const int64_t* shift, int64_t w, int64_t out_n, uint8_t flip,
                          uint8_t pad, uint8_t* out);
-// interleave_rows4 into row + 4*pad_left (a padded row whose padding is already
+// interleave_shifted4 (no shift) into row + 4*pad_left (a padded row whose padding is already
 // there), then out[b] = the 4*out_n bytes of row from pixel b*step on, for b < copies.
 void interleave_rows4_copies(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* row,
                              int64_t pad_left, int64_t copies, int64_t step, int64_t out_n, uint8_t* const* out);

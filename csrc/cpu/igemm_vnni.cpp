@@ -155,6 +155,16 @@ void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t
 }  // namespace
 
 namespace {
+// Bytes x[0..3][j] of four 16-byte rows as 16 dwords (dword j = x[0][j], x[1][j], x[2][j], x[3][j]).
+inline __m512i interleave16(const __m128i* x) {
+  const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
+  const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
+  __m512i all = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
+  all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t0, t2), 1);
+  all = _mm512_inserti32x4(all, _mm_unpacklo_epi16(t1, t3), 2);
+  return _mm512_inserti32x4(all, _mm_unpackhi_epi16(t1, t3), 3);
+}
+
 inline void copy_run(const uint8_t* src, uint8_t* dst, int64_t n) {
   for (int64_t j = 0; j < n; j += 64) {
     const int64_t len = n - j < 64 ? n - j : 64;
@@ -169,7 +179,8 @@ inline void copy_run(const uint8_t* src, uint8_t* dst, int64_t n) {
 void interleave_rows4_copies(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* row,
                              int64_t pad_left, int64_t copies, int64_t step, int64_t out_n, uint8_t* const* out) {
   if (n > 16 || out_n > 16) {
-    interleave_rows4(r, n, flip, pad, row + 4 * pad_left);
+    const int64_t no_shift[4] = {0, 0, 0, 0};
+    interleave_shifted4(r, no_shift, n, n, flip, pad, row + 4 * pad_left);
     for (int64_t b = 0; b < copies; ++b) copy_run(row + 4 * b * step, out[b], 4 * out_n);
     return;
   }
@@ -178,12 +189,7 @@ void interleave_rows4_copies(const uint8_t* const* r, int64_t n, uint8_t flip, u
   const __mmask16 m = mask16(static_cast<int>(n));
   __m128i x[4];
   for (int t = 0; t < 4; ++t) x[t] = r[t] ? _mm_xor_si128(_mm_maskz_loadu_epi8(m, r[t]), fl) : pv;
-  const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
-  const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
-  __m512i all = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
-  all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t0, t2), 1);
-  all = _mm512_inserti32x4(all, _mm_unpacklo_epi16(t1, t3), 2);
-  all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t1, t3), 3);  // dword j = pixel j (j < n)
+  const __m512i all = interleave16(x);  // dword j = pixel j (j < n)
   const __m512i padv = _mm512_set1_epi8(static_cast<char>(pad ^ flip));
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __mmask16 store = mask16(static_cast<int>(out_n));
@@ -216,33 +222,7 @@ void interleave_shifted4(const uint8_t* const* r, const int64_t* shift, int64_t 
                                   : __mmask16(0);
       x[t] = _mm_xor_si128(_mm_mask_loadu_epi8(pv, m, r[t] + first), fl);
     }
-    const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
-    const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
-    __m512i all = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
-    all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t0, t2), 1);
-    all = _mm512_inserti32x4(all, _mm_unpacklo_epi16(t1, t3), 2);
-    all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t1, t3), 3);
-    _mm512_mask_storeu_epi32(out + 4 * j, mask16(static_cast<int>(len)), all);
-  }
-}
-
-void interleave_rows4(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* out) {
-  const __m128i fl = _mm_set1_epi8(static_cast<char>(flip));
-  const __m128i pv = _mm_set1_epi8(static_cast<char>(pad ^ flip));
-  for (int64_t j = 0; j < n; j += 16) {
-    const int64_t len = n - j < 16 ? n - j : 16;
-    const __mmask16 m = mask16(static_cast<int>(len));
-    __m128i x[4];
-    for (int t = 0; t < 4; ++t)
-      x[t] = r[t] ? _mm_xor_si128(_mm_maskz_loadu_epi8(m, r[t] + j), fl) : pv;
-    const __m128i t0 = _mm_unpacklo_epi8(x[0], x[1]), t1 = _mm_unpackhi_epi8(x[0], x[1]);
-    const __m128i t2 = _mm_unpacklo_epi8(x[2], x[3]), t3 = _mm_unpackhi_epi8(x[2], x[3]);
-    __m512i all = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
-    all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t0, t2), 1);
-    all = _mm512_inserti32x4(all, _mm_unpacklo_epi16(t1, t3), 2);
-    all = _mm512_inserti32x4(all, _mm_unpackhi_epi16(t1, t3), 3);
-    const __mmask64 bytes = len == 16 ? ~__mmask64(0) : ((__mmask64(1) << (4 * len)) - 1);
-    _mm512_mask_storeu_epi8(out + 4 * j, bytes, all);
+    _mm512_mask_storeu_epi32(out + 4 * j, mask16(static_cast<int>(len)), interleave16(x));
   }
 }
 
