@@ -569,27 +569,28 @@ def _qlinear_dtype(y_zero_point, like, dtype):
     return np.dtype(np.asarray(like).dtype)
 
 
+def _requantize_channels(acc, in_scale, w_scale, y_scale, y_zp, bias, dtype, activation):
+    """requantize the int32 ``acc`` whose axis 1 is the output channel (column or feature map)."""
+    channels = acc.shape[1]
+    w_scale = np.broadcast_to(np.asarray(w_scale, np.float32), (channels,))
+    m = requantize_multiplier(in_scale, w_scale, y_scale)
+    bq = None if bias is None else np.broadcast_to(quantize_bias(bias, in_scale, w_scale), (channels,))
+    return requantize(acc, bq, m, y_zp, dtype, activation == "relu", 1)
+
+
 def qlinear_matmul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=None, activation=None,
                    dtype=None, out=None):
     """ONNX QLinearMatMul (+ bias and ReLU): requantize(matmul_integer(a, b), bias, a_scale * b_scale / y_scale).
 
     b_scale / b_zp may be per output column; a float bias is quantized with scale a_scale * b_scale.
     """
-    acc = matmul_integer(a, b, a_zp, b_zp)
-    n = acc.shape[1]
-    m = np.broadcast_to(requantize_multiplier(a_scale, b_scale, y_scale), (n,))
-    bq = None if bias is None else np.broadcast_to(quantize_bias(bias, a_scale, np.broadcast_to(
-        np.asarray(b_scale, np.float32), (n,))), (n,))
-    return requantize(acc, bq, m, y_zp, _qlinear_dtype(y_zp, a, dtype), activation == "relu", 1)
+    return _requantize_channels(matmul_integer(a, b, a_zp, b_zp), a_scale, b_scale, y_scale, y_zp, bias,
+                                _qlinear_dtype(y_zp, a, dtype), activation)
 
 
 def qlinear_conv2d(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=None, stride=1, padding=0,
                    dilation=1, groups=1, *, activation=None, dtype=None, out=None):
     """ONNX QLinearConv (+ ReLU): requantize(conv2d_integer(x, w), bias, x_scale * w_scale / y_scale)
     per output channel; padding takes x_zp."""
-    acc = conv2d_integer(x, w, x_zp, w_zp, stride, padding, dilation, groups)
-    c_out = acc.shape[1]
-    m = np.broadcast_to(requantize_multiplier(x_scale, w_scale, y_scale), (c_out,))
-    bq = None if bias is None else np.broadcast_to(quantize_bias(bias, x_scale, np.broadcast_to(
-        np.asarray(w_scale, np.float32), (c_out,))), (c_out,))
-    return requantize(acc, bq, m, y_zp, _qlinear_dtype(y_zp, x, dtype), activation == "relu", 1)
+    return _requantize_channels(conv2d_integer(x, w, x_zp, w_zp, stride, padding, dilation, groups), x_scale,
+                                w_scale, y_scale, y_zp, bias, _qlinear_dtype(y_zp, x, dtype), activation)
