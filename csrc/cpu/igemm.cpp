@@ -903,73 +903,122 @@ void* thread_scratch(ScratchSlot slot, size_t bytes) {
   return sl.buf.get();
 }
 
+// The tall input of every group: blocks of block_positions positions (4 bytes each),
+// in the calling thread's scratch. Filled by units of (group, item, image range): an
+// item is one channel block (its kw tap-column blocks) or one tap-major block.
 struct TallInput4 {
-  uint8_t* data = nullptr;      // thread scratch of the calling thread
-  int64_t block_positions = 0;  // a block holds block_positions * 4 bytes
+  uint8_t* data = nullptr;
+  int64_t block_positions = 0;
+  detail::vnni::TallBlockGeometry geometry;
+  int64_t channel_items = 0, items_per_group = 0, image_chunks = 1;
+  int64_t units() const { return items_per_group * image_chunks; }  // per group
 };
 
-// Fills the input rows of blocks [blk0, blk1) of group g from x (channel-major:
-// one channel block's kw blocks; tap-major: one block). scratch: a padded
-// interleaved row (channel-major).
-void fill_tall_rows(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& tg, const SlotMap& m,
-                    const uint8_t* x, uint8_t pad, uint8_t flip, int64_t g, int64_t blk0, int64_t blk1,
-                    int64_t block_bytes, uint8_t* base, uint8_t* scratch) {
-  for (int64_t img = 0; img < d.n; ++img)
-    for (int64_t r = 0; r < d.h; ++r) {
-      const auto channel_row = [&](int64_t c) { return x + ((img * d.c_in + g * s.cg + c) * d.h + r) * d.w; };
-      if (blk0 < m.channel_blocks) {  // blk0 is a multiple of kw: one channel block, all its tap columns
-        const uint8_t* src[4];
-        for (int i = 0; i < 4; ++i) src[i] = m.c[4 * blk0 + i] >= 0 ? channel_row(m.c[4 * blk0 + i]) : nullptr;
-        uint8_t* dst[64];  // one per tap column (kw <= 64 here, checked by the caller)
-        for (int64_t blk = blk0; blk < blk1; ++blk) dst[blk - blk0] = base + blk * block_bytes + 4 * tall_row(tg, img, r);
-        detail::vnni::interleave_rows4_copies(src, d.w, flip, pad, scratch, d.pad_left, blk1 - blk0, d.dilation_w,
-                                              d.out_w, dst);
-        continue;
-      }
-      const uint8_t* src[4];
-      int64_t shift[4];
-      for (int i = 0; i < 4; ++i) {
-        const int64_t c = m.c[4 * blk0 + i];
-        src[i] = c >= 0 ? channel_row(c) : nullptr;
-        shift[i] = m.b[4 * blk0 + i] * d.dilation_w - d.pad_left;  // input column of output column 0
-      }
-      detail::vnni::interleave_shifted4(src, shift, d.w, d.out_w, flip, pad,
-                                        base + blk0 * block_bytes + 4 * tall_row(tg, img, r));
-    }
+bool alloc_tall_input4(const Conv2dDesc& d, const TallGeometry& tg, const SlotMap& m, uint8_t pad, uint8_t flip,
+                       int64_t slack_positions, int threads, TallInput4* t) {
+  t->block_positions = tg.copy_len + slack_positions;
+  t->data = static_cast<uint8_t*>(
+      thread_scratch(kTallInput, static_cast<size_t>(d.groups * m.blocks * 4 * t->block_positions)));
+  if (!t->data) return false;
+  detail::vnni::TallBlockGeometry& g = t->geometry;
+  g.n = d.n;
+  g.h = d.h;
+  g.w = d.w;
+  g.out_w = tg.ow;
+  g.lead = tg.lh;
+  g.image_rows = tg.hp;
+  g.positions = t->block_positions;
+  g.image_stride = d.c_in * d.h * d.w;
+  g.flip = flip;
+  g.pad = pad;
+  t->channel_items = m.channel_blocks / d.kernel_w;
+  t->items_per_group = t->channel_items + (m.blocks - m.channel_blocks);
+  // Enough units that every thread gets about the same share (few items: split the images).
+  const int64_t items = d.groups * t->items_per_group;
+  t->image_chunks = std::min<int64_t>(d.n, std::max<int64_t>(1, (4 * threads + items - 1) / items));
+  return true;
 }
 
-bool build_tall_input4(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& tg, const SlotMap& m,
-                       const uint8_t* x, uint8_t pad, uint8_t flip, int64_t slack_positions, TallInput4* t) {
-  t->block_positions = tg.copy_len + slack_positions;
-  const int64_t block_bytes = 4 * t->block_positions, blocks = d.groups * m.blocks;
-  t->data = static_cast<uint8_t*>(thread_scratch(kTallInput, static_cast<size_t>(blocks * block_bytes)));
-  if (!t->data) return false;
-  // Work items per group: one per channel block (kw blocks each), then one per tap-major block.
-  const int64_t channel_items = m.channel_blocks / d.kernel_w;
-  const int64_t items_per_group = channel_items + (m.blocks - m.channel_blocks), items = d.groups * items_per_group;
-  const int nt = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, blocks * tg.copy_len / 16384)));
-  // Per thread one padded interleaved row (channel-major), its padding already in place; a
-  // multiple of 64 bytes so that threads never share a cache line.
-  const int64_t row_len = round_up(4 * (d.pad_left + d.w + d.pad_right) + 64, 64);
-  AlignedBuffer<uint8_t> scratch(static_cast<size_t>(nt * row_len));
-  if (scratch.empty()) return false;
-  std::memset(scratch.get(), pad ^ flip, static_cast<size_t>(nt * row_len));
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t item = 0; item < items; ++item) {
-    const int64_t g = item / items_per_group, k = item % items_per_group;
-    const int64_t blk0 = k < channel_items ? k * d.kernel_w : m.channel_blocks + (k - channel_items);
-    const int64_t blk1 = k < channel_items ? blk0 + d.kernel_w : blk0 + 1;
-    uint8_t* base = t->data + g * m.blocks * block_bytes;
-    for (int64_t blk = blk0; blk < blk1; ++blk)  // the gap rows before each image, and the slack
-      for (int64_t img = 0; img <= d.n; ++img) {
-        const int64_t from = img == 0 ? 0 : tall_row(tg, img - 1, d.h);
-        const int64_t to = img == d.n ? t->block_positions : tall_row(tg, img, 0);
-        std::memset(base + blk * block_bytes + 4 * from, pad ^ flip, static_cast<size_t>(4 * (to - from)));
-      }
-    fill_tall_rows(d, s, tg, m, x, pad, flip, g, blk0, blk1, block_bytes, base,
-                   scratch.get() + omp_get_thread_num() * row_len);
+// Fills unit u (< groups * t.units()) of the tall input from x.
+void fill_tall_unit(const Conv2dDesc& d, const ConvShape& s, const SlotMap& m, const uint8_t* x,
+                    const TallInput4& t, int64_t u) {
+  const int64_t g = u / t.units(), item = u % t.units() / t.image_chunks, chunk = u % t.image_chunks;
+  const int64_t i0 = chunk * d.n / t.image_chunks, i1 = (chunk + 1) * d.n / t.image_chunks;
+  const int64_t block_bytes = 4 * t.block_positions;
+  uint8_t* const base = t.data + g * m.blocks * block_bytes;
+  const auto plane = [&](int64_t c) { return c >= 0 ? x + (g * s.cg + c) * d.h * d.w : nullptr; };
+  const uint8_t* planes[4];
+  if (item < t.channel_items) {  // channel-major: kw blocks, one per tap column, of the same 4 channels
+    const int64_t blk0 = item * d.kernel_w;
+    uint8_t* out[detail::vnni::kMaxTallCopies];
+    for (int i = 0; i < 4; ++i) planes[i] = plane(m.c[4 * blk0 + i]);
+    for (int64_t b = 0; b < d.kernel_w; ++b) out[b] = base + (blk0 + b) * block_bytes;
+    detail::vnni::fill_tall_copies(t.geometry, planes, d.pad_left, d.dilation_w, d.kernel_w, i0, i1, out);
+    return;
   }
-  return true;
+  const int64_t blk = m.channel_blocks + (item - t.channel_items);
+  int64_t shift[4];
+  for (int i = 0; i < 4; ++i) {
+    planes[i] = plane(m.c[4 * blk + i]);
+    shift[i] = m.b[4 * blk + i] * d.dilation_w - d.pad_left;  // input column of output column 0
+  }
+  detail::vnni::fill_tall_block(t.geometry, planes, shift, i0, i1, base + blk * block_bytes);
+}
+
+// Weights as vpdpbusd's uint8 operand: panels of MR output channels, k group q
+// holding each row's 4 slots of block q / kh at kernel row q % kh. woff[4q + i]:
+// the offset of slot i of k group q among one output channel's weights (-1: empty).
+struct DirectWeights {
+  int32_t* panels = nullptr;  // calling thread's scratch
+  int64_t rows_pad = 0, kg = 0, mr = 0;
+  std::vector<int64_t> woff;
+  std::vector<int32_t> za, rterm;  // per output channel: weight zero point as the flipped operand sees it; constant term
+};
+
+DirectWeights direct_weights_plan(const Conv2dDesc& d, const ConvShape& s, const SlotMap& m, int64_t mr) {
+  DirectWeights dw;
+  dw.kg = m.blocks * d.kernel_h;
+  dw.mr = mr;
+  dw.rows_pad = round_up(s.cog, mr);
+  dw.woff.resize(static_cast<size_t>(4 * dw.kg));
+  for (int64_t q = 0; q < dw.kg; ++q)
+    for (int i = 0; i < 4; ++i) {
+      const int64_t slot = (q / d.kernel_h) * 4 + i, a = q % d.kernel_h, c = m.c[slot];
+      dw.woff[4 * q + i] = c >= 0 ? (c * d.kernel_h + a) * d.kernel_w + m.b[slot] : -1;
+    }
+  dw.za.resize(static_cast<size_t>(d.c_out));
+  dw.rterm.resize(static_cast<size_t>(d.c_out));
+  dw.panels = static_cast<int32_t*>(
+      thread_scratch(kWeightPanels, sizeof(int32_t) * static_cast<size_t>(d.groups * dw.rows_pad * dw.kg)));
+  return dw;
+}
+
+// Panel row r (< groups * rows_pad) of dw: output channel o's weights, or zeros past cog.
+void pack_direct_weight_row(const Conv2dDesc& d, const ConvShape& s, const uint8_t* w, bool w_signed,
+                            const int32_t* wzp, bool per_channel, int32_t zb_eff, int64_t r, DirectWeights* dw) {
+  const int64_t g = r / dw->rows_pad, i = r % dw->rows_pad, kg = dw->kg, mr = dw->mr;
+  int32_t* const panel = dw->panels + (g * dw->rows_pad + i / mr * mr) * kg + i % mr;
+  if (i >= s.cog) {
+    for (int64_t q = 0; q < kg; ++q) panel[q * mr] = 0;
+    return;
+  }
+  const int64_t o = g * s.cog + i;
+  const int32_t wz = wzp ? wzp[per_channel ? o : 0] : 0;
+  const uint8_t wflip = w_signed ? 0x80 : 0, empty = static_cast<uint8_t>(wz);
+  const uint8_t* const wo = w + o * s.cg * d.kernel_h * d.kernel_w;
+  uint32_t rowsum = 0;
+  for (int64_t q = 0; q < kg; ++q) {
+    uint8_t bytes[4];
+    for (int t = 0; t < 4; ++t) {
+      const int64_t off = dw->woff[4 * q + t];
+      bytes[t] = (off >= 0 ? wo[off] : empty) ^ wflip;
+      rowsum += bytes[t];
+    }
+    std::memcpy(panel + q * mr, bytes, 4);
+  }
+  dw->za[o] = wz + (w_signed ? 128 : 0);
+  dw->rterm[o] = static_cast<int32_t>((static_cast<uint32_t>(4 * kg) * static_cast<uint32_t>(dw->za[o]) - rowsum) *
+                                      static_cast<uint32_t>(zb_eff));
 }
 
 IgemmDirectKernel choose_direct_kernel(int64_t rows) {
@@ -991,56 +1040,30 @@ IgemmDirectKernel choose_direct_kernel(int64_t rows) {
 Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, bool x_signed, int32_t xzp,
                         const uint8_t* w, bool w_signed, const int32_t* wzp, bool per_channel, int32_t* y,
                         const RequantSink* sink) {
-  const int64_t kh = d.kernel_h, kw = d.kernel_w;
   const TallGeometry tg = tall_geometry(d);
   const SlotMap sm = slot_map(d, s);
   const int64_t wide_total = tg.end - tg.first;
   const IgemmDirectKernel K = choose_direct_kernel(s.cog);
-  const int64_t kg = sm.blocks * kh, kfull = 4 * kg;
-  const int64_t max_row_off = (d.kernel_h - 1) * d.dilation_h * tg.ow;
-  const uint8_t flip = x_signed ? 0 : 0x80;
-  TallInput4 t;
-  if (!build_tall_input4(d, s, tg, sm, x, static_cast<uint8_t>(xzp), flip, max_row_off + K.nr + 16, &t))
-    return Status::Internal("out of memory");
-  std::vector<int64_t> goff(static_cast<size_t>(kg));  // k group (block, kernel row a) -> byte offset
-  for (int64_t q = 0; q < kg; ++q) goff[q] = 4 * ((q / kh) * t.block_positions + (q % kh) * d.dilation_h * tg.ow);
-  // Weights: panels of MR output channels, k group q holding each row's 4 slots of block q / kh at
-  // kernel row q % kh, flipped to uint8; za, row sums and the constant epilogue term per output channel.
-  const int64_t rows_pad = round_up(s.cog, K.mr);
-  int32_t* const pa = static_cast<int32_t*>(thread_scratch(kWeightPanels, sizeof(int32_t) * d.groups * rows_pad * kg));
-  if (!pa) return Status::Internal("out of memory");
-  std::vector<int32_t> za(static_cast<size_t>(d.c_out)), rterm(static_cast<size_t>(d.c_out));
-  const int32_t zb_eff = xzp - (x_signed ? 0 : 128);
-  const uint8_t wflip = w_signed ? 0x80 : 0;
-  for (int64_t o = 0; o < d.c_out; ++o) {
-    const int64_t g = o / s.cog, i = o % s.cog;
-    const int32_t wz = wzp ? wzp[per_channel ? o : 0] : 0;
-    za[o] = wz + (w_signed ? 128 : 0);
-    uint32_t rowsum = 0;
-    int32_t* panel = pa + (g * rows_pad + i / K.mr * K.mr) * kg;
-    for (int64_t q = 0; q < kg; ++q) {
-      uint8_t bytes[4];
-      for (int i = 0; i < 4; ++i) {
-        const int64_t slot = (q / kh) * 4 + i, a = q % kh, c = sm.c[slot];
-        const uint8_t raw = c >= 0 ? w[((o * s.cg + c) * kh + a) * kw + sm.b[slot]] : static_cast<uint8_t>(wz);
-        bytes[i] = raw ^ wflip;
-        rowsum += bytes[i];
-      }
-      std::memcpy(panel + q * K.mr + i % K.mr, bytes, 4);
-    }
-    rterm[o] = static_cast<int32_t>((static_cast<uint32_t>(kfull) * static_cast<uint32_t>(za[o]) - rowsum) *
-                                    static_cast<uint32_t>(zb_eff));
-  }
-  for (int64_t g = 0; g < d.groups; ++g)  // rows past cog in the last panel: zero
-    for (int64_t i = s.cog; i < rows_pad; ++i)
-      for (int64_t q = 0; q < kg; ++q) pa[(g * rows_pad + i / K.mr * K.mr) * kg + q * K.mr + i % K.mr] = 0;
-  // Units: (group, chunk of wide pixels).
+  // Units of the arithmetic: (group, chunk of wide pixels).
+  const int64_t kg = sm.blocks * d.kernel_h, kfull = 4 * kg;
   int64_t chunk = std::max<int64_t>(K.nr, (256 * 1024) / (4 * s.cog) / K.nr * K.nr);
   const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
   chunk = std::min(chunk, std::max<int64_t>(K.nr, round_up((wide_total + min_chunks - 1) / min_chunks, K.nr)));
   const int64_t nchunks = (wide_total + chunk - 1) / chunk, units = d.groups * nchunks;
   const double macs = static_cast<double>(d.groups) * s.cog * wide_total * kfull;
   const int nt = static_cast<int>(std::min<int64_t>(threads_for_macs(macs, true), units));
+
+  const int64_t max_row_off = (d.kernel_h - 1) * d.dilation_h * tg.ow;
+  TallInput4 t;
+  if (!alloc_tall_input4(d, tg, sm, static_cast<uint8_t>(xzp), x_signed ? 0 : 0x80, max_row_off + K.nr + 16, nt,
+                         &t))
+    return Status::Internal("out of memory");
+  std::vector<int64_t> goff(static_cast<size_t>(kg));  // k group (block, kernel row a) -> byte offset
+  for (int64_t q = 0; q < kg; ++q)
+    goff[q] = 4 * ((q / d.kernel_h) * t.block_positions + (q % d.kernel_h) * d.dilation_h * tg.ow);
+  DirectWeights dw = direct_weights_plan(d, s, sm, K.mr);
+  if (!dw.panels) return Status::Internal("out of memory");
+  const int32_t zb_eff = xzp - (x_signed ? 0 : 128);
   float rq_lo = 0, rq_hi = 0;  // the requantization clamp (see requant_internal.h)
   if (sink) {
     const int32_t type_min = sink->y_signed ? -128 : 0, type_max = sink->y_signed ? 127 : 255;
@@ -1054,8 +1077,15 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   // goes through a small scratch tile, whose output pixels are then copied.
   const int64_t esize = sink ? 1 : 4, image_span = tg.hp * tg.ow;
   uint8_t* const y_bytes = sink ? static_cast<uint8_t*>(sink->y) : reinterpret_cast<uint8_t*>(y);
+  // One parallel region: filling the tall input and packing the weights, then
+  // (after the barrier of the second loop) the tiles.
 #pragma omp parallel num_threads(nt)
   {
+#pragma omp for schedule(static) nowait
+    for (int64_t u = 0; u < d.groups * t.units(); ++u) fill_tall_unit(d, s, sm, x, t, u);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < d.groups * dw.rows_pad; ++r)
+      pack_direct_weight_row(d, s, w, w_signed, wzp, per_channel, zb_eff, r, &dw);
     uint8_t* const tile = static_cast<uint8_t*>(thread_scratch(kBlockAcc, static_cast<size_t>(4 * s.cog * K.nr)));
     if (!tile) ok.store(false);
 #pragma omp for schedule(dynamic, 1)
@@ -1073,17 +1103,17 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
           uint8_t* const out = direct ? y_bytes + esize * ((img * d.c_out + row) * s.ohw + (jt - start))
                                       : tile + esize * i0 * K.nr;
           const int64_t ldc = direct ? s.ohw : K.nr;
-          const int32_t* const a = pa + (g * rows_pad + i0) * kg;
+          const int32_t* const a = dw.panels + (g * dw.rows_pad + i0) * kg;
           if (!sink) {
-            K.micro_s32(kg, a, base + jt * 4, goff.data(), za.data() + row, rterm.data() + row, out, ldc, mv, nv,
-                        nullptr);
+            K.micro_s32(kg, a, base + jt * 4, goff.data(), dw.za.data() + row, dw.rterm.data() + row, out, ldc, mv,
+                        nv, nullptr);
             continue;
           }
           const detail::vnni::DirectRequant rq{sink->r->multiplier + row,
                                                sink->r->bias ? sink->r->bias + row : nullptr,
                                                sink->r->y_zero_point, rq_lo, rq_hi};
-          (sink->y_signed ? K.micro_s8 : K.micro_u8)(kg, a, base + jt * 4, goff.data(), za.data() + row,
-                                                       rterm.data() + row, out, ldc, mv, nv, &rq);
+          (sink->y_signed ? K.micro_s8 : K.micro_u8)(kg, a, base + jt * 4, goff.data(), dw.za.data() + row,
+                                                       dw.rterm.data() + row, out, ldc, mv, nv, &rq);
         }
         if (!direct) emit_wide(d, s, tg, g, tile, K.nr, esize, jt, jt + nv, y_bytes);
       }
@@ -1123,7 +1153,7 @@ Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, con
     return Status::Ok();
   }
   if (!x || !w) return Status::Invalid("null x or w pointer");
-  const bool tall = d.stride_h == 1 && d.stride_w == 1 && d.kernel_w <= 64 && resolve_path() == IgemmPath::vnni &&
+  const bool tall = d.stride_h == 1 && d.stride_w == 1 && d.kernel_w <= detail::vnni::kMaxTallCopies && resolve_path() == IgemmPath::vnni &&
                     tall_layout_fits(d);
   if (tall)
     return conv_direct_vnni(d, s, reinterpret_cast<const uint8_t*>(x), is_signed_t<TX>(), xzp,

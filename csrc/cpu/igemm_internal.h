@@ -82,14 +82,28 @@ struct IgemmDirectKernel {
   IgemmDirectFn micro_s32 = nullptr, micro_u8 = nullptr, micro_s8 = nullptr;
 };
 int direct_kernels(IgemmDirectKernel* out, int max);
-// out_n dwords, byte t of dword k = r[t][k + shift[t]] xor flip where that lies in
-// [0, w), else pad xor flip (a null row: all pad). Reads the rows in place.
-void interleave_shifted4(const uint8_t* const* r, const int64_t* shift, int64_t w, int64_t out_n, uint8_t flip,
-                         uint8_t pad, uint8_t* out);
-// interleave_shifted4 (no shift) into row + 4*pad_left (a padded row whose padding is already
-// there), then out[b] = the 4*out_n bytes of row from pixel b*step on, for b < copies.
-void interleave_rows4_copies(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* row,
-                             int64_t pad_left, int64_t copies, int64_t step, int64_t out_n, uint8_t* const* out);
+// One block of a tall-layout convolution input (igemm.cpp): 4 slots per position,
+// image i's input row r at positions (lead + i * image_rows + r) * out_w + k,
+// k < out_w; every other position up to `positions` (the gap rows between images,
+// which are also their padding rows, and the slack) holds pad ^ flip.
+struct TallBlockGeometry {
+  int64_t n = 0, h = 0, w = 0, out_w = 0;  // images, input rows, input and output row length
+  int64_t lead = 0, image_rows = 0;        // rows before image 0; rows per image with its gap
+  int64_t positions = 0;                   // positions per block, slack included
+  int64_t image_stride = 0;                // bytes between two images of one channel plane
+  uint8_t flip = 0, pad = 0;
+};
+constexpr int64_t kMaxTallCopies = 64;  // kernel columns of a channel-major block group
+// Fills images [i0, i1) of one block and the gap rows in front of them (the last
+// image also the rows after it): byte t of (i, r, k) = plane[t][i * image_stride +
+// r * w + k + shift[t]] ^ flip where k + shift[t] lies in [0, w), else pad ^ flip
+// (a null plane: all pad). Reads the planes in place.
+void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, const int64_t* shift, int64_t i0,
+                     int64_t i1, uint8_t* out);
+// fill_tall_block of out[b] with every shift = b * step - pad_left, for b < copies
+// (<= kMaxTallCopies) and four non-null planes.
+void fill_tall_copies(const TallBlockGeometry& g, const uint8_t* const* plane, int64_t pad_left, int64_t step,
+                      int64_t copies, int64_t i0, int64_t i1, uint8_t* const* out);
 // rows x n bytes from src (stride ld_src) to dst (stride ld_dst): the output runs
 // of a tall-layout convolution block (masked 64-byte moves, no calls).
 void copy_rows(const uint8_t* src, int64_t ld_src, uint8_t* dst, int64_t ld_dst, int64_t rows, int64_t n);

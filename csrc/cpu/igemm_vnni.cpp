@@ -174,56 +174,95 @@ inline void copy_run(const uint8_t* src, uint8_t* dst, int64_t n) {
 }
 }  // namespace
 
-// Rows of up to 16 pixels stay in one register: the copies are lane permutes of
-// it (reading back a just-written masked store would stall on store forwarding).
-void interleave_rows4_copies(const uint8_t* const* r, int64_t n, uint8_t flip, uint8_t pad, uint8_t* row,
-                             int64_t pad_left, int64_t copies, int64_t step, int64_t out_n, uint8_t* const* out) {
-  if (n > 16 || out_n > 16) {
-    const int64_t no_shift[4] = {0, 0, 0, 0};
-    interleave_shifted4(r, no_shift, n, n, flip, pad, row + 4 * pad_left);
-    for (int64_t b = 0; b < copies; ++b) copy_run(row + 4 * b * step, out[b], 4 * out_n);
-    return;
-  }
-  const __m128i fl = _mm_set1_epi8(static_cast<char>(flip));
-  const __m128i pv = _mm_set1_epi8(static_cast<char>(pad ^ flip));
-  const __mmask16 m = mask16(static_cast<int>(n));
-  __m128i x[4];
-  for (int t = 0; t < 4; ++t) x[t] = r[t] ? _mm_xor_si128(_mm_maskz_loadu_epi8(m, r[t]), fl) : pv;
-  const __m512i all = interleave16(x);  // dword j = pixel j (j < n)
-  const __m512i padv = _mm512_set1_epi8(static_cast<char>(pad ^ flip));
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __mmask16 store = mask16(static_cast<int>(out_n));
-  for (int64_t b = 0; b < copies; ++b) {
-    // output pixel k of copy b is padded-row pixel k + b*step, i.e. input pixel k + shift
-    const __m512i src = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(b * step - pad_left)));
-    const __mmask16 inside = _mm512_cmpge_epi32_mask(src, _mm512_setzero_si512()) &
-                             _mm512_cmplt_epi32_mask(src, _mm512_set1_epi32(static_cast<int>(n)));
-    _mm512_mask_storeu_epi32(out[b], store, _mm512_mask_permutexvar_epi32(padv, inside, src, all));
+namespace {
+// pad ^ flip over tall-block positions [from, to).
+inline void fill_pad(uint8_t* out, int64_t from, int64_t to, __m512i padv) {
+  uint8_t* p = out + 4 * from;
+  const int64_t n = 4 * (to - from);
+  for (int64_t j = 0; j < n; j += 64) {
+    const int64_t len = n - j < 64 ? n - j : 64;
+    _mm512_mask_storeu_epi8(p + j, len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1, padv);
   }
 }
 
-void interleave_shifted4(const uint8_t* const* r, const int64_t* shift, int64_t w, int64_t out_n, uint8_t flip,
-                         uint8_t pad, uint8_t* out) {
-  const __m128i fl = _mm_set1_epi8(static_cast<char>(flip));
-  const __m128i pv = _mm_set1_epi8(static_cast<char>(pad));
-  for (int64_t j = 0; j < out_n; j += 16) {
-    const int64_t len = out_n - j < 16 ? out_n - j : 16;
-    __m128i x[4];
-    for (int t = 0; t < 4; ++t) {
-      if (!r[t]) {
-        x[t] = _mm_xor_si128(pv, fl);
-        continue;
+// The gap rows in front of images [i0, i1) (they are the padding rows of their
+// neighbours), and when i1 is the last image the rows after it and the slack.
+void fill_gaps(const TallBlockGeometry& g, int64_t i0, int64_t i1, uint8_t* out, __m512i padv) {
+  for (int64_t i = i0; i < i1; ++i)
+    fill_pad(out, i == 0 ? 0 : (g.lead + (i - 1) * g.image_rows + g.h) * g.out_w,
+             (g.lead + i * g.image_rows) * g.out_w, padv);
+  if (i1 == g.n && i1 > i0) fill_pad(out, (g.lead + (g.n - 1) * g.image_rows + g.h) * g.out_w, g.positions, padv);
+}
+
+// Pixels [j, j + len) of a row read `shift` pixels further on: the mask of those
+// that lie in [0, w), and (in *first) the row offset of pixel j.
+inline __mmask16 shifted_mask(int64_t j, int64_t len, int64_t shift, int64_t w, int64_t* first) {
+  *first = j + shift;
+  const int64_t lo = *first < 0 ? -*first : 0, hi = w - *first < len ? w - *first : len;
+  return hi > lo ? static_cast<__mmask16>(mask16(static_cast<int>(hi)) & ~mask16(static_cast<int>(lo)))
+                 : __mmask16(0);
+}
+}  // namespace
+
+// Masks and offsets depend only on the run of 16 output pixels, so they are set
+// once per run; then every row of every image is 4 masked loads, one unpack and
+// one store (no calls, no scratch row).
+void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, const int64_t* shift, int64_t i0,
+                     int64_t i1, uint8_t* out) {
+  const __m512i flipv = _mm512_set1_epi8(static_cast<char>(g.flip));
+  const __m128i rawpad = _mm_set1_epi8(static_cast<char>(g.pad));
+  fill_gaps(g, i0, i1, out, _mm512_set1_epi8(static_cast<char>(g.pad ^ g.flip)));
+  for (int64_t j = 0; j < g.out_w; j += 16) {
+    const int64_t len = g.out_w - j < 16 ? g.out_w - j : 16;
+    __mmask16 m[4];
+    int64_t first[4] = {0, 0, 0, 0};
+    for (int t = 0; t < 4; ++t) m[t] = plane[t] ? shifted_mask(j, len, shift[t], g.w, &first[t]) : __mmask16(0);
+    const __mmask16 store = mask16(static_cast<int>(len));
+    for (int64_t i = i0; i < i1; ++i) {
+      uint8_t* o = out + 4 * ((g.lead + i * g.image_rows) * g.out_w + j);
+      for (int64_t r = 0; r < g.h; ++r, o += 4 * g.out_w) {
+        __m128i x[4];
+        for (int t = 0; t < 4; ++t)  // masked-off bytes are never read: the address may lie outside the row
+          x[t] = plane[t] ? _mm_mask_loadu_epi8(rawpad, m[t], plane[t] + i * g.image_stride + r * g.w + first[t])
+                          : rawpad;
+        _mm512_mask_storeu_epi32(o, store, _mm512_xor_si512(interleave16(x), flipv));
       }
-      // pixels k < len with 0 <= j + k + shift < w come from the row, the rest is padding;
-      // masked-off bytes are never read, so the address may start before the row
-      const int64_t first = j + shift[t];
-      const int64_t lo = first < 0 ? -first : 0, hi = w - first < len ? w - first : len;
-      const __mmask16 m = hi > lo ? static_cast<__mmask16>(mask16(static_cast<int>(hi)) & ~mask16(static_cast<int>(lo)))
-                                  : __mmask16(0);
-      x[t] = _mm_xor_si128(_mm_mask_loadu_epi8(pv, m, r[t] + first), fl);
     }
-    _mm512_mask_storeu_epi32(out + 4 * j, mask16(static_cast<int>(len)), interleave16(x));
   }
+}
+
+// Rows of up to 16 pixels stay in one register: each copy is a lane permute of
+// it, with the permute indices and padding masks set once.
+void fill_tall_copies(const TallBlockGeometry& g, const uint8_t* const* plane, int64_t pad_left, int64_t step,
+                      int64_t copies, int64_t i0, int64_t i1, uint8_t* const* out) {
+  if (g.w > 16 || g.out_w > 16) {
+    for (int64_t b = 0; b < copies; ++b) {
+      const int64_t s = b * step - pad_left, shift[4] = {s, s, s, s};
+      fill_tall_block(g, plane, shift, i0, i1, out[b]);
+    }
+    return;
+  }
+  const __m512i flipv = _mm512_set1_epi8(static_cast<char>(g.flip));
+  const __m512i padv = _mm512_set1_epi8(static_cast<char>(g.pad ^ g.flip));
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512i index[kMaxTallCopies];
+  __mmask16 inside[kMaxTallCopies];
+  for (int64_t b = 0; b < copies; ++b) {  // output pixel k of copy b is input pixel k + b*step - pad_left
+    index[b] = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(b * step - pad_left)));
+    inside[b] = _mm512_cmpge_epi32_mask(index[b], _mm512_setzero_si512()) &
+                _mm512_cmplt_epi32_mask(index[b], _mm512_set1_epi32(static_cast<int>(g.w)));
+    fill_gaps(g, i0, i1, out[b], padv);
+  }
+  const __mmask16 load = mask16(static_cast<int>(g.w)), store = mask16(static_cast<int>(g.out_w));
+  for (int64_t i = i0; i < i1; ++i)
+    for (int64_t r = 0; r < g.h; ++r) {
+      __m128i x[4];
+      for (int t = 0; t < 4; ++t) x[t] = _mm_maskz_loadu_epi8(load, plane[t] + i * g.image_stride + r * g.w);
+      const __m512i all = _mm512_xor_si512(interleave16(x), flipv);  // dword k = pixel k (k < w)
+      const int64_t pos = 4 * ((g.lead + i * g.image_rows + r) * g.out_w);
+      for (int64_t b = 0; b < copies; ++b)
+        _mm512_mask_storeu_epi32(out[b] + pos, store, _mm512_mask_permutexvar_epi32(padv, inside[b], index[b], all));
+    }
 }
 
 void copy_rows(const uint8_t* src, int64_t ld_src, uint8_t* dst, int64_t ld_dst, int64_t rows, int64_t n) {
