@@ -1021,12 +1021,15 @@ void pack_direct_weight_row(const Conv2dDesc& d, const ConvShape& s, const uint8
                                       static_cast<uint32_t>(zb_eff));
 }
 
+constexpr int kMaxDirectNr = 64;  // widest direct tile (4x64)
+
 IgemmDirectKernel choose_direct_kernel(int64_t rows) {
   IgemmDirectKernel ks[8];
   const int count = detail::vnni::direct_kernels(ks, 8);
   int best = 0;
   double best_cost = -1;
   for (int i = 0; i < count; ++i) {
+    if (ks[i].nr > kMaxDirectNr) continue;  // the caller's column-sum buffer holds kMaxDirectNr
     const double mr = ks[i].mr, nv = ks[i].nr / 16.0;
     const double cost = static_cast<double>(round_up(rows, ks[i].mr)) * (1.0 + (mr + nv + 1) / (mr * nv));
     if (best_cost < 0 || cost < best_cost) {
@@ -1097,6 +1100,8 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
         const int nv = static_cast<int>(std::min<int64_t>(K.nr, j1 - jt));
         const int64_t img = (jt - tg.first) / image_span, start = tg.first + img * image_span;
         const bool direct = jt + nv <= start + s.ohw;
+        // The column sums depend on the pixels only: the first row tile keeps them for the others.
+        alignas(64) int32_t colsum[kMaxDirectNr];
         for (int64_t i0 = 0; i0 < s.cog; i0 += K.mr) {
           const int mv = static_cast<int>(std::min<int64_t>(K.mr, s.cog - i0));
           const int64_t row = g * s.cog + i0;
@@ -1106,14 +1111,15 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
           const int32_t* const a = dw.panels + (g * dw.rows_pad + i0) * kg;
           if (!sink) {
             K.micro_s32(kg, a, base + jt * 4, goff.data(), dw.za.data() + row, dw.rterm.data() + row, out, ldc, mv,
-                        nv, nullptr);
+                        nv, nullptr, colsum, i0 > 0);
             continue;
           }
           const detail::vnni::DirectRequant rq{sink->r->multiplier + row,
                                                sink->r->bias ? sink->r->bias + row : nullptr,
                                                sink->r->y_zero_point, rq_lo, rq_hi};
           (sink->y_signed ? K.micro_s8 : K.micro_u8)(kg, a, base + jt * 4, goff.data(), dw.za.data() + row,
-                                                       dw.rterm.data() + row, out, ldc, mv, nv, &rq);
+                                                       dw.rterm.data() + row, out, ldc, mv, nv, &rq, colsum,
+                                                       i0 > 0);
         }
         if (!direct) emit_wide(d, s, tg, g, tile, K.nr, esize, jt, jt + nv, y_bytes);
       }

@@ -74,9 +74,11 @@ struct DirectRequant {
   int32_t y_zero_point;
   float lo, hi;             // clamp of nearbyint(v) (y_zero_point already subtracted)
 };
+// colsum (NR int32, may be null): where the column sums are kept for the other row
+// tiles of the same wide pixels; colsum_ready: they are there already (not recomputed).
 using IgemmDirectFn = void (*)(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff,
                                const int32_t* za, const int32_t* rterm, void* c, int64_t ldc, int mv, int nv,
-                               const DirectRequant* rq);
+                               const DirectRequant* rq, int32_t* colsum, bool colsum_ready);
 struct IgemmDirectKernel {
   int mr = 0, nr = 0;
   IgemmDirectFn micro_s32 = nullptr, micro_u8 = nullptr, micro_s8 = nullptr;

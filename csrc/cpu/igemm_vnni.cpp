@@ -104,9 +104,12 @@ IgemmKernel make() {
 // Output of the direct tile: int32 C, or requantized uint8 / int8 bytes.
 enum class DirectOut { s32, u8, s8 };
 
-template <int MR, int NV, DirectOut OUT>
-void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff, const int32_t* za,
-                  const int32_t* rterm, void* cv, int64_t ldc, int mv, int nv, const DirectRequant* rq) {
+// HAVE_CS: the column sums of this run of wide pixels were stored in colsum by an
+// earlier row tile; otherwise they are accumulated here (and stored when colsum is set).
+template <int MR, int NV, DirectOut OUT, bool HAVE_CS>
+void micro_direct_tile(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff, const int32_t* za,
+                       const int32_t* rterm, void* cv, int64_t ldc, int mv, int nv, const DirectRequant* rq,
+                       int32_t* colsum) {
   __m512i acc[MR][NV], cs[NV];
   const __m512i ones = _mm512_set1_epi8(1);
 #pragma GCC unroll 16
@@ -121,7 +124,7 @@ void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       bv[v] = _mm512_loadu_si512(bg + 64 * v);
-      cs[v] = _mm512_dpbusd_epi32(cs[v], ones, bv[v]);
+      if constexpr (!HAVE_CS) cs[v] = _mm512_dpbusd_epi32(cs[v], ones, bv[v]);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
@@ -130,6 +133,13 @@ void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, bv[v]);
     }
     pa += MR;
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    if constexpr (HAVE_CS)
+      cs[v] = _mm512_loadu_si512(colsum + 16 * v);
+    else if (colsum)
+      _mm512_storeu_si512(colsum + 16 * v, cs[v]);
   }
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
@@ -150,6 +160,16 @@ void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t
       }
     }
   }
+}
+
+template <int MR, int NV, DirectOut OUT>
+void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff, const int32_t* za,
+                  const int32_t* rterm, void* cv, int64_t ldc, int mv, int nv, const DirectRequant* rq,
+                  int32_t* colsum, bool colsum_ready) {
+  if (colsum_ready)
+    micro_direct_tile<MR, NV, OUT, true>(kg, pa, b, goff, za, rterm, cv, ldc, mv, nv, rq, colsum);
+  else
+    micro_direct_tile<MR, NV, OUT, false>(kg, pa, b, goff, za, rterm, cv, ldc, mv, nv, rq, colsum);
 }
 
 }  // namespace
