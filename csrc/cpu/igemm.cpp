@@ -845,7 +845,7 @@ void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, i
 // The input of a group is viewed as "slots" (c, b) = (channel, tap column),
 // each a column-shifted copy of channel c (tall layout above). Slots are
 // interleaved four to a position ("blocks": byte (position * 4 + i) holds slot
-// i of the block), already flipped to the int8 operand, so the 16 dwords of 16
+// i of the block), already vpdpbusd's uint8 operand (int8 x flipped), so the 16 dwords of 16
 // consecutive wide pixels at one kernel row a of one block are 64 contiguous
 // bytes: exactly the vector vpdpbusd takes. The micro-kernel reads the input in
 // place and nothing is packed per call but the weights. k runs over
@@ -965,14 +965,16 @@ void fill_tall_unit(const Conv2dDesc& d, const ConvShape& s, const SlotMap& m, c
   detail::vnni::fill_tall_block(t.geometry, planes, shift, i0, i1, base + blk * block_bytes);
 }
 
-// Weights as vpdpbusd's uint8 operand: panels of MR output channels, k group q
+// Weights as vpdpbusd's int8 operand: panels of MR output channels, k group q
 // holding each row's 4 slots of block q / kh at kernel row q % kh. woff[4q + i]:
 // the offset of slot i of k group q among one output channel's weights (-1: empty).
 struct DirectWeights {
   int32_t* panels = nullptr;  // calling thread's scratch
   int64_t rows_pad = 0, kg = 0, mr = 0;
   std::vector<int64_t> woff;
-  std::vector<int32_t> za, rterm;  // per output channel: weight zero point as the flipped operand sees it; constant term
+  // Per output channel: the weight zero point as the (flipped) int8 operand sees it, and the
+  // constant term (kfull * za - rowsum) * x_zp of the expansion of sum (x - x_zp)(w - w_zp).
+  std::vector<int32_t> za, rterm;
 };
 
 DirectWeights direct_weights_plan(const Conv2dDesc& d, const ConvShape& s, const SlotMap& m, int64_t mr) {
@@ -995,7 +997,7 @@ DirectWeights direct_weights_plan(const Conv2dDesc& d, const ConvShape& s, const
 
 // Panel row r (< groups * rows_pad) of dw: output channel o's weights, or zeros past cog.
 void pack_direct_weight_row(const Conv2dDesc& d, const ConvShape& s, const uint8_t* w, bool w_signed,
-                            const int32_t* wzp, bool per_channel, int32_t zb_eff, int64_t r, DirectWeights* dw) {
+                            const int32_t* wzp, bool per_channel, int32_t xz_eff, int64_t r, DirectWeights* dw) {
   const int64_t g = r / dw->rows_pad, i = r % dw->rows_pad, kg = dw->kg, mr = dw->mr;
   int32_t* const panel = dw->panels + (g * dw->rows_pad + i / mr * mr) * kg + i % mr;
   if (i >= s.cog) {
@@ -1004,7 +1006,7 @@ void pack_direct_weight_row(const Conv2dDesc& d, const ConvShape& s, const uint8
   }
   const int64_t o = g * s.cog + i;
   const int32_t wz = wzp ? wzp[per_channel ? o : 0] : 0;
-  const uint8_t wflip = w_signed ? 0x80 : 0, empty = static_cast<uint8_t>(wz);
+  const uint8_t wflip = w_signed ? 0 : 0x80, empty = static_cast<uint8_t>(wz);  // uint8 w: w ^ 0x80 = w - 128
   const uint8_t* const wo = w + o * s.cg * d.kernel_h * d.kernel_w;
   uint32_t rowsum = 0;
   for (int64_t q = 0; q < kg; ++q) {
@@ -1012,16 +1014,22 @@ void pack_direct_weight_row(const Conv2dDesc& d, const ConvShape& s, const uint8
     for (int t = 0; t < 4; ++t) {
       const int64_t off = dw->woff[4 * q + t];
       bytes[t] = (off >= 0 ? wo[off] : empty) ^ wflip;
-      rowsum += bytes[t];
+      rowsum += static_cast<uint32_t>(static_cast<int32_t>(static_cast<int8_t>(bytes[t])));
     }
     std::memcpy(panel + q * mr, bytes, 4);
   }
-  dw->za[o] = wz + (w_signed ? 128 : 0);
+  dw->za[o] = wz - (w_signed ? 0 : 128);
   dw->rterm[o] = static_cast<int32_t>((static_cast<uint32_t>(4 * kg) * static_cast<uint32_t>(dw->za[o]) - rowsum) *
-                                      static_cast<uint32_t>(zb_eff));
+                                      static_cast<uint32_t>(xz_eff));
 }
 
 constexpr int kMaxDirectNr = 64;  // widest direct tile (4x64)
+
+// The first row tile of a pixel run accumulates the column sums, the others reuse them.
+inline detail::vnni::DirectColsum colsum_mode(bool needed, int64_t first_row) {
+  using detail::vnni::DirectColsum;
+  return !needed ? DirectColsum::none : first_row == 0 ? DirectColsum::accumulate : DirectColsum::ready;
+}
 
 IgemmDirectKernel choose_direct_kernel(int64_t rows) {
   IgemmDirectKernel ks[8];
@@ -1058,7 +1066,8 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
 
   const int64_t max_row_off = (d.kernel_h - 1) * d.dilation_h * tg.ow;
   TallInput4 t;
-  if (!alloc_tall_input4(d, tg, sm, static_cast<uint8_t>(xzp), x_signed ? 0 : 0x80, max_row_off + K.nr + 16, nt,
+  // The input is vpdpbusd's uint8 operand: int8 x flipped, x ^ 0x80 = x + 128.
+  if (!alloc_tall_input4(d, tg, sm, static_cast<uint8_t>(xzp), x_signed ? 0x80 : 0, max_row_off + K.nr + 16, nt,
                          &t))
     return Status::Internal("out of memory");
   std::vector<int64_t> goff(static_cast<size_t>(kg));  // k group (block, kernel row a) -> byte offset
@@ -1066,7 +1075,10 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
     goff[q] = 4 * ((q / d.kernel_h) * t.block_positions + (q % d.kernel_h) * d.dilation_h * tg.ow);
   DirectWeights dw = direct_weights_plan(d, s, sm, K.mr);
   if (!dw.panels) return Status::Internal("out of memory");
-  const int32_t zb_eff = xzp - (x_signed ? 0 : 128);
+  const int32_t xz_eff = xzp + (x_signed ? 128 : 0);
+  // Column sums are only multiplied by the effective weight zero points (uint8 w: w_zp - 128).
+  bool need_colsum = !w_signed;
+  for (int64_t o = 0; wzp && o < (per_channel ? d.c_out : 1); ++o) need_colsum = need_colsum || wzp[o] != 0;
   float rq_lo = 0, rq_hi = 0;  // the requantization clamp (see requant_internal.h)
   if (sink) {
     const int32_t type_min = sink->y_signed ? -128 : 0, type_max = sink->y_signed ? 127 : 255;
@@ -1088,7 +1100,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
     for (int64_t u = 0; u < d.groups * t.units(); ++u) fill_tall_unit(d, s, sm, x, t, u);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < d.groups * dw.rows_pad; ++r)
-      pack_direct_weight_row(d, s, w, w_signed, wzp, per_channel, zb_eff, r, &dw);
+      pack_direct_weight_row(d, s, w, w_signed, wzp, per_channel, xz_eff, r, &dw);
     uint8_t* const tile = static_cast<uint8_t*>(thread_scratch(kBlockAcc, static_cast<size_t>(4 * s.cog * K.nr)));
     if (!tile) ok.store(false);
 #pragma omp for schedule(dynamic, 1)
@@ -1111,7 +1123,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
           const int32_t* const a = dw.panels + (g * dw.rows_pad + i0) * kg;
           if (!sink) {
             K.micro_s32(kg, a, base + jt * 4, goff.data(), dw.za.data() + row, dw.rterm.data() + row, out, ldc, mv,
-                        nv, nullptr, colsum, i0 > 0);
+                        nv, nullptr, colsum, colsum_mode(need_colsum, i0));
             continue;
           }
           const detail::vnni::DirectRequant rq{sink->r->multiplier + row,
@@ -1119,7 +1131,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
                                                sink->r->y_zero_point, rq_lo, rq_hi};
           (sink->y_signed ? K.micro_s8 : K.micro_u8)(kg, a, base + jt * 4, goff.data(), dw.za.data() + row,
                                                        dw.rterm.data() + row, out, ldc, mv, nv, &rq, colsum,
-                                                       i0 > 0);
+                                                       colsum_mode(need_colsum, i0));
         }
         if (!direct) emit_wide(d, s, tg, g, tile, K.nr, esize, jt, jt + nv, y_bytes);
       }

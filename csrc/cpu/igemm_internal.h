@@ -61,24 +61,26 @@ void igemm_force_variant(int v);
 namespace vnni {
 int igemm_kernels(IgemmKernel* out, int max);
 double vnni_probe(int64_t iters);  // int8 ops (2 per multiply-add) done
-// Direct convolution tile (no B packing): C (mv x nv valid of MR x NR) =
-// A panel (vnni format, kg groups) times B vectors read at b + goff[g] (64
-// bytes per 16 columns: 16 dwords of 4 k values, the slot-interleaved input,
-// igemm.cpp), then C = acc - za[i] * colsum_j + rterm[i] where colsum_j is the
-// sum of B's bytes of column j (accumulated here). c has stride ldc (elements).
-// The int32 variant stores C; the uint8 / int8 variants requantize row i in
-// registers (requant_internal.h's formula, multiplier[i], bias[i]) and store bytes.
+// Direct convolution tile (no B packing): C (mv x nv valid of MR x NR) = B
+// vectors read at b + goff[g] (64 bytes per 16 columns: 16 dwords of 4 k values,
+// the slot-interleaved input as vpdpbusd's uint8 operand, igemm.cpp) times the
+// A panel (vnni format, kg groups, int8 weights as its int8 operand), then
+// C = acc - za[i] * colsum_j + rterm[i] where colsum_j is the sum of B's bytes
+// of column j (not needed, and skipped, when every za is 0). c has stride ldc
+// (elements). The int32 variant stores C; the uint8 / int8 variants requantize
+// row i in registers (requant_internal.h's formula, multiplier[i], bias[i]).
 struct DirectRequant {
   const float* multiplier;  // from the tile's first row
   const int32_t* bias;      // from the tile's first row, or null
   int32_t y_zero_point;
   float lo, hi;             // clamp of nearbyint(v) (y_zero_point already subtracted)
 };
-// colsum (NR int32, may be null): where the column sums are kept for the other row
-// tiles of the same wide pixels; colsum_ready: they are there already (not recomputed).
+// colsum (NR int32, may be null with none / accumulate): where the column sums are
+// kept for the other row tiles of the same wide pixels.
+enum class DirectColsum { none, accumulate, ready };
 using IgemmDirectFn = void (*)(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff,
                                const int32_t* za, const int32_t* rterm, void* c, int64_t ldc, int mv, int nv,
-                               const DirectRequant* rq, int32_t* colsum, bool colsum_ready);
+                               const DirectRequant* rq, int32_t* colsum, DirectColsum cs);
 struct IgemmDirectKernel {
   int mr = 0, nr = 0;
   IgemmDirectFn micro_s32 = nullptr, micro_u8 = nullptr, micro_s8 = nullptr;

@@ -104,9 +104,11 @@ IgemmKernel make() {
 // Output of the direct tile: int32 C, or requantized uint8 / int8 bytes.
 enum class DirectOut { s32, u8, s8 };
 
-// HAVE_CS: the column sums of this run of wide pixels were stored in colsum by an
-// earlier row tile; otherwise they are accumulated here (and stored when colsum is set).
-template <int MR, int NV, DirectOut OUT, bool HAVE_CS>
+// The input is vpdpbusd's unsigned operand and the weights its signed one, so
+// with weight zero points of 0 the result needs no column sums at all (CS none).
+// CS ready: the column sums of this run of wide pixels were stored in colsum by
+// an earlier row tile; accumulate: they are summed here (and stored if colsum is set).
+template <int MR, int NV, DirectOut OUT, DirectColsum CS>
 void micro_direct_tile(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff, const int32_t* za,
                        const int32_t* rterm, void* cv, int64_t ldc, int mv, int nv, const DirectRequant* rq,
                        int32_t* colsum) {
@@ -118,27 +120,28 @@ void micro_direct_tile(int64_t kg, const int32_t* pa, const uint8_t* b, const in
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_si512();
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) cs[v] = _mm512_setzero_si512();
+  constexpr bool accumulate = CS == DirectColsum::accumulate;
   for (int64_t g = 0; g < kg; ++g) {
     const uint8_t* bg = b + goff[g];
     __m512i bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       bv[v] = _mm512_loadu_si512(bg + 64 * v);
-      if constexpr (!HAVE_CS) cs[v] = _mm512_dpbusd_epi32(cs[v], ones, bv[v]);
+      if constexpr (accumulate) cs[v] = _mm512_dpbusd_epi32(cs[v], bv[v], ones);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const __m512i av = _mm512_set1_epi32(pa[i]);
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, bv[v]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], bv[v], av);
     }
     pa += MR;
   }
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) {
-    if constexpr (HAVE_CS)
+    if constexpr (CS == DirectColsum::ready)
       cs[v] = _mm512_loadu_si512(colsum + 16 * v);
-    else if (colsum)
+    else if (accumulate && colsum)
       _mm512_storeu_si512(colsum + 16 * v, cs[v]);
   }
 #pragma GCC unroll 16
@@ -147,7 +150,9 @@ void micro_direct_tile(int64_t kg, const int32_t* pa, const uint8_t* b, const in
     const __m512i zi = _mm512_set1_epi32(za[i]), ri = _mm512_set1_epi32(rterm[i]);
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
-      const __m512i x = _mm512_add_epi32(_mm512_sub_epi32(acc[i][v], _mm512_mullo_epi32(zi, cs[v])), ri);
+      const __m512i x = CS == DirectColsum::none
+                            ? _mm512_add_epi32(acc[i][v], ri)
+                            : _mm512_add_epi32(_mm512_sub_epi32(acc[i][v], _mm512_mullo_epi32(zi, cs[v])), ri);
       const __mmask16 mk = mask16(nv - 16 * v);
       if constexpr (OUT == DirectOut::s32) {
         _mm512_mask_storeu_epi32(static_cast<int32_t*>(cv) + i * ldc + 16 * v, mk, x);
@@ -165,11 +170,14 @@ void micro_direct_tile(int64_t kg, const int32_t* pa, const uint8_t* b, const in
 template <int MR, int NV, DirectOut OUT>
 void micro_direct(int64_t kg, const int32_t* pa, const uint8_t* b, const int64_t* goff, const int32_t* za,
                   const int32_t* rterm, void* cv, int64_t ldc, int mv, int nv, const DirectRequant* rq,
-                  int32_t* colsum, bool colsum_ready) {
-  if (colsum_ready)
-    micro_direct_tile<MR, NV, OUT, true>(kg, pa, b, goff, za, rterm, cv, ldc, mv, nv, rq, colsum);
+                  int32_t* colsum, DirectColsum cs) {
+  if (cs == DirectColsum::none)
+    micro_direct_tile<MR, NV, OUT, DirectColsum::none>(kg, pa, b, goff, za, rterm, cv, ldc, mv, nv, rq, colsum);
+  else if (cs == DirectColsum::ready)
+    micro_direct_tile<MR, NV, OUT, DirectColsum::ready>(kg, pa, b, goff, za, rterm, cv, ldc, mv, nv, rq, colsum);
   else
-    micro_direct_tile<MR, NV, OUT, false>(kg, pa, b, goff, za, rterm, cv, ldc, mv, nv, rq, colsum);
+    micro_direct_tile<MR, NV, OUT, DirectColsum::accumulate>(kg, pa, b, goff, za, rterm, cv, ldc, mv, nv, rq,
+                                                             colsum);
 }
 
 }  // namespace
@@ -234,17 +242,22 @@ void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, co
   fill_gaps(g, i0, i1, out, _mm512_set1_epi8(static_cast<char>(g.pad ^ g.flip)));
   for (int64_t j = 0; j < g.out_w; j += 16) {
     const int64_t len = g.out_w - j < 16 ? g.out_w - j : 16;
+    // Masked-off bytes are never read, so a load's address may lie outside its row, and
+    // a null plane is a load with an empty mask (from any address): no branches below.
     __mmask16 m[4];
-    int64_t first[4] = {0, 0, 0, 0};
-    for (int t = 0; t < 4; ++t) m[t] = plane[t] ? shifted_mask(j, len, shift[t], g.w, &first[t]) : __mmask16(0);
+    uintptr_t at[4];
+    for (int t = 0; t < 4; ++t) {
+      int64_t first = 0;
+      m[t] = plane[t] ? shifted_mask(j, len, shift[t], g.w, &first) : __mmask16(0);
+      at[t] = reinterpret_cast<uintptr_t>(plane[t] ? plane[t] : out) + static_cast<uintptr_t>(first);
+    }
     const __mmask16 store = mask16(static_cast<int>(len));
     for (int64_t i = i0; i < i1; ++i) {
       uint8_t* o = out + 4 * ((g.lead + i * g.image_rows) * g.out_w + j);
       for (int64_t r = 0; r < g.h; ++r, o += 4 * g.out_w) {
+        const uintptr_t row = static_cast<uintptr_t>(i * g.image_stride + r * g.w);
         __m128i x[4];
-        for (int t = 0; t < 4; ++t)  // masked-off bytes are never read: the address may lie outside the row
-          x[t] = plane[t] ? _mm_mask_loadu_epi8(rawpad, m[t], plane[t] + i * g.image_stride + r * g.w + first[t])
-                          : rawpad;
+        for (int t = 0; t < 4; ++t) x[t] = _mm_mask_loadu_epi8(rawpad, m[t], reinterpret_cast<const void*>(at[t] + row));
         _mm512_mask_storeu_epi32(o, store, _mm512_xor_si512(interleave16(x), flipv));
       }
     }
