@@ -348,3 +348,64 @@ def test_max_pool2d_2x2_flat_float_ties_keep_the_first_tap():
             np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
     finally:
         lk.use_backend(None)
+
+
+def _raised(call):
+    """(exception type, message) of a call expected to fail."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    return type(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("op", ["conv2d_integer", "qlinear_conv2d"])
+def test_conv_geometry_remembered_only_for_values_that_validate_alike(op, rng):
+    """The int8 convolutions remember the parsed geometry of plain int/str/tuple arguments: a
+    geometry computed once must neither let a look-alike through (True == 1, 1.0 == 1 as dict
+    keys) nor stop an error from repeating, nor depend on the batch size."""
+    x = rng.integers(0, 256, (2, 4, 9, 9)).astype(np.uint8)
+    w = rng.integers(-128, 128, (6, 2, 3, 3)).astype(np.int8)
+
+    def call(xx, *geometry):
+        if op == "conv2d_integer":
+            return lk.conv2d_integer(xx, w, 128, 0, *geometry)
+        return lk.qlinear_conv2d(xx, 0.5, 128, w, 0.25, 0, 1.0, 128, None, *geometry)
+
+    def expected(xx, *geometry):
+        if op == "conv2d_integer":
+            return ref.conv2d_integer(xx, w, 128, 0, *geometry)
+        return ref.qlinear_conv2d(xx, 0.5, 128, w, 0.25, 0, 1.0, 128, None, *geometry)
+
+    good = [(1, 1, 1, 2), ((2, 1), 0, (1, 2), 2), (1, "same", 1, 2), (1, ((1, 0), (2, 1)), 1, 2)]
+    for geometry in good:
+        for xx in (x, x[:1], x[:0]):  # same cached entry whatever the batch
+            np.testing.assert_array_equal(call(xx, *geometry), expected(xx, *geometry))
+    look_alikes = [(True, 1, 1, 2), (1.0, 1, 1, 2), (1, 1.0, 1, 2), (1, 1, (1, True), 2), (1, 1, 1, 2.0),
+                   (1, 1, 1, True), ((1, 2.0), 0, (1, 2), 2), (1, ((1, 0), (2, 1.0)), 1, 2)]
+    for geometry in look_alikes:
+        first = _raised(lambda: call(x, *geometry))
+        assert _raised(lambda: call(x, *geometry)) == first
+    np.testing.assert_array_equal(call(x, np.int64(1), np.int64(1), 1, 2), expected(x, 1, 1, 1, 2))
+    np.testing.assert_array_equal(call(x, [1, 1], [1, 1], [1], 2), expected(x, 1, 1, 1, 2))
+    for geometry in [(1, 1, 1, 3), (0, 1, 1, 2), (1, "full", 1, 2), (1, 0, 9, 2)]:  # errors repeat every time
+        assert _raised(lambda: call(x, *geometry)) == _raised(lambda: call(x, *geometry))
+
+
+def test_int8_scalar_parameters_take_the_same_path_as_arrays(rng):
+    """Per-tensor zero points and scales given as Python numbers (the fast path), NumPy scalars
+    and 0-d arrays give the same result; 1-element 1-D per-tensor zero points stay errors."""
+    x = rng.integers(0, 256, (2, 3, 6, 6)).astype(np.uint8)
+    w = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
+    want = lk.conv2d_integer(x, w, np.array(130), np.array(-3), 1, 1)
+    for x_zp, w_zp in ((130, -3), (np.uint8(130), np.int8(-3)), (np.int64(130), np.full(4, -3, np.int32))):
+        np.testing.assert_array_equal(lk.conv2d_integer(x, w, x_zp, w_zp, 1, 1), want)
+    with pytest.raises(ValueError, match="x_zero_point"):
+        lk.conv2d_integer(x, w, np.array([130]), 0)
+    want_q = ref.qlinear_conv2d(x, 0.02, 130, w, 0.004, 0, 0.5, np.uint8(7), None, 1, 1)
+    for w_scale in (0.004, np.float64(0.004), np.array(0.004), np.full(4, 0.004), np.full(4, 0.004, np.float32)):
+        np.testing.assert_array_equal(lk.qlinear_conv2d(x, 0.02, 130, w, w_scale, 0, 0.5, np.uint8(7), None, 1, 1),
+                                      want_q)
+    for bad in (0.0, -0.004, np.nan, np.inf, 1e300, np.array([0.1, 0.1, np.nan, 0.1]), np.full(40, -1.0)[:4]):
+        with pytest.raises(ValueError, match="w_scale"), np.errstate(over="ignore"):  # 1e300 -> float32 inf
+            lk.qlinear_conv2d(x, 0.02, 130, w, bad, 0, 0.5, 7)
+    with pytest.raises(ValueError, match="w_scale"):  # the vectorized check of longer vectors
+        lk.qlinear_conv2d(x, 0.02, 130, np.zeros((40, 3, 1, 1), np.int8), np.r_[np.ones(39), np.inf], 0, 0.5, 7)

@@ -4,6 +4,7 @@ per-tensor or per-channel (``axis``) scales and zero points.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple
 
@@ -14,6 +15,12 @@ from . import _arrays as arr
 from .conv import _geometry as _conv_geometry
 
 QTYPES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+# The kind of a plain NumPy argument (what arr.intake returns for one): results go back as they are.
+_HOST_KIND = arr.ArrayKind("cpu", lambda a: a)
+
+# Below this many entries a Python loop over tolist() checks a vector faster than ufuncs + reductions.
+_SMALL_VECTOR = 32
 
 
 def _int_scalar(v):
@@ -72,6 +79,8 @@ def _params(op, scale, zero_point, axis, shape, qtype):
 
 def _device_params(like, *arrays):
     """The small per-channel vectors on ``like``'s device (None stays None)."""
+    if isinstance(like, np.ndarray):  # host: they are there already (what xp_of's first test decides)
+        return arrays
     xp = arr.xp_of(like)
     return [a if xp is np or a is None else xp.asarray(a) for a in arrays]
 
@@ -158,11 +167,18 @@ def _int8_operand(op, name, a):
         raise TypeError(f"{op}: {name} must be int8 or uint8, got {np.dtype(a.dtype)}")
 
 
+def _intake_pair(op, names, a, b):
+    """(a, b, a's array kind, device) of two array arguments on one device."""
+    if type(a) is np.ndarray and type(b) is np.ndarray:  # the common CPU call: nothing to convert or compare
+        return a, b, _HOST_KIND, "cpu"
+    aa, akind = arr.intake(op, names[0], a)
+    ba, bkind = arr.intake(op, names[1], b)
+    return aa, ba, akind, arr.check_same_device(op, {names[0]: akind, names[1]: bkind})
+
+
 def _matmul_operands(op, a, b):
     """(a, b, a's array kind, device): int8/uint8 (M, K) and (K, N) operands on one device."""
-    aa, akind = arr.intake(op, "a", a)
-    ba, bkind = arr.intake(op, "b", b)
-    device = arr.check_same_device(op, {"a": akind, "b": bkind})
+    aa, ba, akind, device = _intake_pair(op, ("a", "b"), a, b)
     _int8_operand(op, "a", aa)
     _int8_operand(op, "b", ba)
     arr.check_ndim(op, "a", aa, (2,), "2-D (M, K)")
@@ -174,15 +190,47 @@ def _matmul_operands(op, a, b):
 
 def _conv_operands(op, x, w, stride, padding, dilation, groups):
     """(x, w, x's array kind, device, ConvParams, (OH, OW)): int8/uint8 NCHW x and OIHW w."""
-    xa, xkind = arr.intake(op, "x", x)
-    wa, wkind = arr.intake(op, "w", w)
-    device = arr.check_same_device(op, {"x": xkind, "w": wkind})
+    xa, wa, xkind, device = _intake_pair(op, ("x", "w"), x, w)
     _int8_operand(op, "x", xa)
     _int8_operand(op, "w", wa)
     arr.check_ndim(op, "x", xa, (4,), "4-D (N, C_in, H, W)")
     arr.check_ndim(op, "w", wa, (4,), "4-D (C_out, C_in/groups, KH, KW)")
-    params, out_hw = _conv_geometry(op, xa.shape, wa.shape, stride, padding, dilation, groups)
+    params, out_hw = _remembered_geometry(op, xa.shape, wa.shape, stride, padding, dilation, groups)
     return xa, wa, xkind, device, params, out_hw
+
+
+_geometries = {}  # (x.shape[1:], w.shape, stride, padding, dilation, groups) -> conv geometry's result
+_GEOMETRIES_KEPT = 256
+
+
+def _plain(v):
+    """An int, str or tuple of them: hashable, and equal only to values that validate alike
+    (as a dict key, True or 1.0 would find the entry of 1 and skip their errors)."""
+    t = type(v)
+    return t is int or t is str or (t is tuple and all(_plain(e) for e in v))
+
+
+def _remembered_geometry(op, x_shape, w_shape, stride, padding, dilation, groups):
+    """The conv geometry (validated ConvParams, (OH, OW)), computed once per plain set of arguments:
+    parsing it costs more than a small convolution. Only successes are kept, so errors repeat."""
+    if not (_plain(stride) and _plain(padding) and _plain(dilation) and _plain(groups)):
+        return _conv_geometry(op, x_shape, w_shape, stride, padding, dilation, groups)
+    key = (x_shape[1:], w_shape, stride, padding, dilation, groups)  # the batch size plays no part
+    found = _geometries.get(key)
+    if found is None:
+        found = _conv_geometry(op, x_shape, w_shape, stride, padding, dilation, groups)
+        if len(_geometries) >= _GEOMETRIES_KEPT:
+            _geometries.clear()
+        _geometries[key] = found
+    return found
+
+
+def _filled(count, value, dtype):
+    """``np.full(count, value, dtype)`` for a value the dtype holds: empty + fill skips np.full's
+    general casting (same bits, a third of the time)."""
+    a = np.empty(count, dtype)
+    a.fill(value)
+    return a
 
 
 def _zero_points(op, name, zp, qtype, count, per_channel_ok):
@@ -193,7 +241,7 @@ def _zero_points(op, name, zp, qtype, count, per_channel_ok):
     if _int_scalar(zp):  # the common scalar: no array checks
         if not lo <= zp <= hi:
             raise ValueError(f"{op}: {name} must be integer in [{lo}, {hi}], got {zp}")
-        return np.full(length, zp, np.int32)
+        return _filled(length, zp, np.int32)
     v = np.asarray(zp.get() if hasattr(zp, "get") else zp)
     if v.ndim > 1 or (v.ndim == 1 and (not per_channel_ok or v.size not in (1, count))):
         raise ValueError(f"{op}: {name} must be a scalar{' or have ' + str(count) + ' entries' if per_channel_ok else ''}"
@@ -201,6 +249,16 @@ def _zero_points(op, name, zp, qtype, count, per_channel_ok):
     if v.dtype.kind not in "iu" or (v.size and (v.min() < lo or v.max() > hi)):
         raise ValueError(f"{op}: {name} must be integer in [{lo}, {hi}], got {v.ravel()[:8]}")
     return np.broadcast_to(v.astype(np.int32), (count if per_channel_ok else 1,)).copy()
+
+
+def _zero_point(op, name, zp, qtype):
+    """A per-tensor zero point as the Python int the kernels take, validated as :func:`_zero_points`."""
+    if zp is None:
+        return 0
+    bounds = QTYPES.get(qtype)
+    if bounds is not None and _int_scalar(zp) and bounds[0] <= zp <= bounds[1]:  # the common case, no array
+        return int(zp)
+    return int(_zero_points(op, name, zp, qtype, 1, False)[0])  # anything else, and every error
 
 
 def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
@@ -219,7 +277,7 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
     """
     op = "matmul_integer"
     aa, ba, akind, device = _matmul_operands(op, a, b)
-    azp = _zero_points(op, "a_zero_point", a_zero_point, aa.dtype, 1, False)
+    azp = _zero_point(op, "a_zero_point", a_zero_point, aa.dtype)
     bzp = _zero_points(op, "b_zero_point", b_zero_point, ba.dtype, ba.shape[1], True)
     c = arr.xp_of(aa).empty((aa.shape[0], ba.shape[1]), dtype=np.int32)
     if c.size:
@@ -227,8 +285,7 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
             c[...] = 0
         else:
             (bzp_dev,) = _device_params(aa, bzp)
-            _backend.get_backend(device, op).matmul_integer(arr.contiguous(aa), arr.contiguous(ba), int(azp[0]),
-                                                            bzp_dev, c)
+            _backend.get_backend(device, op).matmul_integer(arr.contiguous(aa), arr.contiguous(ba), azp, bzp_dev, c)
     return akind.wrap(c)
 
 
@@ -250,20 +307,20 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
     """
     op = "conv2d_integer"
     xa, wa, xkind, device, params, (oh, ow) = _conv_operands(op, x, w, stride, padding, dilation, groups)
-    xzp = _zero_points(op, "x_zero_point", x_zero_point, xa.dtype, 1, False)
+    xzp = _zero_point(op, "x_zero_point", x_zero_point, xa.dtype)
     wzp = _zero_points(op, "w_zero_point", w_zero_point, wa.dtype, wa.shape[0], True)
     y = arr.xp_of(xa).empty((xa.shape[0], wa.shape[0], oh, ow), dtype=np.int32)
     if y.size:
         (wzp_dev,) = _device_params(xa, wzp)
-        _backend.get_backend(device, op).conv2d_integer(arr.contiguous(xa), arr.contiguous(wa), int(xzp[0]),
-                                                        wzp_dev, y, params)
+        _backend.get_backend(device, op).conv2d_integer(arr.contiguous(xa), arr.contiguous(wa), xzp, wzp_dev, y,
+                                                        params)
     return xkind.wrap(y)
 
 
 def _scalar_scale(op, name, value):
     if _real_scalar(value):
         s = np.float32(value)
-        if not (np.isfinite(s) and s > 0):
+        if not (math.isfinite(s) and s > 0):  # math.isfinite: same answer, no ufunc call
             raise ValueError(f"{op}: {name} must be finite and > 0 (as float32), got {value!r}")
         return s
     v = np.asarray(value.get() if hasattr(value, "get") else value)
@@ -275,15 +332,31 @@ def _scalar_scale(op, name, value):
     return np.float32(s)
 
 
+def _finite_positive(s):
+    """Every entry of a float vector finite and > 0 (NaN fails both comparisons)."""
+    if s.size <= _SMALL_VECTOR:
+        return all(0.0 < v < math.inf for v in s.tolist())
+    return bool(np.isfinite(s).all() and (s > 0).all())
+
+
+def _finite(m):
+    if m.size <= _SMALL_VECTOR:
+        return all(math.isfinite(v) for v in m.tolist())
+    return bool(np.isfinite(m).all())
+
+
 def _channel_scales(op, name, value, count, what):
-    v = np.asarray(value.get() if hasattr(value, "get") else value)
-    if v.ndim > 1 or (v.ndim == 1 and v.size not in (1, count)):
-        raise ValueError(f"{op}: {name} must be a scalar or have {count} entries (one per {what}), "
-                         f"got shape {v.shape}")
-    if v.dtype.kind not in "fiu":
-        raise TypeError(f"{op}: {name} must be a float, got {v.dtype}")
-    s = np.full(count, v, np.float32) if v.size == 1 else v.astype(np.float32)  # a fresh array either way
-    if not (np.isfinite(s).all() and (s > 0).all()):
+    if type(value) is float:  # the common per-tensor scale: a 0-d float64 array would pass every check below
+        s = _filled(count, value, np.float32)
+    else:
+        v = np.asarray(value.get() if hasattr(value, "get") else value)
+        if v.ndim > 1 or (v.ndim == 1 and v.size not in (1, count)):
+            raise ValueError(f"{op}: {name} must be a scalar or have {count} entries (one per {what}), "
+                             f"got shape {v.shape}")
+        if v.dtype.kind not in "fiu":
+            raise TypeError(f"{op}: {name} must be a float, got {v.dtype}")
+        s = np.full(count, v, np.float32) if v.size == 1 else v.astype(np.float32)  # a fresh array either way
+    if not _finite_positive(s):
         raise ValueError(f"{op}: {name} must be finite and > 0 (as float32), got {s[:8]}")
     return s
 
@@ -336,6 +409,8 @@ class _Requant(NamedTuple):
 
     def on_device_of(self, like):
         """The same with the per-channel vectors on ``like``'s device."""
+        if isinstance(like, np.ndarray):  # host: nothing to move, no new tuple
+            return self
         w_zp, bias, multiplier = _device_params(like, self.w_zp, self.bias, self.multiplier)
         return self._replace(w_zp=w_zp, bias=bias, multiplier=multiplier)
 
@@ -346,20 +421,19 @@ def _requantization(op, names, in_dtype, w_dtype, count, what, in_scale, in_zp, 
     in_name, w_name = names
     relu = _activation(op, activation)
     out_dtype = _output_dtype(op, y_zp, in_dtype, dtype)
-    izp = _zero_points(op, f"{in_name}_zero_point", in_zp, in_dtype, 1, False)
+    izp = _zero_point(op, f"{in_name}_zero_point", in_zp, in_dtype)
     wzp = _zero_points(op, f"{w_name}_zero_point", w_zp, w_dtype, count, True)
     s_in = _scalar_scale(op, f"{in_name}_scale", in_scale)
     s_w = _channel_scales(op, f"{w_name}_scale", w_scale, count, what)
     s_y = _scalar_scale(op, "y_scale", y_scale)
-    (yzp,) = _zero_points(op, "y_zero_point", y_zp, out_dtype, 1, False)
+    yzp = _zero_point(op, "y_zero_point", y_zp, out_dtype)
     with np.errstate(over="ignore"):
         multiplier = reference.requantize_multiplier(s_in, s_w, s_y)
-    if not np.all(np.isfinite(multiplier)):
+    if not _finite(multiplier):
         raise ValueError(f"{op}: {in_name}_scale * {w_name}_scale / y_scale must be a finite float32 (the "
                          f"requantization multiplier), got {in_name}_scale={float(s_in)!r}, "
                          f"{w_name}_scale={s_w[:8]}, y_scale={float(s_y)!r}")
-    return _Requant(int(izp[0]), wzp, _requant_bias(op, bias, s_in, s_w, count, what), multiplier, int(yzp), relu,
-                    out_dtype)
+    return _Requant(izp, wzp, _requant_bias(op, bias, s_in, s_w, count, what), multiplier, yzp, relu, out_dtype)
 
 
 def qlinear_matmul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=None, activation=None,
