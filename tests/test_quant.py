@@ -409,3 +409,19 @@ def test_int8_scalar_parameters_take_the_same_path_as_arrays(rng):
             lk.qlinear_conv2d(x, 0.02, 130, w, bad, 0, 0.5, 7)
     with pytest.raises(ValueError, match="w_scale"):  # the vectorized check of longer vectors
         lk.qlinear_conv2d(x, 0.02, 130, np.zeros((40, 3, 1, 1), np.int8), np.r_[np.ones(39), np.inf], 0, 0.5, 7)
+
+
+def test_large_int8_results_start_on_a_cache_line(rng):
+    """Results of 1 MiB or more are 64-byte aligned (a kernel's vector stores never split a line),
+    writable, C-contiguous and exactly the reference's values; small ones are plain arrays."""
+    x = rng.integers(0, 256, (8, 3, 32, 32)).astype(np.uint8)
+    w = rng.integers(-128, 128, (32, 3, 3, 3)).astype(np.int8)
+    for _ in range(4):  # whatever malloc hands out
+        y = lk.conv2d_integer(x, w, 128, None, 1, 1)
+        assert y.nbytes >= 1 << 20 and y.ctypes.data % 64 == 0
+        assert y.flags.c_contiguous and y.flags.writeable and y.dtype == np.int32 and y.shape == (8, 32, 32, 32)
+        np.testing.assert_array_equal(y, ref.conv2d_integer(x, w, 128, None, 1, 1))
+        q = lk.quantize(rng.standard_normal((1 << 20) + 3).astype(np.float32), 0.05, 3, dtype=np.uint8)
+        assert q.ctypes.data % 64 == 0 and q.shape == ((1 << 20) + 3,) and q.dtype == np.uint8
+    small = lk.conv2d_integer(x[:1, :, :4, :4], w, 128, None, 1, 1)
+    assert small.base is None and small.shape == (1, 32, 4, 4)

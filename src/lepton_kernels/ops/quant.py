@@ -279,7 +279,7 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
     aa, ba, akind, device = _matmul_operands(op, a, b)
     azp = _zero_point(op, "a_zero_point", a_zero_point, aa.dtype)
     bzp = _zero_points(op, "b_zero_point", b_zero_point, ba.dtype, ba.shape[1], True)
-    c = arr.xp_of(aa).empty((aa.shape[0], ba.shape[1]), dtype=np.int32)
+    c = arr.empty(aa, (aa.shape[0], ba.shape[1]), np.int32)
     if c.size:
         if aa.shape[1] == 0:
             c[...] = 0
@@ -309,7 +309,7 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
     xa, wa, xkind, device, params, (oh, ow) = _conv_operands(op, x, w, stride, padding, dilation, groups)
     xzp = _zero_point(op, "x_zero_point", x_zero_point, xa.dtype)
     wzp = _zero_points(op, "w_zero_point", w_zero_point, wa.dtype, wa.shape[0], True)
-    y = arr.xp_of(xa).empty((xa.shape[0], wa.shape[0], oh, ow), dtype=np.int32)
+    y = arr.empty(xa, (xa.shape[0], wa.shape[0], oh, ow), np.int32)
     if y.size:
         (wzp_dev,) = _device_params(xa, wzp)
         _backend.get_backend(device, op).conv2d_integer(arr.contiguous(xa), arr.contiguous(wa), xzp, wzp_dev, y,
@@ -541,7 +541,7 @@ class PreparedQLinear:
         backend = _backend.get_backend("cpu", self.op)
         kernel = getattr(backend, self.op)
         if self._geometry_args is None:
-            y = np.empty((x.shape[0], self._out_channels), self.out_dtype)
+            y = arr.empty(x, (x.shape[0], self._out_channels), self.out_dtype)
             if y.size:
                 if x.shape[1] == 0:
                     return self._full_call(x, out)
@@ -557,7 +557,7 @@ class PreparedQLinear:
             shape = self._shapes[x.shape[1:]] = _conv_geometry(self.op, x.shape, self.weight.shape,
                                                                *self._geometry_args)
         params, (oh, ow) = shape
-        y = np.empty((x.shape[0], self._out_channels, oh, ow), self.out_dtype)
+        y = arr.empty(x, (x.shape[0], self._out_channels, oh, ow), self.out_dtype)
         if y.size:
             kernel(x, self.weight, *self._args, y, params)
         return y
