@@ -252,13 +252,19 @@ void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, co
       at[t] = reinterpret_cast<uintptr_t>(plane[t] ? plane[t] : out) + static_cast<uintptr_t>(first);
     }
     const __mmask16 store = mask16(static_cast<int>(len));
+    // Locals: stores through o could alias g as far as the compiler knows.
+    const int64_t h = g.h, row_bytes = 4 * g.out_w, image_stride = g.image_stride, w = g.w;
     for (int64_t i = i0; i < i1; ++i) {
       uint8_t* o = out + 4 * ((g.lead + i * g.image_rows) * g.out_w + j);
-      for (int64_t r = 0; r < g.h; ++r, o += 4 * g.out_w) {
-        const uintptr_t row = static_cast<uintptr_t>(i * g.image_stride + r * g.w);
+      uintptr_t row = static_cast<uintptr_t>(i * image_stride);
+      for (int64_t r = 0; r < h; ++r, o += row_bytes, row += static_cast<uintptr_t>(w)) {
         __m128i x[4];
         for (int t = 0; t < 4; ++t) x[t] = _mm_mask_loadu_epi8(rawpad, m[t], reinterpret_cast<const void*>(at[t] + row));
-        _mm512_mask_storeu_epi32(o, store, _mm512_xor_si512(interleave16(x), flipv));
+        const __m512i v = _mm512_xor_si512(interleave16(x), flipv);
+        if (len == 16)
+          _mm512_storeu_si512(o, v);
+        else
+          _mm512_mask_storeu_epi32(o, store, v);
       }
     }
   }
