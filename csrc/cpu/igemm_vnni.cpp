@@ -240,16 +240,20 @@ void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, co
   const __m512i flipv = _mm512_set1_epi8(static_cast<char>(g.flip));
   const __m128i rawpad = _mm_set1_epi8(static_cast<char>(g.pad));
   fill_gaps(g, i0, i1, out, _mm512_set1_epi8(static_cast<char>(g.pad ^ g.flip)));
+  const uint8_t* some_plane = plane[0] ? plane[0] : plane[1] ? plane[1] : plane[2] ? plane[2] : plane[3];
+  if (!some_plane) some_plane = out;  // not reached: every block has at least one slot
   for (int64_t j = 0; j < g.out_w; j += 16) {
     const int64_t len = g.out_w - j < 16 ? g.out_w - j : 16;
     // Masked-off bytes are never read, so a load's address may lie outside its row, and
-    // a null plane is a load with an empty mask (from any address): no branches below.
+    // a null plane is a load with an empty mask: no branches below. Its address is in
+    // another plane, never in `out`: an empty load next to a pending store still waits
+    // for it (lenet's second layer ran 2.7x slower with the block's own address).
     __mmask16 m[4];
     uintptr_t at[4];
     for (int t = 0; t < 4; ++t) {
       int64_t first = 0;
       m[t] = plane[t] ? shifted_mask(j, len, shift[t], g.w, &first) : __mmask16(0);
-      at[t] = reinterpret_cast<uintptr_t>(plane[t] ? plane[t] : out) + static_cast<uintptr_t>(first);
+      at[t] = reinterpret_cast<uintptr_t>(plane[t] ? plane[t] : some_plane) + static_cast<uintptr_t>(first);
     }
     const __mmask16 store = mask16(static_cast<int>(len));
     // Locals: stores through o could alias g as far as the compiler knows.
