@@ -1031,21 +1031,33 @@ inline detail::vnni::DirectColsum colsum_mode(bool needed, int64_t first_row) {
   return !needed ? DirectColsum::none : first_row == 0 ? DirectColsum::accumulate : DirectColsum::ready;
 }
 
-IgemmDirectKernel choose_direct_kernel(int64_t rows) {
+// The tile and the way tiles cover the wide pixels: continuous runs (an image's
+// gap rows, and its rows past out_h, are computed and dropped) or per image (tiles
+// restart at each image's first output pixel; the last one is narrower).
+struct DirectPlan {
+  IgemmDirectKernel K;
+  bool per_image = false;
+};
+
+// Cost: padded rows x computed wide pixels x (1 + loads per vpdpbusd).
+DirectPlan choose_direct_plan(int64_t rows, int64_t ohw, int64_t image_span) {
   IgemmDirectKernel ks[8];
   const int count = detail::vnni::direct_kernels(ks, 8);
-  int best = 0;
+  DirectPlan best;
   double best_cost = -1;
   for (int i = 0; i < count; ++i) {
     if (ks[i].nr > kMaxDirectNr) continue;  // the caller's column-sum buffer holds kMaxDirectNr
-    const double mr = ks[i].mr, nv = ks[i].nr / 16.0;
-    const double cost = static_cast<double>(round_up(rows, ks[i].mr)) * (1.0 + (mr + nv + 1) / (mr * nv));
-    if (best_cost < 0 || cost < best_cost) {
-      best_cost = cost;
-      best = i;
+    const double mr = ks[i].mr, nv = ks[i].nr / 16.0, per_pixel = 1.0 + (mr + nv + 1) / (mr * nv);
+    for (const bool per_image : {false, true}) {
+      const int64_t pixels = per_image ? round_up(ohw, ks[i].nr) : image_span;
+      const double cost = static_cast<double>(round_up(rows, ks[i].mr)) * static_cast<double>(pixels) * per_pixel;
+      if (best_cost < 0 || cost < best_cost) {
+        best_cost = cost;
+        best = DirectPlan{ks[i], per_image};
+      }
     }
   }
-  return ks[best];
+  return best;
 }
 
 Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, bool x_signed, int32_t xzp,
@@ -1053,14 +1065,19 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
                         const RequantSink* sink) {
   const TallGeometry tg = tall_geometry(d);
   const SlotMap sm = slot_map(d, s);
-  const int64_t wide_total = tg.end - tg.first;
-  const IgemmDirectKernel K = choose_direct_kernel(s.cog);
-  // Units of the arithmetic: (group, chunk of wide pixels).
+  const int64_t wide_total = tg.end - tg.first, image_span = tg.hp * tg.ow;
+  const DirectPlan plan = choose_direct_plan(s.cog, s.ohw, image_span);
+  const IgemmDirectKernel& K = plan.K;
+  // Units of the arithmetic: (group, chunk of wide pixels), or (group, image) per image.
   const int64_t kg = sm.blocks * d.kernel_h, kfull = 4 * kg;
   int64_t chunk = std::max<int64_t>(K.nr, (256 * 1024) / (4 * s.cog) / K.nr * K.nr);
   const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
   chunk = std::min(chunk, std::max<int64_t>(K.nr, round_up((wide_total + min_chunks - 1) / min_chunks, K.nr)));
-  const int64_t nchunks = (wide_total + chunk - 1) / chunk, units = d.groups * nchunks;
+  // Per image: runs of whole images, as many units as continuous chunks would give.
+  const int64_t images_per_unit = (d.n + min_chunks - 1) / min_chunks;
+  const int64_t nchunks = plan.per_image ? (d.n + images_per_unit - 1) / images_per_unit
+                                         : (wide_total + chunk - 1) / chunk;
+  const int64_t units = d.groups * nchunks;
   const double macs = static_cast<double>(d.groups) * s.cog * wide_total * kfull;
   const int nt = static_cast<int>(std::min<int64_t>(threads_for_macs(macs, true), units));
 
@@ -1090,7 +1107,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   // A tile lying inside one image's output pixels is stored straight into y
   // (row stride OH*OW); a tile that crosses an image boundary or the gap rows
   // goes through a small scratch tile, whose output pixels are then copied.
-  const int64_t esize = sink ? 1 : 4, image_span = tg.hp * tg.ow;
+  const int64_t esize = sink ? 1 : 4;
   uint8_t* const y_bytes = sink ? static_cast<uint8_t*>(sink->y) : reinterpret_cast<uint8_t*>(y);
   // One parallel region: filling the tall input and packing the weights, then
   // (after the barrier of the second loop) the tiles.
@@ -1103,37 +1120,49 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
       pack_direct_weight_row(d, s, w, w_signed, wzp, per_channel, xz_eff, r, &dw);
     uint8_t* const tile = static_cast<uint8_t*>(thread_scratch(kBlockAcc, static_cast<size_t>(4 * s.cog * K.nr)));
     if (!tile) ok.store(false);
+    // Tile [jt, jt + nv) of group g's wide pixels, all rows; img / start: the image of jt and
+    // the wide index of its first output pixel.
+    const auto compute_tile = [&](int64_t g, int64_t jt, int nv, int64_t img, int64_t start) {
+      const uint8_t* const b = t.data + g * sm.blocks * 4 * t.block_positions + jt * 4;
+      const bool direct = jt + nv <= start + s.ohw;
+      // The column sums depend on the pixels only: the first row tile keeps them for the others.
+      alignas(64) int32_t colsum[kMaxDirectNr];
+      for (int64_t i0 = 0; i0 < s.cog; i0 += K.mr) {
+        const int mv = static_cast<int>(std::min<int64_t>(K.mr, s.cog - i0));
+        const int64_t row = g * s.cog + i0;
+        uint8_t* const out = direct ? y_bytes + esize * ((img * d.c_out + row) * s.ohw + (jt - start))
+                                    : tile + esize * i0 * K.nr;
+        const int64_t ldc = direct ? s.ohw : K.nr;
+        const int32_t* const a = dw.panels + (g * dw.rows_pad + i0) * kg;
+        if (!sink) {
+          K.micro_s32(kg, a, b, goff.data(), dw.za.data() + row, dw.rterm.data() + row, out, ldc, mv, nv, nullptr,
+                      colsum, colsum_mode(need_colsum, i0));
+          continue;
+        }
+        const detail::vnni::DirectRequant rq{sink->r->multiplier + row, sink->r->bias ? sink->r->bias + row : nullptr,
+                                             sink->r->y_zero_point, rq_lo, rq_hi};
+        (sink->y_signed ? K.micro_s8 : K.micro_u8)(kg, a, b, goff.data(), dw.za.data() + row, dw.rterm.data() + row,
+                                                     out, ldc, mv, nv, &rq, colsum, colsum_mode(need_colsum, i0));
+      }
+      if (!direct) emit_wide(d, s, tg, g, tile, K.nr, esize, jt, jt + nv, y_bytes);
+    };
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       if (!tile) continue;
-      const int64_t g = u / nchunks, j0 = tg.first + (u % nchunks) * chunk, j1 = std::min(tg.end, j0 + chunk);
-      const uint8_t* base = t.data + g * sm.blocks * 4 * t.block_positions;
-      for (int64_t jt = j0; jt < j1; jt += K.nr) {
-        const int nv = static_cast<int>(std::min<int64_t>(K.nr, j1 - jt));
-        const int64_t img = (jt - tg.first) / image_span, start = tg.first + img * image_span;
-        const bool direct = jt + nv <= start + s.ohw;
-        // The column sums depend on the pixels only: the first row tile keeps them for the others.
-        alignas(64) int32_t colsum[kMaxDirectNr];
-        for (int64_t i0 = 0; i0 < s.cog; i0 += K.mr) {
-          const int mv = static_cast<int>(std::min<int64_t>(K.mr, s.cog - i0));
-          const int64_t row = g * s.cog + i0;
-          uint8_t* const out = direct ? y_bytes + esize * ((img * d.c_out + row) * s.ohw + (jt - start))
-                                      : tile + esize * i0 * K.nr;
-          const int64_t ldc = direct ? s.ohw : K.nr;
-          const int32_t* const a = dw.panels + (g * dw.rows_pad + i0) * kg;
-          if (!sink) {
-            K.micro_s32(kg, a, base + jt * 4, goff.data(), dw.za.data() + row, dw.rterm.data() + row, out, ldc, mv,
-                        nv, nullptr, colsum, colsum_mode(need_colsum, i0));
-            continue;
-          }
-          const detail::vnni::DirectRequant rq{sink->r->multiplier + row,
-                                               sink->r->bias ? sink->r->bias + row : nullptr,
-                                               sink->r->y_zero_point, rq_lo, rq_hi};
-          (sink->y_signed ? K.micro_s8 : K.micro_u8)(kg, a, base + jt * 4, goff.data(), dw.za.data() + row,
-                                                       dw.rterm.data() + row, out, ldc, mv, nv, &rq, colsum,
-                                                       colsum_mode(need_colsum, i0));
+      const int64_t g = u / nchunks;
+      if (plan.per_image) {
+        const int64_t first_image = (u % nchunks) * images_per_unit;
+        for (int64_t img = first_image; img < std::min(d.n, first_image + images_per_unit); ++img) {
+          const int64_t start = tg.first + img * image_span;
+          for (int64_t jt = start; jt < start + s.ohw; jt += K.nr)
+            compute_tile(g, jt, static_cast<int>(std::min<int64_t>(K.nr, start + s.ohw - jt)), img, start);
         }
-        if (!direct) emit_wide(d, s, tg, g, tile, K.nr, esize, jt, jt + nv, y_bytes);
+        continue;
+      }
+      const int64_t j0 = tg.first + (u % nchunks) * chunk, j1 = std::min(tg.end, j0 + chunk);
+      for (int64_t jt = j0; jt < j1; jt += K.nr) {
+        const int64_t img = (jt - tg.first) / image_span;
+        compute_tile(g, jt, static_cast<int>(std::min<int64_t>(K.nr, j1 - jt)), img, tg.first + img * image_span);
       }
     }
   }
