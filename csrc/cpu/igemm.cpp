@@ -1060,6 +1060,32 @@ DirectPlan choose_direct_plan(int64_t rows, int64_t ohw, int64_t image_span) {
   return best;
 }
 
+// Work units of the tiles, per group: chunks of `chunk` wide pixels (about 256 KiB
+// of int32 results each, at least two per thread), or per image runs of `images`
+// whole images (as many units).
+struct TileUnits {
+  int64_t chunk = 0, images = 0, per_group = 0;
+};
+
+TileUnits tile_units(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& tg, const DirectPlan& plan) {
+  const int64_t nr = plan.K.nr, wide_total = tg.end - tg.first;
+  const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
+  TileUnits u;
+  u.chunk = std::max<int64_t>(nr, (256 * 1024) / (4 * s.cog) / nr * nr);
+  u.chunk = std::min(u.chunk, std::max<int64_t>(nr, round_up((wide_total + min_chunks - 1) / min_chunks, nr)));
+  u.images = (d.n + min_chunks - 1) / min_chunks;
+  u.per_group = plan.per_image ? (d.n + u.images - 1) / u.images : (wide_total + u.chunk - 1) / u.chunk;
+  return u;
+}
+
+// The requantization clamp of the direct tiles (requant_internal.h): [lo, hi] with y_zero_point subtracted.
+void requant_clamp(const RequantSink& sink, float* lo, float* hi) {
+  const int32_t type_min = sink.y_signed ? -128 : 0, type_max = sink.y_signed ? 127 : 255;
+  const int32_t lower = sink.r->relu ? std::max(type_min, sink.r->y_zero_point) : type_min;
+  *lo = static_cast<float>(lower - sink.r->y_zero_point);
+  *hi = static_cast<float>(type_max - sink.r->y_zero_point);
+}
+
 Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* x, bool x_signed, int32_t xzp,
                         const uint8_t* w, bool w_signed, const int32_t* wzp, bool per_channel, int32_t* y,
                         const RequantSink* sink) {
@@ -1068,16 +1094,9 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   const int64_t wide_total = tg.end - tg.first, image_span = tg.hp * tg.ow;
   const DirectPlan plan = choose_direct_plan(s.cog, s.ohw, image_span);
   const IgemmDirectKernel& K = plan.K;
-  // Units of the arithmetic: (group, chunk of wide pixels), or (group, image) per image.
   const int64_t kg = sm.blocks * d.kernel_h, kfull = 4 * kg;
-  int64_t chunk = std::max<int64_t>(K.nr, (256 * 1024) / (4 * s.cog) / K.nr * K.nr);
-  const int64_t min_chunks = (2 * num_threads() + d.groups - 1) / d.groups;
-  chunk = std::min(chunk, std::max<int64_t>(K.nr, round_up((wide_total + min_chunks - 1) / min_chunks, K.nr)));
-  // Per image: runs of whole images, as many units as continuous chunks would give.
-  const int64_t images_per_unit = (d.n + min_chunks - 1) / min_chunks;
-  const int64_t nchunks = plan.per_image ? (d.n + images_per_unit - 1) / images_per_unit
-                                         : (wide_total + chunk - 1) / chunk;
-  const int64_t units = d.groups * nchunks;
+  const TileUnits tu = tile_units(d, s, tg, plan);
+  const int64_t nchunks = tu.per_group, units = d.groups * nchunks;
   const double macs = static_cast<double>(d.groups) * s.cog * wide_total * kfull;
   const int nt = static_cast<int>(std::min<int64_t>(threads_for_macs(macs, true), units));
 
@@ -1096,13 +1115,8 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
   // Column sums are only multiplied by the effective weight zero points (uint8 w: w_zp - 128).
   bool need_colsum = !w_signed;
   for (int64_t o = 0; wzp && o < (per_channel ? d.c_out : 1); ++o) need_colsum = need_colsum || wzp[o] != 0;
-  float rq_lo = 0, rq_hi = 0;  // the requantization clamp (see requant_internal.h)
-  if (sink) {
-    const int32_t type_min = sink->y_signed ? -128 : 0, type_max = sink->y_signed ? 127 : 255;
-    const int32_t lower = sink->r->relu ? std::max(type_min, sink->r->y_zero_point) : type_min;
-    rq_lo = static_cast<float>(lower - sink->r->y_zero_point);
-    rq_hi = static_cast<float>(type_max - sink->r->y_zero_point);
-  }
+  float rq_lo = 0, rq_hi = 0;
+  if (sink) requant_clamp(*sink, &rq_lo, &rq_hi);
   std::atomic<bool> ok{true};
   // A tile lying inside one image's output pixels is stored straight into y
   // (row stride OH*OW); a tile that crosses an image boundary or the gap rows
@@ -1151,15 +1165,15 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
       if (!tile) continue;
       const int64_t g = u / nchunks;
       if (plan.per_image) {
-        const int64_t first_image = (u % nchunks) * images_per_unit;
-        for (int64_t img = first_image; img < std::min(d.n, first_image + images_per_unit); ++img) {
+        const int64_t first_image = (u % nchunks) * tu.images;
+        for (int64_t img = first_image; img < std::min(d.n, first_image + tu.images); ++img) {
           const int64_t start = tg.first + img * image_span;
           for (int64_t jt = start; jt < start + s.ohw; jt += K.nr)
             compute_tile(g, jt, static_cast<int>(std::min<int64_t>(K.nr, start + s.ohw - jt)), img, start);
         }
         continue;
       }
-      const int64_t j0 = tg.first + (u % nchunks) * chunk, j1 = std::min(tg.end, j0 + chunk);
+      const int64_t j0 = tg.first + (u % nchunks) * tu.chunk, j1 = std::min(tg.end, j0 + tu.chunk);
       for (int64_t jt = j0; jt < j1; jt += K.nr) {
         const int64_t img = (jt - tg.first) / image_span;
         compute_tile(g, jt, static_cast<int>(std::min<int64_t>(K.nr, j1 - jt)), img, tg.first + img * image_span);
