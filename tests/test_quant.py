@@ -95,6 +95,29 @@ def _rand(rng, dtype, shape):
     return rng.integers(info.min, info.max + 1, shape).astype(dtype)
 
 
+@pytest.mark.parametrize("case", [((2, 3, 9, 11), 40, (3, 3), ((1, 0), (2, 1)), (1, 1)),
+                                  ((3, 2, 12, 7), 40, (5, 3), ((3, 4), (1, 1)), (2, 1)),
+                                  ((2, 7, 8, 9), 48, (3, 2), ((2, 1), (0, 1)), (1, 2)),
+                                  ((2, 5, 6, 20), 64, (2, 4), ((1, 0), (1, 2)), (1, 1))])
+@pytest.mark.parametrize("types", [(np.uint8, np.int8), (np.int8, np.uint8)])
+def test_conv2d_integer_many_outputs_few_channels_exact(fast_cpu_backend, case, types, rng):
+    """Many output channels over 1-3 leftover input channels: on VNNI the last tap-major slots are
+    folded over the kernel rows (rows shifted into the gap rows between images); asymmetric padding,
+    dilation, both operand signs and per-channel zero points, plus the int8 layer around it."""
+    shape, co, kernel, padding, dilation = case
+    tx, tw = types
+    x, w = _rand(rng, tx, shape), _rand(rng, tw, (co, shape[1]) + kernel)
+    x[0, :, 0, :] = np.iinfo(tx).max  # an edge row at the extreme reaches the folded slots first
+    for xzp, wzp in ((None, None), (int(np.iinfo(tx).min), _rand(rng, tw, co))):
+        np.testing.assert_array_equal(lk.conv2d_integer(x, w, xzp, wzp, 1, padding, dilation),
+                                      ref.conv2d_integer(x, w, xzp, wzp, 1, padding, dilation))
+    w_scale = (rng.random(co) * 0.01 + 1e-3).astype(np.float32)
+    args = (x, 0.02, 3, w, w_scale, None, 0.3, np.uint8(9), rng.integers(-900, 900, co).astype(np.int32), 1,
+            padding, dilation)
+    np.testing.assert_array_equal(lk.qlinear_conv2d(*args, activation="relu"),
+                                  ref.qlinear_conv2d(*args, activation="relu"))
+
+
 QL_TYPES = [(np.uint8, np.int8, np.uint8), (np.int8, np.int8, np.int8), (np.uint8, np.uint8, np.int8),
             (np.int8, np.uint8, np.uint8)]
 

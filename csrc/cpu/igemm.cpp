@@ -848,34 +848,69 @@ void emit_wide(const Conv2dDesc& d, const ConvShape& s, const TallGeometry& t, i
 // i of the block), already vpdpbusd's uint8 operand (int8 x flipped), so the 16 dwords of 16
 // consecutive wide pixels at one kernel row a of one block are 64 contiguous
 // bytes: exactly the vector vpdpbusd takes. The micro-kernel reads the input in
-// place and nothing is packed per call but the weights. k runs over
-// (block, a, i). Blocks are filled two ways:
+// place and nothing is packed per call but the weights. k runs over k groups
+// (block, kernel row a), 4 slots each. Blocks are filled three ways:
 //   channel-major, for the channels in whole groups of four: block (cb, b) =
 //     channels 4cb..4cb+3 at tap column b; a row is interleaved once and
 //     shifted per b;
 //   tap-major, for the 0-3 channels left over: their slots s = c * kw + b
 //     taken four at a time, so one channel does not waste three quarters of
-//     every block.
+//     every block;
+//   folded, for the last 1-3 tap-major slots when that is cheaper: each of
+//     them once per kernel row, slot (c, b, a) being channel c shifted by a
+//     rows as well. A folded block is read at kernel row 0 only, so its k
+//     group holds up to 4 taps where the partial tap-major block would give
+//     kh groups of 1-3 (CIFAR's 3-channel 3x3 layer: 7 k groups, not 9).
 // Empty slots hold x_zp (their weights w_zp[o]): (x - x_zp)(w - w_zp) = 0.
 struct SlotMap {
   int64_t channel_blocks = 0;  // per group: the first ones are channel-major (kw per channel block)
+  int64_t folded_from = 0;     // blocks from here on are folded
   int64_t blocks = 0;          // per group
-  std::vector<int64_t> c, b;   // 4 * blocks entries; c = -1: empty slot
+  std::vector<int64_t> c, b, a;       // 4 * blocks entries; c = -1: empty slot; a: kernel row (folded only)
+  std::vector<int64_t> kblock, krow;  // per k group: its block and the kernel row it is read at
+  int64_t kgroups() const { return static_cast<int64_t>(kblock.size()); }
 };
 
-SlotMap slot_map(const Conv2dDesc& d, const ConvShape& s) {
+// Folding the r leftover slots turns 1 block read kh times into ceil(r kh / 4)
+// blocks read once each. Estimated cycles per 16 wide pixels: a k group costs
+// rows / 2 (vpdpbusd, two a cycle), filling a block about 10 (measured: LeNet's
+// layers, 6 and 16 rows, got slower folded; CIFAR's first, 32 rows, 9% faster).
+bool fold_pays(int64_t r, int64_t kh, int64_t rows) {
+  const double group = static_cast<double>(rows) / 2, fill = 10, folded = static_cast<double>((r * kh + 3) / 4);
+  return folded * (group + fill) < static_cast<double>(kh) * group + fill;
+}
+
+// rows: output channels per group as the tiles compute them (padded to the tile's rows).
+SlotMap slot_map(const Conv2dDesc& d, const ConvShape& s, int64_t rows) {
   SlotMap m;
-  const int64_t kw = d.kernel_w, whole = s.cg / 4 * 4, rest_slots = (s.cg - whole) * kw;
+  const int64_t kw = d.kernel_w, kh = d.kernel_h, whole = s.cg / 4 * 4, rest_slots = (s.cg - whole) * kw;
+  const int64_t r = rest_slots % 4;
+  const bool fold = r > 0 && kh > 1 && fold_pays(r, kh, rows);
   m.channel_blocks = whole / 4 * kw;
-  m.blocks = m.channel_blocks + (rest_slots + 3) / 4;
+  m.folded_from = m.channel_blocks + (fold ? rest_slots / 4 : (rest_slots + 3) / 4);
+  m.blocks = m.folded_from + (fold ? (r * kh + 3) / 4 : 0);
   m.c.assign(static_cast<size_t>(4 * m.blocks), -1);
   m.b.assign(static_cast<size_t>(4 * m.blocks), 0);
-  for (int64_t blk = 0; blk < m.blocks; ++blk)
+  m.a.assign(static_cast<size_t>(4 * m.blocks), 0);
+  for (int64_t blk = 0; blk < m.channel_blocks; ++blk)
     for (int64_t i = 0; i < 4; ++i) {
-      const int64_t slot = 4 * (blk - m.channel_blocks) + i;  // tap-major numbering
-      if (blk >= m.channel_blocks && slot >= rest_slots) continue;
-      m.c[4 * blk + i] = blk < m.channel_blocks ? (blk / kw) * 4 + i : whole + slot / kw;
-      m.b[4 * blk + i] = blk < m.channel_blocks ? blk % kw : slot % kw;
+      m.c[4 * blk + i] = (blk / kw) * 4 + i;
+      m.b[4 * blk + i] = blk % kw;
+    }
+  const auto tap_slot = [&](int64_t at, int64_t slot) {  // tap-major slot number -> (c, b)
+    m.c[at] = whole + slot / kw;
+    m.b[at] = slot % kw;
+  };
+  const int64_t tap_major_slots = fold ? rest_slots - r : rest_slots;
+  for (int64_t slot = 0; slot < tap_major_slots; ++slot) tap_slot(4 * m.channel_blocks + slot, slot);
+  for (int64_t f = 0; fold && f < r * kh; ++f) {  // folded: leftover slot j at kernel row a, f = j * kh + a
+    tap_slot(4 * m.folded_from + f, rest_slots - r + f / kh);
+    m.a[4 * m.folded_from + f] = f % kh;
+  }
+  for (int64_t blk = 0; blk < m.blocks; ++blk)
+    for (int64_t a = 0; a < (blk < m.folded_from ? kh : 1); ++a) {
+      m.kblock.push_back(blk);
+      m.krow.push_back(a);
     }
   return m;
 }
@@ -957,12 +992,14 @@ void fill_tall_unit(const Conv2dDesc& d, const ConvShape& s, const SlotMap& m, c
     return;
   }
   const int64_t blk = m.channel_blocks + (item - t.channel_items);
-  int64_t shift[4];
+  int64_t shift[4], row_shift[4];
   for (int i = 0; i < 4; ++i) {
     planes[i] = plane(m.c[4 * blk + i]);
     shift[i] = m.b[4 * blk + i] * d.dilation_w - d.pad_left;  // input column of output column 0
+    row_shift[i] = m.a[4 * blk + i] * d.dilation_h;           // folded: the slot's kernel row
   }
-  detail::vnni::fill_tall_block(t.geometry, planes, shift, i0, i1, base + blk * block_bytes);
+  detail::vnni::fill_tall_block(t.geometry, planes, shift, blk >= m.folded_from ? row_shift : nullptr, i0, i1,
+                                base + blk * block_bytes);
 }
 
 // Weights as vpdpbusd's int8 operand: panels of MR output channels, k group q
@@ -979,13 +1016,14 @@ struct DirectWeights {
 
 DirectWeights direct_weights_plan(const Conv2dDesc& d, const ConvShape& s, const SlotMap& m, int64_t mr) {
   DirectWeights dw;
-  dw.kg = m.blocks * d.kernel_h;
+  dw.kg = m.kgroups();
   dw.mr = mr;
   dw.rows_pad = round_up(s.cog, mr);
   dw.woff.resize(static_cast<size_t>(4 * dw.kg));
   for (int64_t q = 0; q < dw.kg; ++q)
     for (int i = 0; i < 4; ++i) {
-      const int64_t slot = (q / d.kernel_h) * 4 + i, a = q % d.kernel_h, c = m.c[slot];
+      const int64_t slot = m.kblock[q] * 4 + i, c = m.c[slot];
+      const int64_t a = m.kblock[q] < m.folded_from ? m.krow[q] : m.a[slot];
       dw.woff[4 * q + i] = c >= 0 ? (c * d.kernel_h + a) * d.kernel_w + m.b[slot] : -1;
     }
   dw.za.resize(static_cast<size_t>(d.c_out));
@@ -1090,11 +1128,11 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
                         const uint8_t* w, bool w_signed, const int32_t* wzp, bool per_channel, int32_t* y,
                         const RequantSink* sink) {
   const TallGeometry tg = tall_geometry(d);
-  const SlotMap sm = slot_map(d, s);
   const int64_t wide_total = tg.end - tg.first, image_span = tg.hp * tg.ow;
   const DirectPlan plan = choose_direct_plan(s.cog, s.ohw, image_span);
   const IgemmDirectKernel& K = plan.K;
-  const int64_t kg = sm.blocks * d.kernel_h, kfull = 4 * kg;
+  const SlotMap sm = slot_map(d, s, round_up(s.cog, K.mr));
+  const int64_t kg = sm.kgroups(), kfull = 4 * kg;
   const TileUnits tu = tile_units(d, s, tg, plan);
   const int64_t nchunks = tu.per_group, units = d.groups * nchunks;
   const double macs = static_cast<double>(d.groups) * s.cog * wide_total * kfull;
@@ -1108,7 +1146,7 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
     return Status::Internal("out of memory");
   std::vector<int64_t> goff(static_cast<size_t>(kg));  // k group (block, kernel row a) -> byte offset
   for (int64_t q = 0; q < kg; ++q)
-    goff[q] = 4 * ((q / d.kernel_h) * t.block_positions + (q % d.kernel_h) * d.dilation_h * tg.ow);
+    goff[q] = 4 * (sm.kblock[q] * t.block_positions + sm.krow[q] * d.dilation_h * tg.ow);
   DirectWeights dw = direct_weights_plan(d, s, sm, K.mr);
   if (!dw.panels) return Status::Internal("out of memory");
   const int32_t xz_eff = xzp + (x_signed ? 128 : 0);

@@ -102,8 +102,10 @@ constexpr int64_t kMaxTallCopies = 64;  // kernel columns of a channel-major blo
 // image also the rows after it): byte t of (i, r, k) = plane[t][i * image_stride +
 // r * w + k + shift[t]] ^ flip where k + shift[t] lies in [0, w), else pad ^ flip
 // (a null plane: all pad). Reads the planes in place.
-void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, const int64_t* shift, int64_t i0,
-                     int64_t i1, uint8_t* out);
+// row_shift (may be null: none): slot t's row r reads input row r + row_shift[t], and
+// the gap rows in front of each image (r < 0) are data where that row is in [0, h).
+void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, const int64_t* shift,
+                     const int64_t* row_shift, int64_t i0, int64_t i1, uint8_t* out);
 // fill_tall_block of out[b] with every shift = b * step - pad_left, for b < copies
 // (<= kMaxTallCopies) and four non-null planes.
 void fill_tall_copies(const TallBlockGeometry& g, const uint8_t* const* plane, int64_t pad_left, int64_t step,

@@ -235,11 +235,15 @@ inline __mmask16 shifted_mask(int64_t j, int64_t len, int64_t shift, int64_t w, 
 // Masks and offsets depend only on the run of 16 output pixels, so they are set
 // once per run; then every row of every image is 4 masked loads, one unpack and
 // one store (no calls, no scratch row).
-void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, const int64_t* shift, int64_t i0,
-                     int64_t i1, uint8_t* out) {
+void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, const int64_t* shift,
+                     const int64_t* row_shift, int64_t i0, int64_t i1, uint8_t* out) {
   const __m512i flipv = _mm512_set1_epi8(static_cast<char>(g.flip));
   const __m128i rawpad = _mm_set1_epi8(static_cast<char>(g.pad));
-  fill_gaps(g, i0, i1, out, _mm512_set1_epi8(static_cast<char>(g.pad ^ g.flip)));
+  const __m512i padv = _mm512_set1_epi8(static_cast<char>(g.pad ^ g.flip));
+  if (!row_shift)
+    fill_gaps(g, i0, i1, out, padv);
+  else if (i1 == g.n && i1 > i0)  // the gap rows in front of an image are rows it reaches: written below
+    fill_pad(out, g.n * g.image_rows * g.out_w, g.positions, padv);
   const uint8_t* some_plane = plane[0] ? plane[0] : plane[1] ? plane[1] : plane[2] ? plane[2] : plane[3];
   if (!some_plane) some_plane = out;  // not reached: every block has at least one slot
   for (int64_t j = 0; j < g.out_w; j += 16) {
@@ -258,7 +262,20 @@ void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, co
     const __mmask16 store = mask16(static_cast<int>(len));
     // Locals: stores through o could alias g as far as the compiler knows.
     const int64_t h = g.h, row_bytes = 4 * g.out_w, image_stride = g.image_stride, w = g.w;
-    for (int64_t i = i0; i < i1; ++i) {
+    for (int64_t i = i0; row_shift && i < i1; ++i) {  // rows -gap .. h-1, slot t reading row r + row_shift[t]
+      uint8_t* o = out + 4 * (i * g.image_rows * g.out_w + j);
+      for (int64_t r = g.h - g.image_rows; r < h; ++r, o += row_bytes) {
+        __m128i x[4];
+        for (int t = 0; t < 4; ++t) {
+          const int64_t src = r + row_shift[t];
+          const __mmask16 mt = static_cast<uint64_t>(src) < static_cast<uint64_t>(h) ? m[t] : __mmask16(0);
+          x[t] = _mm_mask_loadu_epi8(rawpad, mt,
+                                     reinterpret_cast<const void*>(at[t] + static_cast<uintptr_t>(i * image_stride + src * w)));
+        }
+        _mm512_mask_storeu_epi32(o, store, _mm512_xor_si512(interleave16(x), flipv));
+      }
+    }
+    for (int64_t i = i0; !row_shift && i < i1; ++i) {
       uint8_t* o = out + 4 * ((g.lead + i * g.image_rows) * g.out_w + j);
       uintptr_t row = static_cast<uintptr_t>(i * image_stride);
       for (int64_t r = 0; r < h; ++r, o += row_bytes, row += static_cast<uintptr_t>(w)) {
@@ -281,7 +298,7 @@ void fill_tall_copies(const TallBlockGeometry& g, const uint8_t* const* plane, i
   if (g.w > 16 || g.out_w > 16) {
     for (int64_t b = 0; b < copies; ++b) {
       const int64_t s = b * step - pad_left, shift[4] = {s, s, s, s};
-      fill_tall_block(g, plane, shift, i0, i1, out[b]);
+      fill_tall_block(g, plane, shift, nullptr, i0, i1, out[b]);
     }
     return;
   }
