@@ -222,6 +222,14 @@ void fill_gaps(const TallBlockGeometry& g, int64_t i0, int64_t i1, uint8_t* out,
   if (i1 == g.n && i1 > i0) fill_pad(out, (g.lead + (g.n - 1) * g.image_rows + g.h) * g.out_w, g.positions, padv);
 }
 
+// A run of len <= 16 positions: a plain store when it is whole (cheaper than a masked one).
+inline void store_run(uint8_t* o, __mmask16 store, int64_t len, __m512i v) {
+  if (len == 16)
+    _mm512_storeu_si512(o, v);
+  else
+    _mm512_mask_storeu_epi32(o, store, v);
+}
+
 // Pixels [j, j + len) of a row read `shift` pixels further on: the mask of those
 // that lie in [0, w), and (in *first) the row offset of pixel j.
 inline __mmask16 shifted_mask(int64_t j, int64_t len, int64_t shift, int64_t w, int64_t* first) {
@@ -272,7 +280,7 @@ void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, co
           x[t] = _mm_mask_loadu_epi8(rawpad, mt,
                                      reinterpret_cast<const void*>(at[t] + static_cast<uintptr_t>(i * image_stride + src * w)));
         }
-        _mm512_mask_storeu_epi32(o, store, _mm512_xor_si512(interleave16(x), flipv));
+        store_run(o, store, len, _mm512_xor_si512(interleave16(x), flipv));
       }
     }
     for (int64_t i = i0; !row_shift && i < i1; ++i) {
@@ -281,11 +289,7 @@ void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, co
       for (int64_t r = 0; r < h; ++r, o += row_bytes, row += static_cast<uintptr_t>(w)) {
         __m128i x[4];
         for (int t = 0; t < 4; ++t) x[t] = _mm_mask_loadu_epi8(rawpad, m[t], reinterpret_cast<const void*>(at[t] + row));
-        const __m512i v = _mm512_xor_si512(interleave16(x), flipv);
-        if (len == 16)
-          _mm512_storeu_si512(o, v);
-        else
-          _mm512_mask_storeu_epi32(o, store, v);
+        store_run(o, store, len, _mm512_xor_si512(interleave16(x), flipv));
       }
     }
   }
