@@ -3,6 +3,8 @@ plus the comparison helper used against the float64 reference, and the CUDA fixt
 (CuPy, each CUDA backend, the numba.cuda backend) the gpu and simulator tests share."""
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 
 import numpy as np
@@ -152,3 +154,26 @@ def assert_reduction_close(got, expected, abs_expected, reduction, dtype, what="
         worst = np.argmax(err - bound)
         raise AssertionError(f"{what}: error {err[worst]:.3e} exceeds bound {bound[worst]:.3e} "
                              f"(reduction length {reduction})")
+
+
+# ---------------------------------------------------------------- guard pages
+_PAGE = mmap.PAGESIZE
+_MAPS = []
+
+
+def guarded(shape, dtype, at_end):
+    """An array whose last byte ends a page followed by an inaccessible page (at_end) or whose
+    first byte starts a page preceded by one: a read or write outside it faults."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    nbytes = count * dtype.itemsize
+    pages = (nbytes + _PAGE - 1) // _PAGE
+    mm = mmap.mmap(-1, (pages + 2) * _PAGE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    assert libc.mprotect(base, _PAGE, 0) == 0
+    assert libc.mprotect(base + (pages + 1) * _PAGE, _PAGE, 0) == 0
+    _MAPS.append(mm)  # kept for the session: the arrays below point into it
+    offset = (pages + 1) * _PAGE - nbytes if at_end else _PAGE
+    return np.frombuffer(mm, dtype, count, offset).reshape(shape)

@@ -20,8 +20,6 @@ Every result must equal the reference exactly.
 """
 from __future__ import annotations
 
-import ctypes
-import mmap
 import sys
 import threading
 
@@ -31,6 +29,8 @@ import pytest
 import lepton_kernels as lk
 from lepton_kernels import _backend
 from lepton_kernels import reference as ref
+
+from conftest import guarded
 
 TYPE_PAIRS = [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8), (np.int8, np.uint8)]
 
@@ -255,27 +255,6 @@ def test_direct_conv_large_batches_every_thread_count(native):
 
 
 # ---------------------------------------------------------------- guard pages
-_PAGE = mmap.PAGESIZE
-_MAPS = []
-
-
-def _guarded(shape, dtype, at_end):
-    """An array flush against an inaccessible page after (at_end) or before it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape))
-    nbytes = count * dtype.itemsize
-    pages = (nbytes + _PAGE - 1) // _PAGE
-    mm = mmap.mmap(-1, (pages + 2) * _PAGE)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-    assert libc.mprotect(base, _PAGE, 0) == 0
-    assert libc.mprotect(base + (pages + 1) * _PAGE, _PAGE, 0) == 0
-    _MAPS.append(mm)  # the arrays below point into it
-    offset = (pages + 1) * _PAGE - nbytes if at_end else _PAGE
-    return np.frombuffer(mm, dtype, count, offset).reshape(shape)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect guard pages (Linux)")
 def test_direct_conv_guard_pages(native):
     """x, w and the requantized output flush against inaccessible pages on the fold, wide-kernel
@@ -283,17 +262,16 @@ def test_direct_conv_guard_pages(native):
     picked = _cases("fold")[::8] + _cases("wide")[::4] + _cases("random")[::40]
     for i, c in enumerate(picked):
         at_end = bool(i % 2)
-        x = _guarded(c.x.shape, c.x.dtype, at_end)
+        x = guarded(c.x.shape, c.x.dtype, at_end)
         x[...] = c.x
-        w = _guarded(c.w.shape, c.w.dtype, at_end)
+        w = guarded(c.w.shape, c.w.dtype, at_end)
         w[...] = c.w
         lk.set_num_threads(1 + i % 3)
         np.testing.assert_array_equal(lk.conv2d_integer(x, w, c.x_zp, c.w_zp, **c.geo), c.want,
                                       err_msg=f"guarded {c.geometry}")
-        out = _guarded(c.want_q.shape, c.want_q.dtype, at_end)
+        out = guarded(c.want_q.shape, c.want_q.dtype, at_end)
         lk.qlinear_conv2d(x, *c.qargs()[1:3], w, *c.qargs()[4:], **c.qkw(), out=out)
         np.testing.assert_array_equal(out, c.want_q, err_msg=f"guarded qlinear {c.geometry}")
-    _MAPS.clear()
 
 
 def test_direct_conv_concurrent_python_threads(native):

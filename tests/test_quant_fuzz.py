@@ -9,8 +9,6 @@ per-channel weight zero points, every (x, w, y) type combination, int32 bias wra
 """
 from __future__ import annotations
 
-import ctypes
-import mmap
 import sys
 import threading
 
@@ -19,6 +17,8 @@ import pytest
 
 import lepton_kernels as lk
 from lepton_kernels import reference as ref
+
+from conftest import guarded
 
 TYPE_PAIRS = [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8), (np.int8, np.uint8)]
 
@@ -351,28 +351,6 @@ def test_max_pool2d_2x2_large_threads(fast_cpu_backend):
 
 
 # ---------------------------------------------------------------- guard pages
-_PAGE = mmap.PAGESIZE
-_MAPS = []
-
-
-def _guarded(shape, dtype, at_end):
-    """An array whose last byte ends a page followed by an inaccessible page (at_end) or whose
-    first byte starts a page preceded by one: a read or write outside it faults."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape))
-    nbytes = count * dtype.itemsize
-    pages = (nbytes + _PAGE - 1) // _PAGE
-    mm = mmap.mmap(-1, (pages + 2) * _PAGE)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-    assert libc.mprotect(base, _PAGE, 0) == 0
-    assert libc.mprotect(base + (pages + 1) * _PAGE, _PAGE, 0) == 0
-    _MAPS.append(mm)  # kept for the session: the arrays below point into it
-    offset = (pages + 1) * _PAGE - nbytes if at_end else _PAGE
-    return np.frombuffer(mm, dtype, count, offset).reshape(shape)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect guard pages (Linux)")
 @pytest.mark.parametrize("at_end", [True, False], ids=["guard-after", "guard-before"])
 def test_guard_pages_around_operands(fast_cpu_backend, at_end):
@@ -386,22 +364,22 @@ def test_guard_pages_around_operands(fast_cpu_backend, at_end):
     for i, (shape, c_out, kernel, stride, padding, dilation, groups) in enumerate(geometries):
         for j, (tx, tw) in enumerate(TYPE_PAIRS):
             ty = (np.uint8, np.int8)[j % 2]
-            x = _guarded(shape, tx, at_end)
+            x = guarded(shape, tx, at_end)
             x[...] = _rand(rng, tx, shape)
-            w = _guarded((c_out, shape[1] // groups) + kernel, tw, at_end)
+            w = guarded((c_out, shape[1] // groups) + kernel, tw, at_end)
             w[...] = _rand(rng, tw, w.shape)
             geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
             np.testing.assert_array_equal(lk.conv2d_integer(x, w, 3, 1, **geo), ref.conv2d_integer(x, w, 3, 1, **geo))
             qargs = (x, 0.1, 3, w, 0.01, 1, 0.2, ty(5))
             want = ref.qlinear_conv2d(*qargs, **geo, activation="relu" if i % 2 else None)
-            out = _guarded(want.shape, ty, at_end)
+            out = guarded(want.shape, ty, at_end)
             lk.qlinear_conv2d(*qargs, **geo, activation="relu" if i % 2 else None, out=out)
             np.testing.assert_array_equal(out, want)
     for shape in [(1, 1, 2, 2), (2, 3, 2, 8), (1, 2, 4, 64), (3, 1, 2, 66), (1, 1, 6, 130), (5, 1, 2, 8)]:
         for dtype in (np.uint8, np.int8, np.float32):
-            x = _guarded(shape, dtype, at_end)
+            x = guarded(shape, dtype, at_end)
             x[...] = _pool_input(rng, dtype, shape)
             want = ref.max_pool2d(x, 2).astype(dtype)
-            out = _guarded(want.shape, dtype, at_end)
+            out = guarded(want.shape, dtype, at_end)
             lk.max_pool2d(x, 2, out=out)
             np.testing.assert_array_equal(out, want)

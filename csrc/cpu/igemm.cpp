@@ -960,7 +960,6 @@ bool alloc_tall_input4(const Conv2dDesc& d, const TallGeometry& tg, const SlotMa
   g.h = d.h;
   g.w = d.w;
   g.out_w = tg.ow;
-  g.lead = tg.lh;
   g.image_rows = tg.hp;
   g.positions = t->block_positions;
   g.image_stride = d.c_in * d.h * d.w;

@@ -87,15 +87,17 @@ struct IgemmDirectKernel {
 };
 int direct_kernels(IgemmDirectKernel* out, int max);
 // One block of a tall-layout convolution input (igemm.cpp): 4 slots per position,
-// image i's input row r at positions (lead + i * image_rows + r) * out_w + k,
-// k < out_w; every other position up to `positions` (the gap rows between images,
-// which are also their padding rows, and the slack) holds pad ^ flip.
+// image i's input row r at positions (i * image_rows + gap() + r) * out_w + k,
+// k < out_w; every other position up to `positions` (the gap rows in front of each
+// image, which are also the padding rows of it and of the one before, the gap
+// after the last image and the slack) holds pad ^ flip.
 struct TallBlockGeometry {
   int64_t n = 0, h = 0, w = 0, out_w = 0;  // images, input rows, input and output row length
-  int64_t lead = 0, image_rows = 0;        // rows before image 0; rows per image with its gap
+  int64_t image_rows = 0;                  // rows per image: its gap rows, then its h rows
   int64_t positions = 0;                   // positions per block, slack included
   int64_t image_stride = 0;                // bytes between two images of one channel plane
   uint8_t flip = 0, pad = 0;
+  int64_t gap() const { return image_rows - h; }
 };
 constexpr int64_t kMaxTallCopies = 64;  // kernel columns of a channel-major block group
 // Fills images [i0, i1) of one block and the gap rows in front of them (the last

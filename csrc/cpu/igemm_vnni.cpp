@@ -193,10 +193,12 @@ inline __m512i interleave16(const __m128i* x) {
   return _mm512_inserti32x4(all, _mm_unpackhi_epi16(t1, t3), 3);
 }
 
+// The first min(n, 64) bytes of a vector.
+inline __mmask64 mask64(int64_t n) { return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1; }
+
 inline void copy_run(const uint8_t* src, uint8_t* dst, int64_t n) {
   for (int64_t j = 0; j < n; j += 64) {
-    const int64_t len = n - j < 64 ? n - j : 64;
-    const __mmask64 m = len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1;
+    const __mmask64 m = mask64(n - j);
     _mm512_mask_storeu_epi8(dst + j, m, _mm512_maskz_loadu_epi8(m, src + j));
   }
 }
@@ -207,19 +209,14 @@ namespace {
 inline void fill_pad(uint8_t* out, int64_t from, int64_t to, __m512i padv) {
   uint8_t* p = out + 4 * from;
   const int64_t n = 4 * (to - from);
-  for (int64_t j = 0; j < n; j += 64) {
-    const int64_t len = n - j < 64 ? n - j : 64;
-    _mm512_mask_storeu_epi8(p + j, len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1, padv);
-  }
+  for (int64_t j = 0; j < n; j += 64) _mm512_mask_storeu_epi8(p + j, mask64(n - j), padv);
 }
 
 // The gap rows in front of images [i0, i1) (they are the padding rows of their
 // neighbours), and when i1 is the last image the rows after it and the slack.
 void fill_gaps(const TallBlockGeometry& g, int64_t i0, int64_t i1, uint8_t* out, __m512i padv) {
-  for (int64_t i = i0; i < i1; ++i)
-    fill_pad(out, i == 0 ? 0 : (g.lead + (i - 1) * g.image_rows + g.h) * g.out_w,
-             (g.lead + i * g.image_rows) * g.out_w, padv);
-  if (i1 == g.n && i1 > i0) fill_pad(out, (g.lead + (g.n - 1) * g.image_rows + g.h) * g.out_w, g.positions, padv);
+  for (int64_t i = i0; i < i1; ++i) fill_pad(out, i * g.image_rows * g.out_w, (i * g.image_rows + g.gap()) * g.out_w, padv);
+  if (i1 == g.n && i1 > i0) fill_pad(out, g.n * g.image_rows * g.out_w, g.positions, padv);
 }
 
 // A run of len <= 16 positions: a plain store when it is whole (cheaper than a masked one).
@@ -237,6 +234,30 @@ inline __mmask16 shifted_mask(int64_t j, int64_t len, int64_t shift, int64_t w, 
   const int64_t lo = *first < 0 ? -*first : 0, hi = w - *first < len ? w - *first : len;
   return hi > lo ? static_cast<__mmask16>(mask16(static_cast<int>(hi)) & ~mask16(static_cast<int>(lo)))
                  : __mmask16(0);
+}
+}  // namespace
+
+namespace {
+// One run of 16 positions (starting at out) of a block with row-shifted slots, for
+// images [i0, i1): rows -gap .. h-1 of each image, slot t reading input row
+// r + row_shift[t] where that lies in [0, h) (else pad). m / at as in fill_tall_block.
+void fill_shifted_rows(const TallBlockGeometry& g, const __mmask16* m, const uintptr_t* at, const int64_t* row_shift,
+                       __m128i rawpad, __m512i flipv, __mmask16 store, int64_t len, int64_t i0, int64_t i1,
+                       uint8_t* out) {
+  const int64_t h = g.h, row_bytes = 4 * g.out_w, image_stride = g.image_stride, w = g.w;
+  for (int64_t i = i0; i < i1; ++i) {
+    uint8_t* o = out + 4 * i * g.image_rows * g.out_w;
+    for (int64_t r = -g.gap(); r < h; ++r, o += row_bytes) {
+      __m128i x[4];
+      for (int t = 0; t < 4; ++t) {
+        const int64_t src = r + row_shift[t];
+        const __mmask16 mt = static_cast<uint64_t>(src) < static_cast<uint64_t>(h) ? m[t] : __mmask16(0);
+        x[t] = _mm_mask_loadu_epi8(rawpad, mt,
+                                   reinterpret_cast<const void*>(at[t] + static_cast<uintptr_t>(i * image_stride + src * w)));
+      }
+      store_run(o, store, len, _mm512_xor_si512(interleave16(x), flipv));
+    }
+  }
 }
 }  // namespace
 
@@ -268,23 +289,14 @@ void fill_tall_block(const TallBlockGeometry& g, const uint8_t* const* plane, co
       at[t] = reinterpret_cast<uintptr_t>(plane[t] ? plane[t] : some_plane) + static_cast<uintptr_t>(first);
     }
     const __mmask16 store = mask16(static_cast<int>(len));
+    if (row_shift) {
+      fill_shifted_rows(g, m, at, row_shift, rawpad, flipv, store, len, i0, i1, out + 4 * j);
+      continue;
+    }
     // Locals: stores through o could alias g as far as the compiler knows.
     const int64_t h = g.h, row_bytes = 4 * g.out_w, image_stride = g.image_stride, w = g.w;
-    for (int64_t i = i0; row_shift && i < i1; ++i) {  // rows -gap .. h-1, slot t reading row r + row_shift[t]
-      uint8_t* o = out + 4 * (i * g.image_rows * g.out_w + j);
-      for (int64_t r = g.h - g.image_rows; r < h; ++r, o += row_bytes) {
-        __m128i x[4];
-        for (int t = 0; t < 4; ++t) {
-          const int64_t src = r + row_shift[t];
-          const __mmask16 mt = static_cast<uint64_t>(src) < static_cast<uint64_t>(h) ? m[t] : __mmask16(0);
-          x[t] = _mm_mask_loadu_epi8(rawpad, mt,
-                                     reinterpret_cast<const void*>(at[t] + static_cast<uintptr_t>(i * image_stride + src * w)));
-        }
-        store_run(o, store, len, _mm512_xor_si512(interleave16(x), flipv));
-      }
-    }
-    for (int64_t i = i0; !row_shift && i < i1; ++i) {
-      uint8_t* o = out + 4 * ((g.lead + i * g.image_rows) * g.out_w + j);
+    for (int64_t i = i0; i < i1; ++i) {
+      uint8_t* o = out + 4 * ((i * g.image_rows + g.gap()) * g.out_w + j);
       uintptr_t row = static_cast<uintptr_t>(i * image_stride);
       for (int64_t r = 0; r < h; ++r, o += row_bytes, row += static_cast<uintptr_t>(w)) {
         __m128i x[4];
@@ -323,7 +335,7 @@ void fill_tall_copies(const TallBlockGeometry& g, const uint8_t* const* plane, i
       __m128i x[4];
       for (int t = 0; t < 4; ++t) x[t] = _mm_maskz_loadu_epi8(load, plane[t] + i * g.image_stride + r * g.w);
       const __m512i all = _mm512_xor_si512(interleave16(x), flipv);  // dword k = pixel k (k < w)
-      const int64_t pos = 4 * ((g.lead + i * g.image_rows + r) * g.out_w);
+      const int64_t pos = 4 * ((i * g.image_rows + g.gap() + r) * g.out_w);
       for (int64_t b = 0; b < copies; ++b)
         _mm512_mask_storeu_epi32(out[b] + pos, store, _mm512_mask_permutexvar_epi32(padv, inside[b], index[b], all));
     }

@@ -153,7 +153,7 @@ def dynamic_quantize(x):
     x32 = arr.contiguous(xa.astype(np.float32, copy=False))
     if x32.size and not bool(arr.xp_of(x32).isfinite(x32).all()):
         raise ValueError(f"{op}: x must be finite (the range of a NaN/inf input is undefined)")
-    q = arr.xp_of(x32).empty(x32.shape, dtype=np.uint8)
+    q = arr.empty(x32, x32.shape, np.uint8)
     scale, zero_point = np.float32(0.0), np.uint8(0)
     if x32.size:
         scale, zero_point = _backend.get_backend(kind.device, op).dynamic_quantize(x32.reshape(-1), q.reshape(-1))
