@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -177,3 +178,29 @@ def guarded(shape, dtype, at_end):
     _MAPS.append(mm)  # kept for the session: the arrays below point into it
     offset = (pages + 1) * _PAGE - nbytes if at_end else _PAGE
     return np.frombuffer(mm, dtype, count, offset).reshape(shape)
+
+
+def failures_in_threads(jobs, workers, rounds):
+    """Runs the (call, want) jobs from `workers` Python threads at once, each through its own
+    shuffled order of `rounds` passes; returns (thread, job, what) for each call that raised or
+    whose result differs from `want` (empty when all agree)."""
+    barrier = threading.Barrier(workers)
+    failures = []
+
+    def work(tid):
+        order = np.random.default_rng(tid).permutation(len(jobs) * rounds) % len(jobs)
+        barrier.wait()
+        for j in order:
+            call, want = jobs[j]
+            try:
+                if not np.array_equal(call(), want):
+                    failures.append((tid, j, "mismatch"))
+            except Exception as e:  # noqa: BLE001 - reported by the caller
+                failures.append((tid, j, repr(e)))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return failures

@@ -21,7 +21,6 @@ Every result must equal the reference exactly.
 from __future__ import annotations
 
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -30,7 +29,7 @@ import lepton_kernels as lk
 from lepton_kernels import _backend
 from lepton_kernels import reference as ref
 
-from conftest import guarded
+from conftest import failures_in_threads, guarded
 
 TYPE_PAIRS = [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8), (np.int8, np.uint8)]
 
@@ -279,25 +278,9 @@ def test_direct_conv_concurrent_python_threads(native):
     regrown while other threads' teams read theirs), 2 OpenMP threads each."""
     lk.set_num_threads(2)
     jobs = _cases("fold")[::16] + _cases("wide")[::10] + _cases("batch")[::3] + _cases("random")[::60]
-    workers, failures = 4, []
-    barrier = threading.Barrier(workers)
-
-    def work(tid):
-        order = np.random.default_rng(tid).permutation(2 * len(jobs)) % len(jobs)
-        barrier.wait()
-        for j in order:
-            c = jobs[j]
-            try:
-                if not np.array_equal(lk.conv2d_integer(c.x, c.w, c.x_zp, c.w_zp, **c.geo), c.want):
-                    failures.append((tid, j, "conv2d_integer"))
-                if not np.array_equal(lk.qlinear_conv2d(*c.qargs(), **c.qkw()), c.want_q):
-                    failures.append((tid, j, "qlinear_conv2d"))
-            except Exception as e:  # noqa: BLE001 - reported below
-                failures.append((tid, j, repr(e)))
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    calls = []
+    for c in jobs:  # both ops of every case
+        calls.append((lambda c=c: lk.conv2d_integer(c.x, c.w, c.x_zp, c.w_zp, **c.geo), c.want))
+        calls.append((lambda c=c: lk.qlinear_conv2d(*c.qargs(), **c.qkw()), c.want_q))
+    failures = failures_in_threads(calls, workers=4, rounds=2)
     assert not failures, f"{len(failures)} failing calls (thread, job, op): {failures[:5]}"

@@ -10,7 +10,6 @@ per-channel weight zero points, every (x, w, y) type combination, int32 bias wra
 from __future__ import annotations
 
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ import pytest
 import lepton_kernels as lk
 from lepton_kernels import reference as ref
 
-from conftest import guarded
+from conftest import failures_in_threads, guarded
 
 TYPE_PAIRS = [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8), (np.int8, np.uint8)]
 
@@ -270,27 +269,7 @@ def test_concurrent_python_threads(fast_cpu_backend):
         jobs.append((lambda args=args, kw=kw: lk.qlinear_matmul(*args, **kw), want))
     pool_x = _rand(np.random.default_rng(5), np.int8, (3, 8, 16, 66))
     jobs.append((lambda: lk.max_pool2d(pool_x, 2), ref.max_pool2d(pool_x, 2)))
-    workers, rounds = 5, 3
-    barrier = threading.Barrier(workers)
-    failures = []
-
-    def work(tid):
-        order = np.random.default_rng(tid).permutation(len(jobs) * rounds) % len(jobs)
-        barrier.wait()
-        for j in order:
-            call, want = jobs[j]
-            try:
-                got = call()
-                if not np.array_equal(got, want):
-                    failures.append((tid, j, "mismatch"))
-            except Exception as e:  # noqa: BLE001 - reported below
-                failures.append((tid, j, repr(e)))
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    failures = failures_in_threads(jobs, workers=5, rounds=3)
     assert not failures, f"{len(failures)} failing calls (thread, job, what): {failures[:5]}"
 
 
