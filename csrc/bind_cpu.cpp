@@ -650,8 +650,15 @@ py::list as_list(const std::string& op, const char* name, const py::object& o) {
   type_error(op, std::string(name) + " must be a list of numpy arrays, got " + type_name(o));
 }
 
+bool same_shape(const py::array& a, const py::array& b) {
+  if (a.ndim() != b.ndim()) return false;
+  for (py::ssize_t k = 0; k < a.ndim(); ++k)
+    if (a.shape(k) != b.shape(k)) return false;
+  return true;
+}
+
 // Checks items[i] of list `name` like params[i]: float dtype (== params[0]'s), C-contiguous,
-// writeable when updated, same element count as the param.
+// writeable when updated, the param's shape.
 ListItem list_item(const std::string& op, const char* list, size_t i, const py::object& o, bool updated,
                    const ListItem* param, const ListItem* first) {
   ListItem r;
@@ -664,9 +671,11 @@ ListItem list_item(const std::string& op, const char* list, size_t i, const py::
   if (first && first->dt != r.dt)
     type_error(op, r.name + " must have the dtype of " + first->name + " (" + dtype_str(first->a) +
                        "), got " + dtype_str(r.a));
-  if (param && param->a.size() != r.a.size())
-    value_error(op, r.name + " must have " + std::to_string(param->a.size()) + " elements like " + param->name +
-                        ", got shape " + shape_str(shape_of(r.a)));
+  // The same shape exactly, as documented: (1, 8) for an (8,) param would update
+  // correctly here but hides a caller's mix-up (and broadcasts differently elsewhere).
+  if (param && !same_shape(param->a, r.a))
+    value_error(op, r.name + " must have the shape of " + param->name + " " + shape_str(shape_of(param->a)) +
+                        ", got " + shape_str(shape_of(r.a)));
   return r;
 }
 
@@ -844,9 +853,17 @@ void set_isa(const std::string& name) {
   raise_status("set_isa", lepton::set_active_isa(isa));
 }
 
-void set_num_threads(int n) {
-  if (n < 1) value_error("set_num_threads", "n must be >= 1, got " + std::to_string(n));
-  lepton::set_num_threads(n);
+// Thread counts go through this one check (lepton::max_num_threads() is the rule).
+void check_threads(const char* op, const char* name, int64_t n) {
+  const int most = lepton::max_num_threads();
+  if (n < 1 || n > most)
+    value_error(op, std::string(name) + " must be in [1, " + std::to_string(most) +
+                        "] (4 x the logical CPUs this process may use), got " + std::to_string(n));
+}
+
+void set_num_threads(int64_t n) {
+  check_threads("set_num_threads", "n", n);
+  lepton::set_num_threads(static_cast<int>(n));
 }
 
 int parallel_region_threads() {
@@ -861,12 +878,12 @@ int parallel_region_threads() {
   return seen;
 }
 
-double measure_fma_gflops(int threads, double seconds) {
-  if (threads < 1) value_error("measure_fma_gflops", "threads must be >= 1, got " + std::to_string(threads));
+double measure_fma_gflops(int64_t threads, double seconds) {
+  check_threads("measure_fma_gflops", "threads", threads);
   if (!(seconds > 0) || seconds > 600)
     value_error("measure_fma_gflops", "seconds must be in (0, 600], got " + std::to_string(seconds));
   py::gil_scoped_release nogil;
-  return lepton::measure_fma_gflops(threads, seconds);
+  return lepton::measure_fma_gflops(static_cast<int>(threads), seconds);
 }
 
 double measure_copy_gbs(int64_t bytes, int repeats) {
@@ -1294,12 +1311,12 @@ void max_pool2d_int8(const py::object& xo, const py::object& oo, const py::objec
   raise_status(op, st);
 }
 
-double measure_vnni_gops(int threads, double seconds) {
-  if (threads < 1) value_error("measure_vnni_gops", "threads must be >= 1, got " + std::to_string(threads));
+double measure_vnni_gops(int64_t threads, double seconds) {
+  check_threads("measure_vnni_gops", "threads", threads);
   if (!(seconds > 0) || seconds > 600)
     value_error("measure_vnni_gops", "seconds must be in (0, 600], got " + std::to_string(seconds));
   py::gil_scoped_release nogil;
-  return lepton::measure_vnni_gops(threads, seconds);
+  return lepton::measure_vnni_gops(static_cast<int>(threads), seconds);
 }
 
 void set_igemm_path(const std::string& name) {
@@ -1421,8 +1438,10 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         "Force a SIMD variant ('generic', 'avx2', 'avx512'); ValueError if unknown or unsupported.");
   m.def("cpu_features", &lepton::cpu_features, "Space-separated CPU/OS features seen by cpuid.");
   m.def("get_num_threads", &lepton::num_threads, "OpenMP threads the kernels use.");
+  m.def("max_num_threads", &lepton::max_num_threads,
+        "The most threads set_num_threads and the probes accept: 4 x the logical CPUs this process may use.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
-        "Set the OpenMP threads the kernels use (n >= 1).");
+        "Set the OpenMP threads the kernels use (1 <= n <= max_num_threads()).");
   m.def("parallel_region_threads", &parallel_region_threads,
         "Run an OpenMP parallel region and return omp_get_num_threads() seen inside it.");
   m.def("openmp_version", [] { return static_cast<int>(_OPENMP); },

@@ -48,6 +48,11 @@ def test_cross_entropy_matches_torch_and_is_stable(cpu_backend, rng):
     (lambda z, t: lk.cross_entropy(z, t, reduction="avg"), ValueError, ("reduction",)),
     (lambda z, t: lk.cross_entropy(z, t, label_smoothing=1.5), ValueError, ("label_smoothing",)),
     (lambda z, t: lk.cross_entropy_backward(np.ones(3, np.float32), z, t), ValueError, ("grad", "shape")),
+    # ignore_index past int64 was a pybind11 "incompatible function arguments" dump
+    (lambda z, t: lk.cross_entropy(z, t, ignore_index=2**70), ValueError, ("cross_entropy", "ignore_index", "64-bit")),
+    (lambda z, t: lk.cross_entropy(z, t, ignore_index=-2**63 - 1), ValueError, ("ignore_index",)),
+    (lambda z, t: lk.cross_entropy_backward(np.float32(1), z, t, ignore_index=2**64), ValueError,
+     ("cross_entropy_backward", "ignore_index")),
 ])
 def test_cross_entropy_bad_input(call, exc, words):
     z = np.zeros((4, 5), np.float32)
@@ -56,3 +61,30 @@ def test_cross_entropy_bad_input(call, exc, words):
         call(z, t)
     for word in words:
         assert word in str(info.value), f"{word!r} not in {info.value}"
+
+
+@pytest.mark.parametrize("op", ["forward", "backward"])
+def test_uint64_targets_past_int64_are_refused_not_wrapped(cpu_backend, op):
+    """2**64 - 100 used to wrap to -100 (the default ignore_index): the sample was silently dropped."""
+    z = np.zeros((4, 5), np.float32)
+    t = np.array([0, 1, 2, 2**64 - 100], np.uint64)
+    call = (lambda: lk.cross_entropy(z, t)) if op == "forward" else (
+        lambda: lk.cross_entropy_backward(np.float32(1), z, t))
+    with pytest.raises(ValueError, match=r"target values must lie in \[0, 5\).*18446744073709551516"):
+        call()
+    for ignore in (-100, 2**63 - 1):  # whatever ignore_index, a value int64 cannot hold is refused
+        with pytest.raises(ValueError, match="target"):
+            lk.cross_entropy(z, np.array([0, 2**63], np.uint64), ignore_index=ignore)
+
+
+def test_uint64_targets_in_range_and_int64_ignore_index_bounds_work(cpu_backend):
+    z = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    t = np.array([0, 1, 4, 3])
+    want = lk.cross_entropy(z, t)
+    assert_close(lk.cross_entropy(z, t.astype(np.uint64)), want, np.float32, rtol=0, atol=0)
+    assert_close(lk.cross_entropy(z, t.astype(np.uint8)), want, np.float32, rtol=0, atol=0)
+    for ignore in (2**63 - 1, -2**63):  # the int64 extremes are valid ignore_index values
+        assert_close(lk.cross_entropy(z, t, ignore_index=ignore), want, np.float32, rtol=0, atol=0)
+    kept = lk.cross_entropy(z[:3], t[:3])
+    assert_close(lk.cross_entropy(z, np.array([0, 1, 4, 2**63 - 1], np.uint64), ignore_index=2**63 - 1), kept,
+                 np.float32)

@@ -99,6 +99,22 @@ def _read_only(a):
     (lambda p, g: lk.adam_step(p, g, np.zeros(3, np.float32), np.zeros_like(p), step=1, lr=0.1), ValueError,
      ("exp_avgs[0]",)),
     (lambda p, g: lk.multi_tensor_sgd_step([p, p.copy()], [g], lr=0.1), ValueError, ("lengths",)),
+    (lambda p, g: lk.adam_step(p, g, np.zeros_like(p), np.zeros_like(p), step=2**63, lr=0.1), ValueError,
+     ("step", "64-bit")),  # was a pybind11 "incompatible function arguments" dump
+    # the same element count in another shape was accepted ("same shape" is the documented rule)
+    (lambda p, g: lk.sgd_step(p, g.reshape(1, 16), lr=0.1), ValueError, ("grads[0]", "(16,)", "(1, 16)")),
+    (lambda p, g: lk.sgd_step(p.reshape(4, 4), g, lr=0.1), ValueError, ("grads[0]", "(4, 4)", "(16,)")),
+    (lambda p, g: lk.sgd_step(p, g, np.zeros((16, 1), np.float32), lr=0.1, momentum=0.9), ValueError,
+     ("momentum_buffers[0]", "(16,)", "(16, 1)")),
+    (lambda p, g: lk.adam_step(p, g, np.zeros((2, 8), np.float32), np.zeros_like(p), step=1, lr=0.1), ValueError,
+     ("exp_avgs[0]", "(16,)", "(2, 8)")),
+    (lambda p, g: lk.adam_step(p, g, np.zeros_like(p), np.zeros_like(p), step=1, lr=0.1, amsgrad=True,
+                               max_exp_avg_sq=np.zeros((1, 16), np.float32)), ValueError,
+     ("max_exp_avg_sqs[0]", "(1, 16)")),
+    (lambda p, g: lk.multi_tensor_adam_step([p, p[:4].copy()], [g, g[:4].reshape(1, 4)],
+                                            [np.zeros_like(p), np.zeros(4, np.float32)],
+                                            [np.zeros_like(p), np.zeros(4, np.float32)], step=1, lr=0.1), ValueError,
+     ("grads[1]", "(4,)", "(1, 4)")),
 ])
 def test_bad_updates_are_refused_and_nothing_changes(call, exc, words, rng):
     p = rng.standard_normal(16).astype(np.float32)
@@ -118,3 +134,30 @@ def test_multi_tensor_validates_everything_before_updating(rng):
     with pytest.raises(ValueError, match="params\\[1\\]"):
         lk.multi_tensor_sgd_step([good, bad], [np.ones(8, np.float32)] * 2, lr=0.1)
     np.testing.assert_array_equal(good, before)
+
+
+def test_zero_d_param_needs_zero_d_state(cpu_backend):
+    """adam_step with a 0-d param and (1,) state was accepted (same element count)."""
+    p = np.array(1.0, np.float32)
+    for name, state in (("exp_avgs[0]", (np.zeros(1, np.float32), np.zeros((), np.float32))),
+                        ("exp_avg_sqs[0]", (np.zeros((), np.float32), np.zeros(1, np.float32)))):
+        with pytest.raises(ValueError, match=r"%s.*\(\).*\(1,\)" % name.replace("[", r"\[").replace("]", r"\]")):
+            lk.adam_step(p, np.ones((), np.float32), *state, step=1, lr=0.1)
+        assert p == 1.0
+    with pytest.raises(ValueError, match=r"grads\[0\]"):
+        lk.adam_step(p, np.ones(1, np.float32), np.zeros((), np.float32), np.zeros((), np.float32), step=1, lr=0.1)
+    lk.adam_step(p, np.ones((), np.float32), np.zeros((), np.float32), np.zeros((), np.float32), step=1, lr=0.1)
+    assert p < 1.0
+
+
+def test_binding_refuses_other_shapes_directly():
+    """The compiled binding itself checks shapes (a direct call must not accept a reshaped array)."""
+    c = pytest.importorskip("lepton_kernels._lepton_cpu")
+    p = np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match=r"sgd_step: grads\[0\] must have the shape of params\[0\] \(8,\), got \(1, 8\)"):
+        c.sgd_step([p], [np.ones((1, 8), np.float32)], None, 0.1, 0.0, 0.0, 0.0, False, False, False)
+    z = np.zeros((), np.float32)
+    with pytest.raises(ValueError, match=r"adam_step: exp_avgs\[0\].*\(\), got \(1,\)"):
+        c.adam_step([z], [np.ones((), np.float32)], [np.zeros(1, np.float32)], [np.zeros((), np.float32)], None, 1,
+                    0.1, 0.9, 0.999, 1e-8, 0.0, False, False, False)
+    assert not p.any() and z == 0

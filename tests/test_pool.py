@@ -33,6 +33,11 @@ GEOMETRIES = [
     ((1, 4, 28, 28), 2, 2, 0, 1, False),
     ((2, 3, 32, 47), 3, 2, 1, 1, True),
     ((1, 2, 13, 64), 2, 2, 0, 1, False),
+    # stride / padding far beyond the input: the kernels clip each window to the input
+    # instead of padding a scratch row to the stride or the padding
+    ((2, 2, 5, 6), 2, 300, 1, 1, False),
+    ((1, 2, 5, 6), 3, (1, 700), 2, (1, 2), True),
+    ((1, 2, 3, 5), 3, (1, 2500), ((1, 0), (5000, 5000)), 1, False),
 ]
 
 
@@ -243,3 +248,55 @@ def test_native_pooling_random_geometries(geometry, seed):
             ga = np.ones_like(a)
             assert_close(lk.avg_pool2d_backward(ga, shape, k, s, p, ceil, cip),
                          ref.avg_pool2d_backward(ga, shape, k, s, p, ceil, cip), np.float32)
+
+
+# ------------------------------------------------------------------ geometry far beyond the input
+# max_pool2d(x (2,2,2,5), 2, stride=2**28, padding=1) took 43 s and 16 GB (a scratch row sized
+# by the stride) for a 1x1 output. Run in a child process with a timeout so a regression fails
+# here instead of exhausting the machine; the bounds are generous (the fixed call takes ms).
+HUGE_GEOMETRY = """
+import json, resource, time
+import numpy as np
+import lepton_kernels as lk
+x = np.random.default_rng(0).standard_normal((2, 2, 2, 5)).astype(np.float32)
+lk.max_pool2d(x, 2)
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+y, idx = lk.max_pool2d(x, 2, stride=2**28, padding=1, return_indices=True)
+y2 = lk.max_pool2d(x, 2, stride=2**28, padding=1)
+y8 = lk.max_pool2d((x * 10).astype(np.int8), 2, stride=2**28, padding=1)
+a = lk.avg_pool2d(x, 2, stride=2**30, padding=2**29 - 8)
+g = lk.avg_pool2d_backward(np.ones_like(a), x.shape, 2, stride=2**30, padding=2**29 - 8)
+seconds = time.perf_counter() - t0
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
+print(json.dumps({"seconds": seconds, "grown_kib": grown, "shapes": [y.shape, y2.shape, y8.shape, a.shape, g.shape],
+                  "y": y.ravel().tolist(), "y2": y2.ravel().tolist(), "idx": idx.ravel().tolist(),
+                  "want": x[:, :, :1, :1].ravel().tolist(), "a": float(np.abs(a).sum()),
+                  "g": float(np.abs(g).sum())}))
+"""
+
+
+def test_huge_stride_and_padding_cost_what_the_data_costs():
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", HUGE_GEOMETRY], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["seconds"] < 5, f"took {r['seconds']:.1f} s"
+    assert r["grown_kib"] < 200 * 1024, f"peak RSS grew by {r['grown_kib'] / 1024:.0f} MiB"
+    assert r["shapes"][:3] == [[2, 2, 1, 1]] * 3
+    # the one window covers padding row/column -1 and input (0, 0)
+    assert r["y"] == r["y2"] == r["want"] and r["idx"] == [0, 0, 0, 0]
+    # avg: one window per plane, entirely in the (2**29-row) padding
+    assert r["shapes"][3:] == [[2, 2, 1, 1], [2, 2, 2, 5]] and r["a"] == r["g"] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_int8_max_pool2d_with_stride_beyond_the_input(cpu_backend, dtype, rng):
+    x = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, (2, 3, 5, 6), endpoint=True).astype(dtype)
+    for k, s, p in ((2, 300, 1), (3, (2, 900), ((0, 1), (2, 3000)))):
+        want = ref.max_pool2d(x.astype(np.float64), k, s, p)
+        want = np.where(np.isneginf(want), np.iinfo(dtype).min, want).astype(dtype)
+        np.testing.assert_array_equal(lk.max_pool2d(x, k, s, p), want)

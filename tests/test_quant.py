@@ -415,14 +415,17 @@ def test_conv_geometry_remembered_only_for_values_that_validate_alike(op, rng):
 
 def test_int8_scalar_parameters_take_the_same_path_as_arrays(rng):
     """Per-tensor zero points and scales given as Python numbers (the fast path), NumPy scalars
-    and 0-d arrays give the same result; 1-element 1-D per-tensor zero points stay errors."""
+    and 0-d arrays give the same result; a 1-element 1-D zero point is per-tensor too (ONNX, see
+    test_onnx_one_element_tensors_are_per_tensor), while longer or 2-D ones are errors."""
     x = rng.integers(0, 256, (2, 3, 6, 6)).astype(np.uint8)
     w = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
     want = lk.conv2d_integer(x, w, np.array(130), np.array(-3), 1, 1)
     for x_zp, w_zp in ((130, -3), (np.uint8(130), np.int8(-3)), (np.int64(130), np.full(4, -3, np.int32))):
         np.testing.assert_array_equal(lk.conv2d_integer(x, w, x_zp, w_zp, 1, 1), want)
-    with pytest.raises(ValueError, match="x_zero_point"):
-        lk.conv2d_integer(x, w, np.array([130]), 0)
+    np.testing.assert_array_equal(lk.conv2d_integer(x, w, np.array([130]), np.array([-3], np.int8), 1, 1), want)
+    for bad in (np.array([130, 130]), np.array([[130]])):
+        with pytest.raises(ValueError, match="x_zero_point"):
+            lk.conv2d_integer(x, w, bad, 0)
     want_q = ref.qlinear_conv2d(x, 0.02, 130, w, 0.004, 0, 0.5, np.uint8(7), None, 1, 1)
     for w_scale in (0.004, np.float64(0.004), np.array(0.004), np.full(4, 0.004), np.full(4, 0.004, np.float32)):
         np.testing.assert_array_equal(lk.qlinear_conv2d(x, 0.02, 130, w, w_scale, 0, 0.5, np.uint8(7), None, 1, 1),
@@ -448,3 +451,36 @@ def test_large_int8_results_start_on_a_cache_line(rng):
         assert q.ctypes.data % 64 == 0 and q.shape == ((1 << 20) + 3,) and q.dtype == np.uint8
     small = lk.conv2d_integer(x[:1, :, :4, :4], w, 128, None, 1, 1)
     assert small.base is None and small.shape == (1, 32, 4, 4)
+
+
+def test_onnx_one_element_tensors_are_per_tensor(cpu_backend, rng):
+    """ONNX gives per-tensor scales and zero points as 1-D tensors of one element (shape (1,)); they
+    mean the same as scalars. Inputs and outputs of the ONNX backend node tests test_matmulinteger
+    and test_qlinearmatmul_2D (onnx/backend/test/case/node/), which were refused."""
+    a = np.array([[11, 7, 3], [10, 6, 2], [9, 5, 1], [8, 4, 0]], np.uint8)
+    b = np.array([[1, 4], [2, 5], [3, 6]], np.uint8)
+    np.testing.assert_array_equal(lk.matmul_integer(a, b, np.array([12], np.uint8), np.array([0], np.uint8)),
+                                  np.array([[-38, -83], [-44, -98], [-50, -113], [-56, -128]], np.int32))
+    a = np.array([[208, 236, 0, 238], [3, 214, 255, 29]], np.uint8)
+    b = np.array([[152, 51, 244], [60, 26, 255], [0, 127, 246], [127, 254, 247]], np.uint8)
+    one = lambda v, t: np.array([v], t)  # noqa: E731
+    y = lk.qlinear_matmul(a, one(0.0066, np.float32), one(113, np.uint8), b, one(0.00705, np.float32),
+                          one(114, np.uint8), one(0.0107, np.float32), one(118, np.uint8))
+    np.testing.assert_array_equal(y, np.array([[168, 115, 255], [1, 66, 151]], np.uint8))
+    assert y.dtype == np.uint8
+
+    # ConvInteger / QLinearConv / QuantizeLinear / DequantizeLinear: (1,) gives the scalar's result
+    x = rng.integers(0, 256, (2, 3, 6, 6)).astype(np.uint8)
+    w = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
+    np.testing.assert_array_equal(lk.conv2d_integer(x, w, one(130, np.uint8), one(-3, np.int8), 1, 1),
+                                  lk.conv2d_integer(x, w, 130, -3, 1, 1))
+    np.testing.assert_array_equal(
+        lk.qlinear_conv2d(x, one(0.02, np.float32), one(130, np.uint8), w, one(0.004, np.float32), one(0, np.int8),
+                          one(0.5, np.float32), one(7, np.uint8), None, 1, 1),
+        lk.qlinear_conv2d(x, 0.02, 130, w, 0.004, 0, 0.5, np.uint8(7), None, 1, 1))
+    f = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    for axis in (None, 1):  # ONNX ignores the axis for a per-tensor (one-element) scale
+        q = lk.quantize(f, one(0.05, np.float32), one(3, np.int8), axis=axis)
+        np.testing.assert_array_equal(q, lk.quantize(f, 0.05, 3))
+        np.testing.assert_array_equal(lk.dequantize(q, one(0.05, np.float32), one(3, np.int8), axis=axis),
+                                      lk.dequantize(q, 0.05, 3))

@@ -53,6 +53,38 @@ X = np.ones((2, 3, 8, 8), np.float32)
      ("avg_pool2d_backward", "grad_out", "(4, 4)")),
     (lambda: lk.use_backend("tensorflow"), ValueError, ("use_backend",)),
     (lambda: lk.set_num_threads(0), ValueError, ("set_num_threads",)),
+    # geometry numbers past int64 (were MemoryError, numpy's "Maximum allowed dimension exceeded"
+    # or a pybind11 "incompatible function arguments" dump): ValueError naming the argument
+    (lambda: lk.avg_pool2d(X, 2, 2**40, 2**64), ValueError, ("avg_pool2d", "padding", "64-bit")),
+    (lambda: lk.avg_pool2d(X, 2, 2, 2**63), ValueError, ("avg_pool2d", "padding", "64-bit")),
+    (lambda: lk.max_pool2d(X, 2, stride=2**64), ValueError, ("max_pool2d", "stride", "64-bit")),
+    (lambda: lk.max_pool2d(X, 2**63), ValueError, ("max_pool2d", "kernel_size", "64-bit")),
+    (lambda: lk.max_pool2d(X, 2, dilation=(1, 2**70)), ValueError, ("max_pool2d", "dilation", "64-bit")),
+    (lambda: lk.max_pool2d(X, 2, padding=((0, 2**63 - 1), (0, 0))), ValueError, ("max_pool2d", "padding", "int64")),
+    (lambda: lk.max_pool2d(X, 2**62, 1, 2**62), ValueError, ("max_pool2d", "padding", "int64")),
+    (lambda: lk.max_pool2d(X, 2, 1, 2**61), ValueError, ("max_pool2d", "stride and padding", "int64")),
+    (lambda: lk.avg_pool2d(X, 2, divisor_override=2**64), ValueError, ("divisor_override", "64-bit")),
+    (lambda: lk.avg_pool2d_backward(np.ones((2, 3, 4, 4), np.float32), (2, 3, 2**64, 8), 2), ValueError,
+     ("avg_pool2d_backward", "input_shape", "64-bit")),
+    (lambda: lk.conv2d(X, np.ones((4, 3, 3, 3), np.float32), stride=2**64), ValueError, ("conv2d", "stride", "64-bit")),
+    (lambda: lk.conv2d(X, np.ones((4, 3, 3, 3), np.float32), padding=2**63), ValueError, ("conv2d", "padding")),
+    (lambda: lk.conv2d(X, np.ones((4, 3, 3, 3), np.float32), padding=2**40), ValueError,
+     ("conv2d", "stride and padding", "int64")),
+    (lambda: lk.conv2d(X, np.ones((4, 3, 3, 3), np.float32), dilation=2**64), ValueError, ("conv2d", "dilation")),
+    (lambda: lk.conv2d(X, np.ones((4, 3, 3, 3), np.float32), padding=((2**62, 2**62), (0, 0))), ValueError,
+     ("conv2d", "padding", "int64")),
+    (lambda: lk.conv2d_backward(np.ones((2, 4, 6, 6), np.float32), X, np.ones((4, 3, 3, 3), np.float32),
+                                stride=2**64), ValueError, ("conv2d_backward", "stride")),
+    (lambda: lk.conv2d_integer(np.ones((1, 3, 8, 8), np.uint8), np.ones((4, 3, 3, 3), np.int8), stride=2**64),
+     ValueError, ("conv2d_integer", "stride", "64-bit")),
+    (lambda: lk.conv2d_integer(np.ones((1, 3, 8, 8), np.uint8), np.ones((4, 3, 3, 3), np.int8), padding=2**63),
+     ValueError, ("conv2d_integer", "padding", "64-bit")),
+    (lambda: lk.qlinear_conv2d(np.ones((1, 3, 8, 8), np.uint8), 1.0, 0, np.ones((4, 3, 3, 3), np.int8), 1.0, 0,
+                               1.0, 0, dilation=2**64), ValueError, ("qlinear_conv2d", "dilation", "64-bit")),
+    (lambda: lk.prepare_qlinear_conv2d(1.0, 0, np.ones((4, 3, 3, 3), np.int8), 1.0, 0, 1.0, 0, padding=2**64),
+     ValueError, ("padding", "64-bit")),
+    (lambda: lk.cross_entropy(np.zeros((2, 3), np.float32), np.array([0, 1]), ignore_index=2**70), ValueError,
+     ("cross_entropy", "ignore_index")),
 ])
 def test_bad_input_raises_with_a_clear_message(call, exc, words):
     with pytest.raises(exc) as info:
@@ -96,3 +128,66 @@ def test_forced_backend_environment_variable(monkeypatch):
     monkeypatch.setenv("LEPTON_BACKEND", "cupy")  # exists only for CUDA arrays
     with pytest.raises(RuntimeError, match="cupy"):
         lk.relu(np.ones(3, np.float32))
+
+
+# ------------------------------------------------------------------ huge but valid geometry
+# A stride or padding far beyond the input must cost what the data costs: float32 conv2d with
+# stride 2**24 took 3 s and 1.5 GB for a 2x2 output, its backward ran out of memory (buffers laid
+# out over the padded span). Run in a child process with a timeout and an RSS check so a
+# regression fails here instead of exhausting the machine.
+SPREAD_GEOMETRY = """
+import json, resource, time
+import numpy as np
+import lepton_kernels as lk
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+w = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+xi, wi = rng.integers(0, 256, x.shape).astype(np.uint8), rng.integers(-128, 128, w.shape).astype(np.int8)
+lk.conv2d(x, w), lk.conv2d_integer(xi, wi)
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+geo = dict(stride=2**24, padding=2**23)
+y = lk.conv2d(x, w, **geo)
+gx, gw, gb = lk.conv2d_backward(np.ones_like(y), x, w, **geo)
+yi = lk.conv2d_integer(xi, wi, 0, 0, 2**24, 2**23)
+yq = lk.qlinear_conv2d(xi, 0.1, 0, wi, 0.1, 0, 0.1, 0, None, 2**24, 2**23)
+m = lk.max_pool2d(x, 2, 2**28, 1)
+seconds = time.perf_counter() - t0
+print(json.dumps({"seconds": seconds, "grown_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0,
+                  "shapes": [y.shape, gx.shape, gw.shape, yi.shape, yq.shape, m.shape]}))
+"""
+
+
+def test_huge_stride_and_padding_cost_what_the_data_costs():
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SPREAD_GEOMETRY], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["seconds"] < 5, f"took {r['seconds']:.1f} s"
+    assert r["grown_kib"] < 200 * 1024, f"peak RSS grew by {r['grown_kib'] / 1024:.0f} MiB"
+    assert r["shapes"] == [[2, 4, 2, 2], [2, 3, 5, 6], [4, 3, 2, 2], [2, 4, 2, 2], [2, 4, 2, 2], [2, 3, 1, 1]]
+
+
+@pytest.mark.parametrize("geo", [dict(stride=300, padding=200), dict(stride=(1, 400), padding=(0, 300)),
+                                 dict(stride=50, padding=120, dilation=(60, 1))], ids=str)
+@pytest.mark.parametrize("c_in", [3, 12])  # the direct (few channels) and the wide / GEMM dispatch
+def test_conv2d_with_stride_far_above_the_kernel_matches_reference(geo, c_in):
+    from lepton_kernels import reference as ref
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, c_in, 5, 6))
+    w = rng.standard_normal((8, c_in, 2, 2))
+    b = rng.standard_normal(8)
+    for dtype in (np.float32, np.float64):
+        xd, wd, bd = x.astype(dtype), w.astype(dtype), b.astype(dtype)
+        y = lk.conv2d(xd, wd, bd, **geo)
+        want = ref.conv2d(x, w, b, **geo)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+        g = rng.standard_normal(y.shape)
+        got = lk.conv2d_backward(g.astype(dtype), xd, wd, **geo)
+        for a, e in zip(got, ref.conv2d_backward(g, x, w, **geo)):
+            np.testing.assert_allclose(a, e, rtol=tol, atol=tol * 10)

@@ -23,8 +23,9 @@
 //    a time; grad_x is the transposed convolution computed by the forward
 //    kernel as a gather over the zero-bordered gradient, one stride phase at
 //    a time (DirectPlan), so there is no scatter.
-//  * GEMM (float64 / generic with many channels, huge images, 1x1 grad_x, and
-//    geometries whose phases would need negative padding): im2col +
+//  * GEMM (float64 / generic with many channels, huge images, 1x1 grad_x,
+//    geometries whose phases would need negative padding, and strides or
+//    dilations far above the kernel, Shape::spread): im2col +
 //    lepton::gemm with the bias/ReLU epilogue (1x1 stride-1 unpadded
 //    convolutions read the input directly); backward grad_w = g' col^T and
 //    grad_x = col2im(W^T g') over runs of images.
@@ -84,7 +85,17 @@ struct Shape {
   Conv2dDesc d;
   int64_t cg, cog, kk, ntaps, hw, ohw;
   bool pointwise;  // 1x1, stride 1, no padding: the input is already the im2col matrix
+  // The direct and wide kernels lay each input channel out over every padded row and
+  // column an output reads ((out_h-1)*sh + (kh-1)*dh + 1 rows, columns likewise). A
+  // stride or dilation far above the kernel (with the padding that allows it) makes that
+  // out of proportion to the data (2 GB for a 2x2 output); im2col + GEMM then costs only
+  // kernel x output. Such geometry takes the GEMM path.
+  bool spread;
 };
+
+// The padded span above may exceed this multiple of the im2col matrix plus the input
+// plane, plus a constant for tiny planes, before the direct kernels are given up.
+constexpr int64_t kSpreadFactor = 4, kSpreadSlack = 4096;
 
 Shape make_shape(const Conv2dDesc& d) {
   Shape s;
@@ -97,6 +108,10 @@ Shape make_shape(const Conv2dDesc& d) {
   s.ohw = d.out_h * d.out_w;
   s.pointwise = d.kernel_h == 1 && d.kernel_w == 1 && d.stride_h == 1 && d.stride_w == 1 &&
                 d.pad_top == 0 && d.pad_bottom == 0 && d.pad_left == 0 && d.pad_right == 0;
+  // validate() keeps every factor below 2^31; __int128 keeps the products exact.
+  const __int128 hu = __int128(std::max<int64_t>(d.out_h - 1, 0)) * d.stride_h + (d.kernel_h - 1) * d.dilation_h + 1;
+  const __int128 wu = __int128(std::max<int64_t>(d.out_w - 1, 0)) * d.stride_w + (d.kernel_w - 1) * d.dilation_w + 1;
+  s.spread = hu * wu > kSpreadFactor * (__int128(s.kk) * s.ohw + s.hw) + kSpreadSlack;
   return s;
 }
 
@@ -1217,7 +1232,7 @@ Status gemm_backward(const Shape& s, const T* g, const T* x, const T* w, const T
 
 // Few input channels per group: the GEMM's reduction (cg*kh*kw) is too short
 // to amortize im2col and packing, and the direct kernels keep every FMA useful.
-bool use_direct(const Shape& s) { return s.cg <= 8; }
+bool use_direct(const Shape& s) { return s.cg <= 8 && !s.spread; }
 
 // The float32 direct forward (an implicit GEMM over the expanded input) also
 // beats im2col + GEMM with many channels while its input buffer stays within
@@ -1225,7 +1240,7 @@ bool use_direct(const Shape& s) { return s.cg <= 8; }
 template <class T>
 bool use_direct_forward(const Shape& s) {
   if (use_direct(s)) return true;
-  if (!std::is_same<T, float>::value || active_isa() == Isa::generic) return false;
+  if (s.spread || !std::is_same<T, float>::value || active_isa() == Isa::generic) return false;
   const int64_t hu = (s.d.out_h - 1) * s.d.stride_h + (s.d.kernel_h - 1) * s.d.dilation_h + 1;
   return s.cg * s.d.kernel_w * hu * s.d.out_w <= (int64_t(1) << 20);
 }
@@ -1257,6 +1272,7 @@ Status fast_backward(const Shape& s, const DirectOps<T>& K, const T* g, const T*
   const int64_t cogp = round_up(s.cog, K.lanes);
   const bool wide_w = gw && s.ntaps >= kWideMinTaps && s.cog * 5 >= cogp * 3;
   T* const none = nullptr;
+  if (s.spread) return gemm_backward(s, g, x, w, y, gx, gw, gb);  // the wide kernels' buffers too
   if (use_direct(s)) {
     if (!wide_w) return direct_backward(s, K, g, x, w, y, gx, gw, gb);
     Status st = wide_backward(s, K, g, x, w, y, none, gw, gb);

@@ -53,7 +53,14 @@ class AlignedBuffer {
 struct PoolPlan {
   int64_t h, w, out_h, out_w;
   int64_t kh, kw, sh, sw, pt, pl, dh, dw;
-  int64_t tmp_len;  // floats in the per-thread padded row; column 0 = input column -pl
+  int64_t tmp_len;  // elements in the per-thread scratch row
+  // false: the scratch row is padded, column 0 = input column -pl, and the
+  // horizontal pass reads whole windows (the SIMD rows need this layout).
+  // true: the scratch row holds the w input columns only and each output
+  // reads just its taps inside the input, so a huge stride or padding costs
+  // no memory (make_plan picks this when the padded row would be out of
+  // proportion to the input and output rows).
+  bool clipped;
 };
 
 // Valid kernel taps [lo, hi) for a window starting at `start` (may be negative)

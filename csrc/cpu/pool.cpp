@@ -46,16 +46,35 @@ Status check_axis(const char* axis, int64_t in, int64_t out, int64_t k, int64_t 
                          (hi != lo ? " or " + std::to_string(hi) : std::string()) + ")");
 }
 
-PoolPlan make_plan(const Pool2dDesc& d) {
+// The padded scratch row is used only while it stays within this multiple of
+// the input and output rows (plus a constant for small planes); beyond it the
+// plan clips, so memory follows the data, never the stride or padding.
+constexpr int64_t kPaddedRowFactor = 32, kPaddedRowSlack = 4096;
+
+// padded_row: the caller can use the padded layout (the max-pool rows); the
+// average passes always clip.
+PoolPlan make_plan(const Pool2dDesc& d, bool padded_row) {
   PoolPlan p{};
   p.h = d.h, p.w = d.w, p.out_h = d.out_h, p.out_w = d.out_w;
   p.kh = d.kernel_h, p.kw = d.kernel_w, p.sh = d.stride_h, p.sw = d.stride_w;
   p.pt = d.pad_top, p.pl = d.pad_left, p.dh = d.dilation_h, p.dw = d.dilation_w;
   // Room for the horizontal SIMD passes, which read whole vectors past out_w.
-  int64_t need = p.sw * (ceil_div(p.out_w, 16) * 16) + (p.kw - 1) * p.dw + 16;
-  p.tmp_len = ceil_div(std::max(p.pl + p.w, need), 16) * 16 + 16;
+  // validate() keeps every factor below 2^31; __int128 keeps the sum exact.
+  const __int128 need = __int128(p.sw) * (ceil_div(p.out_w, 16) * 16) + __int128(p.kw - 1) * p.dw + 16;
+  const __int128 padded = (std::max<__int128>(p.pl + p.w, need) + 15) / 16 * 16 + 16;
+  p.clipped = !padded_row || padded > kPaddedRowFactor * (p.w + p.out_w) + kPaddedRowSlack;
+  p.tmp_len = p.clipped ? ceil_div(p.w, 16) * 16 + 16 : static_cast<int64_t>(padded);
   return p;
 }
+
+// Per output column: its taps [lo, hi) that fall inside the input row.
+struct ColumnTaps {
+  std::vector<int64_t> lo, hi;
+  explicit ColumnTaps(const PoolPlan& p)
+      : lo(static_cast<size_t>(p.out_w)), hi(static_cast<size_t>(p.out_w)) {
+    for (int64_t o = 0; o < p.out_w; ++o) tap_range(o * p.sw - p.pl, p.kw, p.dw, p.w, &lo[o], &hi[o]);
+  }
+};
 
 // Runs rows(plane, oh0, oh1, tmp) over every plane and output row, split into
 // plane x row-block units so that even one plane keeps all threads busy. Each
@@ -134,16 +153,19 @@ void max_rows_generic(const PoolPlan& p, const T* x, T* y, int64_t oh0, int64_t 
 }
 
 // Max with indices, scalar: every output through max_with_index().
+// ind may be null (the clipped plan without indices): each index then goes to a
+// throw-away slot.
 template <class T>
 void max_rows_indices(const PoolPlan& p, const int64_t* col_lo, const int64_t* col_hi,
                       const T* x, T* y, int64_t* ind, int64_t oh0, int64_t oh1) {
+  int64_t unused;
   for (int64_t oh = oh0; oh < oh1; ++oh) {
     const int64_t ih0 = oh * p.sh - p.pt;
     int64_t lo, hi;
     tap_range(ih0, p.kh, p.dh, p.h, &lo, &hi);
     for (int64_t o = 0; o < p.out_w; ++o)
       detail::max_with_index(p, x, ih0, lo, hi, o, col_lo[o], col_hi[o], y + oh * p.out_w + o,
-                             ind + oh * p.out_w + o);
+                             ind ? ind + oh * p.out_w + o : &unused);
   }
 }
 
@@ -165,22 +187,22 @@ Status max_pool_impl(const Pool2dDesc& d, const T* x, T* y, int64_t* ind) {
   const int64_t planes = d.n * d.c, in_plane = d.h * d.w, out_plane = d.out_h * d.out_w;
   if (planes == 0 || out_plane == 0) return Status::Ok();
   if (!y || (in_plane > 0 && !x)) return Status::Invalid("null data pointer");
-  const PoolPlan p = make_plan(d);
+  const PoolPlan p = make_plan(d, true);
   const T ninf = detail::pool_lowest<T>();
-  if (ind) {
-    std::vector<int64_t> clo(static_cast<size_t>(p.out_w)), chi(static_cast<size_t>(p.out_w));
-    for (int64_t o = 0; o < p.out_w; ++o) tap_range(o * p.sw - p.pl, p.kw, p.dw, p.w, &clo[o], &chi[o]);
+  if (ind || p.clipped) {
+    const ColumnTaps cols(p);
+    const int64_t *clo = cols.lo.data(), *chi = cols.hi.data();
     using IdxFn = void (*)(const PoolPlan&, const int64_t*, const int64_t*, const T*, T*,
                            int64_t*, int64_t, int64_t);
     IdxFn rows = max_rows_indices<T>;
     if constexpr (std::is_same<T, float>::value) {
       // The SIMD variant keeps tap offsets in int32 lanes.
-      const bool small = p.kh * p.dh * (p.w + 1) + p.kw * p.dw < (int64_t(1) << 31);
-      if (active_isa() == Isa::avx512 && small && (p.sw == 1 || p.sw == 2))
+      const bool small = __int128(p.kh) * p.dh * (p.w + 1) + __int128(p.kw) * p.dw < (int64_t(1) << 31);
+      if (ind && active_isa() == Isa::avx512 && small && (p.sw == 1 || p.sw == 2))
         rows = detail::avx512::max_pool_rows_idx_f32;
     }
     return for_rows<T>(p, planes, ninf, [&](int64_t q, int64_t oh0, int64_t oh1, T*) {
-      rows(p, clo.data(), chi.data(), x + q * in_plane, y + q * out_plane, ind + q * out_plane,
+      rows(p, clo, chi, x + q * in_plane, y + q * out_plane, ind ? ind + q * out_plane : nullptr,
            oh0, oh1);
     });
   }
@@ -293,12 +315,11 @@ Status check_avg(const Pool2dDesc& d) {
   return Status::Ok();
 }
 
-// Separable: sum the valid kernel rows into the zero-padded temp row, then sum
-// kernel columns and divide.
+// Separable: sum the valid kernel rows into the temp row (the input columns),
+// then sum each output's columns inside the input and divide (padding adds 0).
 template <class T>
-void avg_rows(const PoolPlan& p, const AvgDivisors& dv, const T* x, T* y, int64_t oh0,
-              int64_t oh1, T* tmp) {
-  T* t = tmp + p.pl;
+void avg_rows(const PoolPlan& p, const AvgDivisors& dv, const ColumnTaps& cols, const T* x, T* y,
+              int64_t oh0, int64_t oh1, T* t) {
   for (int64_t oh = oh0; oh < oh1; ++oh) {
     T* yr = y + oh * p.out_w;
     const int64_t ih0 = oh * p.sh - p.pt;
@@ -315,9 +336,9 @@ void avg_rows(const PoolPlan& p, const AvgDivisors& dv, const T* x, T* y, int64_
       for (int64_t c = 0; c < p.w; ++c) t[c] += r[c];
     }
     for (int64_t o = 0; o < p.out_w; ++o) {
-      const T* b = tmp + o * p.sw;
-      T s = b[0];
-      for (int64_t j = 1; j < p.kw; ++j) s += b[j];
+      const int64_t c0 = o * p.sw - p.pl;  // may be negative: index, never a pointer, outside t
+      T s = T(0);
+      for (int64_t j = cols.lo[o]; j < cols.hi[o]; ++j) s += t[c0 + j];
       const double div = dv.at(oh, o);
       yr[o] = div > 0 ? static_cast<T>(s / static_cast<T>(div)) : T(0);
     }
@@ -331,15 +352,17 @@ Status avg_pool_impl(const Pool2dDesc& d, const T* x, T* y) {
   const int64_t planes = d.n * d.c, in_plane = d.h * d.w, out_plane = d.out_h * d.out_w;
   if (planes == 0 || out_plane == 0) return Status::Ok();
   if (!y || (in_plane > 0 && !x)) return Status::Invalid("null data pointer");
-  const PoolPlan p = make_plan(d);
+  const PoolPlan p = make_plan(d, false);
   const AvgDivisors dv = make_divisors(d);
+  const ColumnTaps cols(p);
   return for_rows<T>(p, planes, T(0), [&](int64_t q, int64_t oh0, int64_t oh1, T* tmp) {
-    avg_rows(p, dv, x + q * in_plane, y + q * out_plane, oh0, oh1, tmp);
+    avg_rows(p, dv, cols, x + q * in_plane, y + q * out_plane, oh0, oh1, tmp);
   });
 }
 
 // Per plane: scatter each output row's scaled gradient horizontally into a
-// zeroed padded temp row, then add that row to every input row of the window.
+// zeroed temp row (the input columns; taps in the padding are dropped), then
+// add that row to every input row of the window.
 template <class T>
 Status avg_pool_backward_impl(const Pool2dDesc& d, const T* g, T* gi) {
   Status st = check_avg(d);
@@ -347,8 +370,9 @@ Status avg_pool_backward_impl(const Pool2dDesc& d, const T* g, T* gi) {
   const int64_t planes = d.n * d.c, in_plane = d.h * d.w, out_plane = d.out_h * d.out_w;
   if (planes == 0 || in_plane == 0) return Status::Ok();
   if (!gi || (out_plane > 0 && !g)) return Status::Invalid("null data pointer");
-  const PoolPlan p = make_plan(d);
+  const PoolPlan p = make_plan(d, false);
   const AvgDivisors dv = make_divisors(d);
+  const ColumnTaps cols(p);
   const int nt = detail::threads_for(planes * (in_plane + out_plane));
   detail::AlignedBuffer<T> buf;
   if (!buf.allocate(static_cast<size_t>(nt * p.tmp_len))) return Status::Internal("out of memory");
@@ -366,13 +390,12 @@ Status avg_pool_backward_impl(const Pool2dDesc& d, const T* g, T* gi) {
         const double div = dv.at(oh, o);
         if (!(div > 0)) continue;
         const T v = static_cast<T>(src[oh * p.out_w + o] / static_cast<T>(div));
-        T* b = tmp + o * p.sw;
-        for (int64_t j = 0; j < p.kw; ++j) b[j] += v;
+        const int64_t c0 = o * p.sw - p.pl;
+        for (int64_t j = cols.lo[o]; j < cols.hi[o]; ++j) tmp[c0 + j] += v;
       }
-      const T* t = tmp + p.pl;
       for (int64_t i = lo; i < hi; ++i) {
         T* r = dst + (ih0 + i) * p.w;
-        for (int64_t c = 0; c < p.w; ++c) r[c] += t[c];
+        for (int64_t c = 0; c < p.w; ++c) r[c] += tmp[c];
       }
     }
   };

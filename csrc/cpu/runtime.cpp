@@ -104,7 +104,8 @@ std::atomic<int>& active_slot() {
 }
 
 std::atomic<int>& threads_slot() {
-  static std::atomic<int> slot{std::max(1, omp_get_max_threads())};
+  // OMP_NUM_THREADS sets the start value, within the same bound as set_num_threads.
+  static std::atomic<int> slot{std::clamp(omp_get_max_threads(), 1, max_num_threads())};
   return slot;
 }
 
@@ -193,8 +194,13 @@ bool has_vnni() { return isa_supported(Isa::avx512) && cpu().avx512vnni; }
 
 int num_threads() { return threads_slot().load(std::memory_order_relaxed); }
 
+int max_num_threads() {
+  constexpr int kThreadsPerCpu = 4;
+  return kThreadsPerCpu * std::max(1, omp_get_num_procs());
+}
+
 void set_num_threads(int n) {
-  if (n < 1) n = 1;
+  n = std::clamp(n, 1, max_num_threads());
   threads_slot().store(n, std::memory_order_relaxed);
   omp_set_num_threads(n);
 }
@@ -228,7 +234,7 @@ double fma_probe_generic(int64_t iters) {
 }  // namespace detail
 
 double measure_fma_gflops(int threads, double seconds) {
-  if (threads < 1) threads = 1;
+  threads = std::clamp(threads, 1, max_num_threads());
   if (!(seconds > 0)) seconds = 0.1;
   Isa isa = active_isa();
   auto run = [isa](int64_t iters) -> double {
@@ -256,7 +262,7 @@ double measure_fma_gflops(int threads, double seconds) {
 
 double measure_vnni_gops(int threads, double seconds) {
   if (!has_vnni()) return 0.0;
-  if (threads < 1) threads = 1;
+  threads = std::clamp(threads, 1, max_num_threads());
   if (!(seconds > 0)) seconds = 0.1;
   const int64_t batch = 1 << 16;
   double total_ops = 0, worst = 0;

@@ -16,6 +16,10 @@
 //      input), then pool = (hend - ih0) rows with padding, count = rows inside
 //      [0, h). divisor = divisor_override if > 0, else pool_h*pool_w when
 //      count_include_pad, else count_h*count_w. A window with count 0 gives 0.
+//
+// Cost: scratch memory per thread is bounded by a multiple of the input and
+// output rows, never by the stride or the padding; every size and geometry
+// number must be below 2^31 (validate()).
 #pragma once
 #include <cstdint>
 #include "lepton/status.h"

@@ -21,7 +21,12 @@ std::string cpu_features();  // e.g. "sse4.2 avx avx2 fma avx512f avx512bw ... a
 bool has_vnni();
 
 int num_threads();  // OpenMP threads kernels use
-void set_num_threads(int n);
+// The most threads a kernel or probe may be given: 4 x the logical CPUs this
+// process may run on (omp_get_num_procs). More buys no speed, and tens of
+// thousands exhaust the OpenMP runtime (libgomp exits, or a thread's stack
+// allocation faults), so every thread count is checked against it.
+int max_num_threads();
+void set_num_threads(int n);  // clamped to [1, max_num_threads()]
 
 // Peak fp32 FMA throughput of the active ISA over `threads` threads, GFLOP/s
 // (2 flops per lane per FMA), measured for about `seconds`.

@@ -13,7 +13,7 @@ from .io import save
 from .models import load_model as load
 from ._backend import backends, use_backend
 from ._threads import apply_environment as _apply_thread_environment
-from ._threads import get_num_threads, set_num_threads
+from ._threads import get_num_threads, max_num_threads, set_num_threads
 from .ops import (
     adam_step,
     avg_pool2d,
@@ -60,6 +60,7 @@ __all__ = [
     "use_backend",
     "set_num_threads",
     "get_num_threads",
+    "max_num_threads",
     "autograd",
     "data",
     "models",

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .._threads import check_num_threads
+
 COPY_BYTES = 256 << 20
 COPY_REPEATS = 5
 FMA_SECONDS = 0.3
@@ -190,8 +192,13 @@ def _numpy_sgemm_gflops(seconds: float) -> float:
 
 def measure_cpu_limits(threads: int | None = None, *, copy_bytes: int = COPY_BYTES,
                        fma_seconds: float = FMA_SECONDS, refresh: bool = False) -> dict[str, Any]:
-    """fp32 FMA GFLOP/s and copy GB/s with ``threads`` threads (cached)."""
-    threads = threads or num_threads()
+    """fp32 FMA GFLOP/s and copy GB/s with ``threads`` threads (cached).
+
+    ``threads``: None for the count lepton's kernels use now, else an int in
+    [1, :func:`lepton_kernels._threads.max_num_threads`] (ValueError otherwise,
+    as ``set_num_threads``).
+    """
+    threads = num_threads() if threads is None else check_num_threads("measure_cpu_limits", "threads", threads)
     key = ("cpu", threads)
     if key in _limits_cache and not refresh:
         return _limits_cache[key]
@@ -322,7 +329,7 @@ def measure_cuda_limits(copy_bytes: int = COPY_BYTES, refresh: bool = False) -> 
 
 def describe_machine(device: str = "cpu", threads: int | None = None, *, measure: bool = True) -> dict[str, Any]:
     """Everything the report needs about this machine; ``limits`` is measured
-    unless ``measure`` is False."""
+    unless ``measure`` is False (``threads`` as :func:`measure_cpu_limits`)."""
     desc: dict[str, Any] = {"device": device, "cpu": describe_cpu(check_busy=True)}
     if device == "cuda":
         desc["cuda"] = describe_cuda()

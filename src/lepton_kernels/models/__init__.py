@@ -101,7 +101,10 @@ def load_model(path):
     Returns the rebuilt model (in eval mode) when the file records the
     architecture of one of :data:`MODELS` or a quantized model
     (:class:`lepton_kernels.quant.QuantizedModel`), else the state dict. Never runs code
-    from the file; a damaged file raises ``ValueError``.
+    from the file; a damaged file raises ``ValueError``, and so does a file of
+    the first format (checksum over the tensors only, so its architecture was
+    unprotected): re-save it with ``state, info = lepton_kernels.io.load(path,
+    legacy=True)`` and ``lepton_kernels.save(..., architecture=info["architecture"])``.
     """
     from .. import io
 

@@ -117,6 +117,18 @@ def check_same_dtype(op: str, name: str, a, expected: np.dtype, ref_name: str) -
         raise TypeError(f"{op}: {name} dtype must match {ref_name} ({expected}), got {np.dtype(a.dtype)}")
 
 
+INT64_MAX = (1 << 63) - 1
+
+
+def check_int64(op: str, name: str, value: int) -> int:
+    """``value`` if a C int64 holds it; the compiled kernels take every size and
+    geometry number as int64, so a larger Python int is refused here, naming the
+    argument, instead of overflowing or failing inside the binding."""
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError(f"{op}: {name} must fit a signed 64-bit integer ([-2**63, 2**63 - 1]), got {value}")
+    return value
+
+
 def check_ndim(op: str, name: str, a, allowed: tuple[int, ...], what: str) -> None:
     if a.ndim not in allowed:
         raise ValueError(f"{op}: {name} must be {what}, got {a.ndim}-D array of shape {tuple(a.shape)}")

@@ -9,7 +9,7 @@ from .. import _backend
 from .._backend import ConvParams
 from . import _arrays as arr
 from .linear import _relu_output, check_activation
-from .pool import _padding, _pair
+from .pool import _check_output_count, _padded_size, _padding, _pair
 
 
 def _conv_padding(op, padding, stride, kernel, dilation):
@@ -54,11 +54,12 @@ def _geometry(op, x_shape, w_shape, stride, padding, dilation, groups):
     out = []
     for axis, size, k, s, d, before, after in (("height", x_shape[2], kernel[0], stride[0], dilation[0], pt, pb),
                                                 ("width", x_shape[3], kernel[1], stride[1], dilation[1], pl, pr)):
-        span = int(size) + before + after - d * (k - 1) - 1
+        span = _padded_size(op, axis, int(size), before, after) - d * (k - 1) - 1
         if span < 0:
             raise ValueError(f"{op}: kernel {kernel} with dilation {dilation} spans {d * (k - 1) + 1} along "
                              f"{axis}, larger than the padded input ({size} + padding {before}+{after})")
         out.append(span // s + 1)
+    _check_output_count(op, (int(x_shape[0]), c_out) + tuple(out))
     params = ConvParams(stride[0], stride[1], pt, pb, pl, pr, dilation[0], dilation[1], groups)
     return params, tuple(out)
 

@@ -38,8 +38,13 @@ def _check(op, input, target, weight, ignore_index, reduction, label_smoothing):
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
+    arr.check_int64(op, "ignore_index", int(ignore_index))
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if np.dtype(ta.dtype) == np.uint64 and ta.size and int(ta.max()) > arr.INT64_MAX:
+        # the int64 cast below would wrap such a value, possibly onto ignore_index
+        raise ValueError(f"{op}: target values must lie in [0, {za.shape[1]}) or equal ignore_index "
+                         f"({ignore_index}), got {int(ta.max())}")
     ta = ta.astype(np.int64) if np.dtype(ta.dtype) != np.int64 else arr.contiguous(ta)
     kept = ta[ta != ignore_index]
     if kept.size and (int(kept.min()) < 0 or int(kept.max()) >= za.shape[1]):

@@ -184,7 +184,7 @@ def multi_tensor_adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr, be
                            max_exp_avg_sqs=None, maximize=False):
     """:func:`adam_step` on lists of parameters in one call (all validated before any is updated)."""
     op = "multi_tensor_adam_step"
-    step = _number(op, "step", step, low=1, integer=True)
+    step = arr.check_int64(op, "step", _number(op, "step", step, low=1, integer=True))
     lr = _number(op, "lr", lr, low=0.0)
     beta1 = _number(op, "beta1", beta1, low=0.0, high=1.0, high_open=True)
     beta2 = _number(op, "beta2", beta2, low=0.0, high=1.0, high_open=True)

@@ -22,7 +22,27 @@ _INT8_TYPES = (np.dtype(np.int8), np.dtype(np.uint8))
 def _int(op, name, v):
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
-    return int(v)
+    return arr.check_int64(op, name, int(v))
+
+
+def _padded_size(op, axis, size, before, after):
+    """size + padding along one axis, refused (naming padding) past int64, where the
+    kernels' index arithmetic would overflow."""
+    total = size + before + after
+    if total > arr.INT64_MAX:
+        raise ValueError(f"{op}: padding {before}+{after} along {axis} makes the padded input ({total}) "
+                         f"overflow int64")
+    return total
+
+
+def _check_output_count(op, shape):
+    """Refuse (naming stride and padding) an output whose element count int64 cannot hold."""
+    count = 1
+    for s in shape:
+        count *= s
+    if count > arr.INT64_MAX:
+        raise ValueError(f"{op}: stride and padding give an output of shape {shape}, {count} elements, "
+                         f"more than int64 can count")
 
 
 def _pair(op, name, v, minimum):
@@ -79,12 +99,13 @@ def _geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode, coun
             raise ValueError(f"{op}: divisor_override must be a positive int or None, got {divisor_override}")
     H, W = int(shape[-2]), int(shape[-1])
     for axis, size, k, d, before, after in (("height", H, kh, dh, pt, pb), ("width", W, kw, dw, pl, pr)):
-        if d * (k - 1) + 1 > size + before + after:
+        if d * (k - 1) + 1 > _padded_size(op, axis, size, before, after):
             raise ValueError(
                 f"{op}: kernel_size {(kh, kw)} with dilation {(dh, dw)} spans {d * (k - 1) + 1} along "
                 f"{axis}, larger than the padded input ({size} + padding {before}+{after})")
     oh = _out_size(H, kh, sh, pt, pb, dh, bool(ceil_mode))
     ow = _out_size(W, kw, sw, pl, pr, dw, bool(ceil_mode))
+    _check_output_count(op, tuple(int(s) for s in shape[:-2]) + (oh, ow))
     params = PoolParams(kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, bool(count_include_pad),
                         divisor_override or 0)
     return params, (oh, ow)

@@ -62,7 +62,8 @@ def _params(op, scale, zero_point, axis, shape, qtype):
     for name, v in (("scale", s), ("zero_point", zp)):
         if v.ndim > 1 or (v.ndim == 1 and axis is None and v.size != 1):
             raise ValueError(f"{op}: {name} must be a scalar (per-tensor) or 1-D with axis=, got shape {v.shape}")
-        if v.ndim == 1 and v.size != channels:
+        # one element is per-tensor whatever the axis (ONNX: the axis is ignored for per-tensor quantization)
+        if v.ndim == 1 and v.size not in (1, channels):
             raise ValueError(f"{op}: {name} must have {channels} entries for axis={axis} (shape {tuple(shape)}), "
                              f"got {v.size}")
     if not np.all(np.isfinite(s)) or np.any(s <= 0):
@@ -92,7 +93,8 @@ def quantize(x, scale, zero_point, *, dtype=np.int8, axis=None, out=None):
     ----------
     x : array, float32 (float64 is converted)
     scale : float or 1-D array (per channel along ``axis``), finite and > 0
-    zero_point : int or 1-D array, within the range of ``dtype``
+        A 1-element array is per-tensor, whatever ``axis`` (as ONNX).
+    zero_point : int or 1-D array, within the range of ``dtype`` (1 element: per-tensor)
     dtype : numpy.int8 or numpy.uint8
     axis : int, optional
         Per-channel axis; None for per-tensor.
@@ -122,8 +124,8 @@ def quantize(x, scale, zero_point, *, dtype=np.int8, axis=None, out=None):
 def dequantize(q, scale, zero_point, *, axis=None, out=None):
     """ONNX DequantizeLinear: ``y = (q - zero_point) * scale`` as float32.
 
-    ``q`` may be int8, uint8 or int32; scale / zero point per tensor or per
-    channel along ``axis``.
+    ``q`` may be int8, uint8 or int32; scale / zero point per tensor (a scalar
+    or a 1-element array) or per channel along ``axis``.
     """
     op = "dequantize"
     qa, kind = arr.intake(op, "q", q)
@@ -243,9 +245,10 @@ def _zero_points(op, name, zp, qtype, count, per_channel_ok):
             raise ValueError(f"{op}: {name} must be integer in [{lo}, {hi}], got {zp}")
         return _filled(length, zp, np.int32)
     v = np.asarray(zp.get() if hasattr(zp, "get") else zp)
-    if v.ndim > 1 or (v.ndim == 1 and (not per_channel_ok or v.size not in (1, count))):
-        raise ValueError(f"{op}: {name} must be a scalar{' or have ' + str(count) + ' entries' if per_channel_ok else ''}"
-                         f", got shape {v.shape}")
+    # A 1-D tensor of one element is per-tensor, as a scalar (ONNX, e.g. MatMulInteger's a_zero_point [12]).
+    if v.ndim > 1 or (v.ndim == 1 and v.size != 1 and (not per_channel_ok or v.size != count)):
+        raise ValueError(f"{op}: {name} must be a scalar or a 1-element vector"
+                         f"{' or have ' + str(count) + ' entries' if per_channel_ok else ''}, got shape {v.shape}")
     if v.dtype.kind not in "iu" or (v.size and (v.min() < lo or v.max() > hi)):
         raise ValueError(f"{op}: {name} must be integer in [{lo}, {hi}], got {v.ravel()[:8]}")
     return np.broadcast_to(v.astype(np.int32), (count if per_channel_ok else 1,)).copy()
@@ -268,8 +271,8 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
     ----------
     a : array (M, K), uint8 or int8
     b : array (K, N), int8 or uint8
-    a_zero_point : int, optional (scalar)
-    b_zero_point : int or array (N,), optional (per output column)
+    a_zero_point : int or 1-element array, optional (per-tensor, as ONNX's shape (1,))
+    b_zero_point : int, 1-element array or array (N,), optional (per output column)
 
     Returns
     -------
@@ -296,8 +299,8 @@ def conv2d_integer(x, w, x_zero_point=None, w_zero_point=None, stride=1, padding
     ----------
     x : array (N, C_in, H, W), uint8 or int8
     w : array (C_out, C_in/groups, KH, KW), int8 or uint8
-    x_zero_point : int, optional; padding takes this value (contributes zero)
-    w_zero_point : int or array (C_out,), optional (per output channel)
+    x_zero_point : int or 1-element array, optional; padding takes this value (contributes zero)
+    w_zero_point : int, 1-element array or array (C_out,), optional (per output channel)
     stride, padding, dilation, groups
         As :func:`lepton_kernels.conv2d`.
 
@@ -454,6 +457,7 @@ def qlinear_matmul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, *, bias=No
     b : array (K, N), int8 or uint8 (weights; per output column quantization allowed)
     b_scale : float or array (N,) > 0; b_zp : int or array (N,)
     y_scale : float > 0; y_zp : int in the output type's range
+        Every scalar here may also be a 1-element array (per-tensor, as ONNX's shape (1,)).
     bias : array (N,), optional
         int32 (already quantized with scale ``a_scale * b_scale[j]``, zero point 0, as
         ONNX QLinearConv) or float (quantized here to that scale, half to even, saturated).
@@ -599,7 +603,8 @@ def prepare_qlinear_conv2d(x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=
         raise TypeError(f"{op}: x_dtype must be int8 or uint8, got {in_dtype}")
     c_in = wa.shape[1] * (int(groups) if isinstance(groups, numbers.Integral) else 1)
     # stride, padding, dilation and groups checked now, on an input larger than any kernel's reach
-    _conv_geometry(op, (1, c_in, 1 << 40, 1 << 40), wa.shape, stride, padding, dilation, groups)
+    # (batch 0: the output of this stand-in is never counted against int64)
+    _conv_geometry(op, (0, c_in, 1 << 40, 1 << 40), wa.shape, stride, padding, dilation, groups)
     c_out = wa.shape[0]
     q = _requantization(op, ("x", "w"), in_dtype, wa.dtype, c_out, "output channel", x_scale, x_zp, w_scale, w_zp,
                         y_scale, y_zp, bias, activation, dtype)
