@@ -456,3 +456,73 @@ def test_read_csv_fast_and_slow_paths_agree(tmp_path):
     np.testing.assert_array_equal(fx, sx)
     np.testing.assert_array_equal(fy, sy)
     np.testing.assert_array_equal(fy, a[:, 1].astype(np.float32))
+
+
+@pytest.mark.parametrize("header", ["a,b,label\n", ""])
+def test_read_csv_gzipped(tmp_path, header):
+    text = header + "1,2,0\n3.5,-4,1\n"
+    (tmp_path / "data.csv.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "data.csv").write_text(text)
+    x, y = D.read_csv(tmp_path / "data.csv.gz")
+    np.testing.assert_array_equal(x, [[1, 2], [3.5, -4]])
+    assert y.dtype == np.int64 and y.tolist() == [0, 1]
+    px, py = D.read_csv(tmp_path / "data.csv")
+    np.testing.assert_array_equal(x, px)
+    np.testing.assert_array_equal(y, py)
+
+
+def test_read_csv_refuses_nul_bytes_and_binary(tmp_path):
+    (tmp_path / "n.csv").write_bytes(b"a,b\n1,2\n12\x003,4\n")  # numpy's parser would read 12
+    with pytest.raises(ValueError, match=r"n.csv: line 3: NUL byte"):
+        D.read_csv(tmp_path / "n.csv")
+    (tmp_path / "n2.csv").write_bytes(b"1,2\n3,4\x00\n")
+    with pytest.raises(ValueError, match="line 2: NUL byte"):
+        D.read_csv(tmp_path / "n2.csv")
+    (tmp_path / "bin.csv").write_bytes(b"a,b\n1,2\n\xff\xfe,3\n")
+    with pytest.raises(ValueError, match=r"bin.csv: line 3: not UTF-8"):
+        D.read_csv(tmp_path / "bin.csv")
+
+
+@pytest.mark.parametrize("label_column", [1.5, 1.0, True, [0], b"a"])
+def test_read_csv_label_column_must_be_an_int_or_a_name(tmp_path, label_column):
+    (tmp_path / "d.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="label_column must be an int"):
+        D.read_csv(tmp_path / "d.csv", label_column=label_column)
+    assert D.read_csv(tmp_path / "d.csv", label_column=np.int64(0))[1].tolist() == [1]
+
+
+def test_read_csv_shape_makes_images(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (5, 2 * 3 * 4))
+    labels = rng.integers(0, 10, 5)
+    rows = "\n".join(",".join(map(str, [lab, *row])) for lab, row in zip(labels, pixels))
+    (tmp_path / "img.csv").write_text("label," + ",".join(f"p{i}" for i in range(24)) + "\n" + rows + "\n")
+    x, y = D.read_csv(tmp_path / "img.csv", label_column="label", shape=(2, 3, 4))
+    assert x.shape == (5, 2, 3, 4) and x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_array_equal(x.reshape(5, -1), pixels)  # C order: channel, row, column
+    assert y.tolist() == labels.tolist()
+    assert D.read_csv(tmp_path / "img.csv", label_column=None, shape=[25])[0].shape == (5, 25)
+    with pytest.raises(ValueError, match=r"shape \(1, 5, 5\) needs 25 feature columns; .*img.csv has 24"):
+        D.read_csv(tmp_path / "img.csv", label_column="label", shape=(1, 5, 5))
+    for bad in [(0, 4, 6), (2, -3, -4), 24, "1,28,28", (2.0, 3, 4), ()]:
+        with pytest.raises(ValueError, match="shape must be"):
+            D.read_csv(tmp_path / "img.csv", shape=bad)
+
+
+def test_read_csv_refuses_directories_and_fifos(tmp_path):
+    with pytest.raises(ValueError, match="not a regular file"):
+        D.read_csv(tmp_path)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.csv")  # opening it would block until a writer came
+        with pytest.raises(ValueError, match="not a regular file"):
+            D.read_csv(tmp_path / "pipe.csv")
+
+
+def test_read_csv_refuses_values_that_overflow_float32(tmp_path):
+    (tmp_path / "big.csv").write_text("a,b\n1,2\n1e39,0\n")  # finite as float64, inf as float32
+    with pytest.raises(ValueError, match=r"big.csv: line 3, column 'a': non-finite value '1e39'"):
+        D.read_csv(tmp_path / "big.csv")
+    x, _ = D.read_csv(tmp_path / "big.csv", allow_nonfinite=True)
+    assert np.isinf(x[1, 0])
+    (tmp_path / "edge.csv").write_text(f"{float(np.finfo(np.float32).max)!r},1\n")
+    assert np.isfinite(D.read_csv(tmp_path / "edge.csv")[0]).all()

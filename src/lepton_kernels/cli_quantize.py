@@ -18,7 +18,7 @@ import numpy as np
 from . import data, io, models, training
 from .autograd import Tensor, no_grad
 from .cli import CliError, register_command
-from .cli_train import _dataset
+from .cli_train import _dataset, add_data_options, recorded_data_options
 from .quant import QuantizedModel, quantize_model
 
 OBSERVER_NAMES = ("minmax", "moving_average", "histogram")
@@ -27,7 +27,8 @@ OBSERVER_NAMES = ("minmax", "moving_average", "histogram")
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="a float model file written by `train --save` or lepton_kernels.save")
     p.add_argument("--dataset", required=True,
-                   help="digits | breast-cancer | mnist:DIR | cifar10:DIR | csv:FILE (the model's data set)")
+                   help="digits | breast-cancer | mnist:DIR | cifar10:DIR | csv:FILE | folder:DIR")
+    add_data_options(p, recorded=True)
     p.add_argument("--calibration-batches", type=int, default=8, metavar="N",
                    help="training batches the activation ranges are measured on (default 8)")
     p.add_argument("--batch-size", type=int, default=256,
@@ -115,7 +116,8 @@ def _run(args: argparse.Namespace) -> int:
         seed = training.split_seed(args.file, args.seed)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    dataset = _dataset(args.dataset, seed)
+    options = recorded_data_options(args)
+    dataset = _dataset(args.dataset, seed, options)
     metric_name, fp32_value = _evaluate(model, dataset, "float32")
     batches = _calibration_batches(dataset, args.batch_size, args.calibration_batches, seed)
     try:
@@ -126,7 +128,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         io.save(qmodel, args.out, metadata={"dataset": dataset.name, "observer": args.observer,
                                             "calibration_samples": str(samples),
-                                            training.SPLIT_SEED_KEY: str(seed)})
+                                            training.SPLIT_SEED_KEY: str(seed),
+                                            **training.data_metadata(options)})
     except OSError as exc:
         raise CliError(f"cannot write {args.out}: {exc}") from None
     qmodel = _reload(args.out)  # measure what was saved

@@ -7,11 +7,14 @@
   :func:`load_diabetes`, :func:`load_breast_cancer`.
 * Readers for files a user has: :func:`read_idx` / :func:`load_mnist`,
   :func:`read_cifar10_binary` / :func:`read_cifar10_python` /
-  :func:`load_cifar10`, :func:`read_csv`.
+  :func:`load_cifar10`, :func:`read_csv`, :func:`load_image_folder` (PNG/JPEG
+  class folders through Pillow, ``pip install lepton-kernels[image]``).
 
-Images are NCHW float32 in [0, 1]; class labels are int64.
+The ``load_*`` functions return images as NCHW float32 in [0, 1] (the single-batch
+CIFAR readers return the raw uint8 pixels); class labels are int64.
 """
 from .datasets import load_breast_cancer, load_diabetes, load_digits
+from .images import load_image_folder
 from .loader import DataLoader
 from .preprocess import Standardizer, standardize, train_test_split
 from .readers import (
@@ -37,4 +40,5 @@ __all__ = [
     "read_cifar10_python",
     "load_cifar10",
     "read_csv",
+    "load_image_folder",
 ]

@@ -2,8 +2,9 @@
 
 Every reader checks sizes and magic numbers against the payload and raises a
 ``ValueError`` that names the file and the problem (truncated, oversized,
-wrong format) instead of returning garbage. Image outputs are NCHW float32 in
-[0, 1]; labels are int64.
+wrong format) instead of returning garbage. Images are NCHW: uint8 from the
+single-batch CIFAR readers, float32 in [0, 1] from ``load_mnist`` and
+``load_cifar10``; labels are int64.
 
 CIFAR-10 python batches are pickles. Unpickling can run arbitrary code, so
 they are read with a restricted unpickler that resolves no real global at all:
@@ -16,6 +17,15 @@ The recorded data is then turned into arrays here, accepting only plain
 numeric dtypes and raw buffers of exactly the declared size. Any other global
 (``os.system``, ``builtins.eval``, ...) is refused before anything runs.
 The binary version of CIFAR-10 needs none of this and is preferred.
+
+Work and memory are bounded by what a genuine file could need, not by what
+a file asks for: gzip is decompressed in pieces and stopped once the output
+passes the size an IDX header declares or the most a CIFAR-10 batch can hold
+(the whole 60,000-image set); a pickle is scanned before it is unpickled and
+refused if it references a container twice (a memo-reuse "billion laughs"
+would expand as a tree when hashed or materialized), nests deeper than 50,
+or holds more opcodes than its size allows; arrays may not hold more bytes
+than the file. Only regular files are read (a FIFO would block).
 """
 from __future__ import annotations
 
@@ -23,8 +33,11 @@ import csv
 import gzip
 import io as _io
 import math
+import numbers
 import os
 import pickle
+import pickletools
+import stat
 import warnings
 import zlib
 from pathlib import Path
@@ -50,23 +63,57 @@ def _fail(path, problem: str) -> ValueError:
     return ValueError(f"{os.fspath(path)}: {problem}")
 
 
-def _read_payload(path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic 1f 8b."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        raw = f.read(max_bytes + 1)
-    if len(raw) > max_bytes:
+_GUNZIP_CHUNK = 1 << 20
+#: Bytes of decompressed output handed to a reader's ``declared_size`` (an IDX header is at most 1,024).
+_HEAD_BYTES = 4 + 4 * 255
+
+
+def _read_regular_file(path: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``.
+
+    A FIFO or device would block or never end, so only regular files are
+    read; the size is checked before reading, and ``read()`` then sizes its
+    buffer by the file instead of by the limit.
+    """
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise _fail(path, "not a regular file (a directory, FIFO or device cannot be read as data)")
+    if info.st_size > max_bytes:
         raise _fail(path, f"file is larger than the {max_bytes}-byte limit")
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) > max_bytes:  # grew after the stat
+        raise _fail(path, f"file is larger than the {max_bytes}-byte limit")
+    return raw
+
+
+def _read_payload(path, max_bytes: int = MAX_FILE_BYTES, declared_size=None) -> bytes | bytearray:
+    """The file's bytes, gunzipped (into a bytearray, not copied again) when it starts with the gzip
+    magic 1f 8b.
+
+    Decompression streams in 1 MiB pieces and stops as soon as the output
+    passes ``max_bytes`` or the size ``declared_size(prefix)`` derives from the
+    first bytes (None until it has seen enough), so a gzip bomb costs at most
+    what a genuine file of that type could.
+    """
+    path = os.fspath(path)
+    raw = _read_regular_file(path, max_bytes)
     if not raw.startswith(_GZIP_MAGIC):
         return raw
+    out, limit, what = bytearray(), max_bytes, f"the {max_bytes}-byte limit"
     try:
         with gzip.GzipFile(fileobj=_io.BytesIO(raw)) as g:
-            data = g.read(max_bytes + 1)
+            while chunk := g.read(min(_GUNZIP_CHUNK, limit + 1 - len(out))):
+                out += chunk
+                if declared_size is not None and limit == max_bytes:
+                    declared = declared_size(bytes(out[:_HEAD_BYTES]))
+                    if declared is not None and declared < limit:
+                        limit, what = declared, f"the {declared} bytes its header declares"
+                if len(out) > limit:
+                    raise _fail(path, f"decompressed data is larger than {what} (gzip bomb or wrong file)")
     except (OSError, EOFError, zlib.error) as exc:
         raise _fail(path, f"corrupt or truncated gzip data ({exc})") from None
-    if len(data) > max_bytes:
-        raise _fail(path, f"decompressed data is larger than the {max_bytes}-byte limit")
-    return data
+    return out
 
 
 # --------------------------------------------------------------------------- IDX / MNIST
@@ -80,6 +127,17 @@ _IDX_DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+
+
+def _idx_declared_size(head: bytes) -> int | None:
+    """Total file size an IDX header declares (None while the header is incomplete or invalid)."""
+    if len(head) < 4 or head[0] or head[1] or head[2] not in _IDX_DTYPES:
+        return None
+    header = 4 + 4 * head[3]
+    if len(head) < header:
+        return None
+    shape = np.frombuffer(head, dtype=">u4", count=head[3], offset=4).astype(object)
+    return header + math.prod(shape) * _IDX_DTYPES[head[2]].itemsize
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -102,7 +160,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         Wrong magic number or type code, zero dimensions, or a payload that
         is shorter (truncated) or longer than the declared sizes.
     """
-    data = _read_payload(path)
+    data = _read_payload(path, declared_size=_idx_declared_size)
     if len(data) < 4:
         raise _fail(path, f"only {len(data)} bytes; too short for an IDX header (truncated or empty)")
     if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
@@ -175,6 +233,11 @@ def load_mnist(directory: str | os.PathLike, kind: str = "train") -> tuple[np.nd
 
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 _CIFAR_CLASSES = 10
+#: The whole CIFAR-10 set (60,000 images) in one file is the most a batch file can hold; python
+#: batches get 256 bytes per image on top for the label and file name entries.
+_CIFAR_MAX_IMAGES = 60_000
+_CIFAR_BINARY_MAX_BYTES = _CIFAR_MAX_IMAGES * _CIFAR_RECORD
+_CIFAR_PYTHON_MAX_BYTES = _CIFAR_MAX_IMAGES * (3072 + 256)
 
 
 def _check_labels(path, labels: np.ndarray) -> None:
@@ -195,7 +258,7 @@ def read_cifar10_binary(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     images : uint8 (N, 3, 32, 32)
     labels : int64 (N,)
     """
-    data = _read_payload(path)
+    data = _read_payload(path, _CIFAR_BINARY_MAX_BYTES)
     if not data:
         raise _fail(path, "file is empty")
     if len(data) % _CIFAR_RECORD:
@@ -330,7 +393,133 @@ def _shape(shape) -> tuple[int, ...]:
     return shape
 
 
-def _raw_array(raw, dtype: np.dtype, shape, fortran: bool) -> np.ndarray:
+#: Deepest nesting of containers a CIFAR pickle may use (a real batch nests 3 deep).
+_MAX_NESTING = 50
+_CONTAINER_TYPES = {"list", "tuple", "dict", "set", "frozenset"}
+_LENGTH_BYTES = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False), pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+                 pickletools.TAKEN_FROM_ARGUMENT4U: (4, False), pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)}
+
+
+def _opcode_table() -> dict:
+    """Per opcode byte: (name, argument descriptor, role, operands below the mark or on the stack,
+    whether it pops down to a mark, and what it pushes: "mark", True for a container, False else)."""
+    roles = {"GET": "get", "BINGET": "get", "LONG_BINGET": "get", "DUP": "dup", "PUT": "put",
+             "BINPUT": "put", "LONG_BINPUT": "put", "MEMOIZE": "put", "MARK": "mark", "APPEND": "grow",
+             "APPENDS": "grow", "SETITEM": "grow", "SETITEMS": "grow", "ADDITEMS": "grow"}
+    table = {}
+    for op in pickletools.opcodes:
+        before = op.stack_before
+        uses_mark = pickletools.markobject in before
+        below = before.index(pickletools.markobject) if uses_mark else len(before)
+        pushes = tuple("mark" if obj is pickletools.markobject else obj.name in _CONTAINER_TYPES
+                       for obj in op.stack_after)
+        table[op.code.encode("latin-1")[0]] = (op.name, op.arg, roles.get(op.name), below, uses_mark, pushes)
+    return table
+
+
+_OPCODES = _opcode_table()
+
+
+def _skip_argument(data: bytes, pos: int, name: str, arg) -> tuple[int, int | None]:
+    """Position after the opcode's argument, and its value when it is a memo index."""
+    if arg is None:
+        return pos, None
+    if arg.n >= 0:
+        end = pos + arg.n
+        value = int.from_bytes(data[pos:end], "little") if name.endswith(("GET", "PUT")) else None
+    elif arg.n == pickletools.UP_TO_NEWLINE:
+        end = data.index(b"\n", pos) + 1
+        if arg.name == "stringnl_noescape_pair":  # GLOBAL / INST: module and name on two lines
+            end = data.index(b"\n", end) + 1
+        value = int(data[pos:end]) if name in ("GET", "PUT") else None
+    else:
+        width, signed = _LENGTH_BYTES[arg.n]
+        length = int.from_bytes(data[pos:pos + width], "little", signed=signed)
+        end, value = pos + width + max(length, 0), None
+    if end > len(data):
+        raise _Refused("truncated pickle")
+    return end, value
+
+
+def _scan_pickle(data: bytes) -> None:
+    """Refuse a pickle whose object graph could cost more than its size, before unpickling it.
+
+    The unpickler builds shared references for free, but hashing a dict key
+    or materializing the result walks them as a tree, which grows
+    exponentially with the file (a 400-byte memo-reuse pickle ran for
+    minutes). A CIFAR batch repeats only globals, dtypes and strings, so a
+    memo GET or DUP of a container is refused; every later walk is then
+    bounded by the opcode count, itself bounded here by the file size, and
+    nesting is capped so no walk recurses deeply. The stack is simulated
+    with one int per object: 0 for a non-container, else its nesting depth.
+    """
+    stack: list[int] = []
+    marks: list[int] = []
+    memo: dict[int, int] = {}
+    max_ops = 100_000 + len(data) // 256  # a genuine batch has about 4 opcodes per 3,072-byte image
+    pos = 0
+    for _ in range(max_ops):
+        if pos >= len(data):
+            raise _Refused("truncated pickle (no STOP opcode)")
+        entry = _OPCODES.get(data[pos])
+        if entry is None:
+            raise _Refused(f"unknown pickle opcode 0x{data[pos]:02x} at byte {pos}")
+        name, arg, role, below, uses_mark, pushes = entry
+        try:
+            pos, value = _skip_argument(data, pos + 1, name, arg)
+        except ValueError:  # no newline, or a memo index that is not a number
+            raise _Refused(f"malformed {name} argument") from None
+        if name == "STOP":
+            return
+        _scan_step(stack, marks, memo, name, role, value, below, uses_mark, pushes)
+    raise _Refused(f"more than {max_ops} pickle opcodes for {len(data)} bytes")
+
+
+def _scan_step(stack, marks, memo, name, role, value, below, uses_mark, pushes) -> None:
+    if role == "mark":
+        marks.append(len(stack))
+        return
+    if role in ("get", "dup", "put"):
+        floor = marks[-1] if marks else 0
+        if role == "get":
+            depth = memo.get(value)
+        else:
+            depth = stack[-1] if len(stack) > floor else None
+        if depth is None:
+            raise _Refused(f"malformed pickle: {name} of nothing")
+        if role == "put":
+            memo[len(memo) if name == "MEMOIZE" else value] = depth
+        elif depth:
+            raise _Refused("a container is referenced twice (shared references are not allowed)")
+        else:
+            stack.append(depth)
+        return
+    items: list[int] = []
+    if uses_mark:
+        if not marks:
+            raise _Refused(f"malformed pickle: {name} without a mark")
+        at = marks.pop()
+        items = stack[at:]
+        del stack[at:]
+    floor = marks[-1] if marks else 0
+    if len(stack) - below < floor:
+        raise _Refused(f"malformed pickle: stack underflow at {name}")
+    operands = stack[len(stack) - below:]
+    del stack[len(stack) - below:]
+    items += operands if role != "grow" else operands[1:]
+    depth = 1 + max(items, default=0)
+    if role == "grow":  # the container stays; its depth takes the new items into account
+        depth = max(operands[0], depth)
+    if depth > _MAX_NESTING:
+        raise _Refused(f"containers nested more than {_MAX_NESTING} deep")
+    for container in pushes:
+        if container == "mark":
+            marks.append(len(stack))
+        else:
+            stack.append(depth if container else 0)
+
+
+def _raw_array(raw, dtype: np.dtype, shape, fortran: bool, budget: list[int]) -> np.ndarray:
     if isinstance(raw, str):
         raw = raw.encode("latin-1")
     if not isinstance(raw, (bytes, bytearray)):
@@ -338,32 +527,38 @@ def _raw_array(raw, dtype: np.dtype, shape, fortran: bool) -> np.ndarray:
     need = math.prod(shape) * dtype.itemsize
     if len(raw) != need:
         raise _Refused(f"array data is {len(raw)} bytes, shape {shape} {dtype} needs {need}")
+    budget[0] -= need
+    if budget[0] < 0:  # one buffer referenced by many arrays would multiply memory
+        raise _Refused("arrays hold more bytes than the file (a buffer is shared between arrays)")
     arr = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C")
     return np.array(arr, dtype=dtype.newbyteorder("="), order="C")
 
 
-def _materialize(obj, depth: int = 0):
-    """Replace stand-ins by real arrays, recursively through dicts/lists/tuples."""
-    if depth > 50:
+def _materialize(obj, budget: list[int], depth: int = 0):
+    """Replace stand-ins by real arrays, recursively through dicts/lists/tuples.
+
+    ``budget`` holds the array bytes still allowed (the file's size at the start).
+    """
+    if depth > _MAX_NESTING:
         raise _Refused("nesting too deep")
     if isinstance(obj, _ArrayStub):
         if obj.args and obj.args[0] == "frombuffer":
             _, buf, dtype, shape, order = obj.args
-            return _raw_array(buf, _real_dtype(dtype), _shape(shape), _text(order) == "F")
+            return _raw_array(buf, _real_dtype(dtype), _shape(shape), _text(order) == "F", budget)
         state = obj.state
         if not isinstance(state, tuple) or len(state) not in (4, 5):
             raise _Refused("malformed ndarray state")
         shape, dtype, fortran, raw = state[-4:]
-        return _raw_array(raw, _real_dtype(dtype), _shape(shape), bool(fortran))
+        return _raw_array(raw, _real_dtype(dtype), _shape(shape), bool(fortran), budget)
     if isinstance(obj, _ScalarStub):
         dtype, raw = obj.args
-        return _raw_array(raw, _real_dtype(dtype), (), False)[()]
+        return _raw_array(raw, _real_dtype(dtype), (), False, budget)[()]
     if isinstance(obj, dict):
-        return {_materialize(k, depth + 1): _materialize(v, depth + 1) for k, v in obj.items()}
+        return {_materialize(k, budget, depth + 1): _materialize(v, budget, depth + 1) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_materialize(v, depth + 1) for v in obj]
+        return [_materialize(v, budget, depth + 1) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(_materialize(v, depth + 1) for v in obj)
+        return tuple(_materialize(v, budget, depth + 1) for v in obj)
     if obj is None or isinstance(obj, (bool, int, float, str, bytes, bytearray)):
         return obj
     raise _Refused(f"unexpected object of type {type(obj).__name__}")
@@ -371,8 +566,9 @@ def _materialize(obj, depth: int = 0):
 
 def _safe_unpickle(path, data: bytes):
     try:
+        _scan_pickle(data)
         obj = _RestrictedUnpickler(_io.BytesIO(data), encoding="bytes").load()
-        return _materialize(obj)
+        return _materialize(obj, [len(data)])
     except Exception as exc:  # any failure of an untrusted pickle is a bad file
         raise _fail(path, f"not a readable CIFAR-10 python batch: {exc}") from None
 
@@ -390,7 +586,7 @@ def read_cifar10_python(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     images : uint8 (N, 3, 32, 32)
     labels : int64 (N,)
     """
-    batch = _safe_unpickle(path, _read_payload(path))
+    batch = _safe_unpickle(path, _read_payload(path, _CIFAR_PYTHON_MAX_BYTES))
     if not isinstance(batch, dict):
         raise _fail(path, f"expected a dict, got {type(batch).__name__}")
     batch = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -456,6 +652,14 @@ def _is_number(text: str) -> bool:
     return True
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _representable(values: np.ndarray) -> bool:
+    """Every value finite in float32, the dtype features are returned in (1e39 would become inf)."""
+    return bool(np.all(np.abs(values) <= _FLOAT32_MAX))
+
+
 def _parse_rows(path, rows: list[list[str]], line_numbers: list[int], columns: list[str],
                 allow_nonfinite: bool) -> np.ndarray:
     """float64 matrix of string rows; errors give the line and column."""
@@ -463,7 +667,7 @@ def _parse_rows(path, rows: list[list[str]], line_numbers: list[int], columns: l
         values = np.array(rows, dtype=str).astype(np.float64)
     except ValueError:
         values = None
-    if values is None or (not allow_nonfinite and not np.all(np.isfinite(values))):
+    if values is None or (not allow_nonfinite and not _representable(values)):
         for row, line in zip(rows, line_numbers):
             for j, text in enumerate(row):
                 try:
@@ -471,21 +675,46 @@ def _parse_rows(path, rows: list[list[str]], line_numbers: list[int], columns: l
                 except ValueError:
                     shown = repr(text) if text.strip() else "empty value"
                     raise _fail(path, f"line {line}, column {columns[j]}: {shown} is not a number") from None
-                if not allow_nonfinite and not math.isfinite(v):
-                    raise _fail(path, f"line {line}, column {columns[j]}: non-finite value {text!r}")
+                if not allow_nonfinite and not abs(v) <= _FLOAT32_MAX:
+                    raise _fail(path, f"line {line}, column {columns[j]}: non-finite value {text!r} (or "
+                                      "beyond float32's range)")
         values = np.array([[float(t) for t in row] for row in rows], dtype=np.float64)
     return values
 
 
-def _csv_header(path, delimiter: str, header) -> tuple[list[str], int | None]:
+def _csv_text(path) -> str:
+    """The file's text (gunzipped when compressed); invalid UTF-8 and NUL bytes are refused.
+
+    NUL is refused because numpy's C parser ends a field at it, which would
+    silently read ``"12\\x003"`` as 12.
+    """
+    raw = _read_payload(path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise _fail(path, f"line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                          f"{exc.start}); not a CSV file?") from None
+    nul = text.find("\0")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise _fail(path, f"line {line}: NUL byte inside a field (binary data, "
+                          "not a CSV file)")
+    return text
+
+
+def _csv_rows(text: str, delimiter: str):
+    return csv.reader(_io.StringIO(text, newline=""), delimiter=delimiter)
+
+
+def _csv_header(path, text: str, delimiter: str, header) -> tuple[list[str], int | None]:
     """Column names and the header's line number (None when there is no header row)."""
-    with open(path, "r", newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        try:
-            first = next((row for row in reader if any(field.strip() for field in row)), None)
-        except csv.Error as exc:
-            raise _fail(path, f"line {reader.line_num}: {exc}") from None
-        line = reader.line_num
+    reader = _csv_rows(text, delimiter)
+    try:
+        first = next((row for row in reader if any(field.strip() for field in row)), None)
+    except csv.Error as exc:
+        raise _fail(path, f"line {reader.line_num}: {exc}") from None
+    line = reader.line_num
     if first is None:
         raise _fail(path, "file has no rows")
     if header == "auto":
@@ -507,33 +736,50 @@ def _label_index(path, label_column, names: list[str], has_header: bool) -> int 
         return names.index(label_column)
     if not -width <= label_column < width:
         raise ValueError(f"read_csv: label_column={label_column} is out of range for {width} columns")
-    return label_column % width
+    return int(label_column) % width
 
 
-def _fast_csv(path, delimiter: str, skip: int, width: int, allow_nonfinite: bool) -> np.ndarray | None:
+def _check_csv_arguments(label_column, shape) -> tuple[int, ...] | None:
+    """Refuse argument types before the file is read; the shape as a tuple of ints."""
+    if label_column is not None and not isinstance(label_column, str) and (
+            isinstance(label_column, bool) or not isinstance(label_column, numbers.Integral)):
+        raise ValueError(f"read_csv: label_column must be an int index, a column name or None; "
+                         f"got {label_column!r}")
+    if shape is None:
+        return None
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = ()
+    if not dims or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1
+                           for d in dims):
+        raise ValueError(f"read_csv: shape must be a tuple of positive ints such as (1, 28, 28); got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+def _fast_csv(text: str, delimiter: str, skip: int, width: int, allow_nonfinite: bool) -> np.ndarray | None:
     """numpy's C parser; None whenever anything is off, so the slow path can explain it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            values = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, comments=None,
-                                skiprows=skip, ndmin=2, encoding="utf-8-sig", quotechar='"')
+            values = np.loadtxt(_io.StringIO(text, newline=""), delimiter=delimiter, dtype=np.float64,
+                                comments=None, skiprows=skip, ndmin=2, quotechar='"')
     except Exception:
         return None
     if values.shape[0] == 0 or values.shape[1] != width:
         return None
-    if not allow_nonfinite and not np.all(np.isfinite(values)):
+    if not allow_nonfinite and not _representable(values):
         return None
     return values
 
 
-def _slow_csv(path, delimiter: str, header_line: int | None, names: list[str],
+def _slow_csv(path, text: str, delimiter: str, header_line: int | None, names: list[str],
               allow_nonfinite: bool) -> np.ndarray:
-    with open(path, "r", newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        try:
-            records = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
-        except csv.Error as exc:
-            raise _fail(path, f"line {reader.line_num}: {exc}") from None
+    reader = _csv_rows(text, delimiter)
+    try:
+        records = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
+    except csv.Error as exc:
+        raise _fail(path, f"line {reader.line_num}: {exc}") from None
     if header_line is not None:
         records = [(line, row) for line, row in records if line > header_line]
     if not records:
@@ -552,9 +798,21 @@ def _slow_csv(path, delimiter: str, header_line: int | None, names: list[str],
     return np.concatenate(parts)
 
 
+def _reshape_features(path, features: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
+    if shape is None:
+        return features
+    if math.prod(shape) != features.shape[1]:
+        raise ValueError(f"read_csv: shape {shape} needs {math.prod(shape)} feature columns; {path} has "
+                         f"{features.shape[1]}")
+    return features.reshape(len(features), *shape)
+
+
 def read_csv(path: str | os.PathLike, label_column: int | str | None = -1, header: bool | str = "auto",
-             delimiter: str = ",", allow_nonfinite: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a numeric CSV file into features and labels.
+             delimiter: str = ",", allow_nonfinite: bool = False,
+             shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a numeric CSV file, plain or gzipped, into features and labels.
+
+    Gzip is detected by the magic bytes 1f 8b (``data.csv.gz``), not the name.
 
     Parameters
     ----------
@@ -567,30 +825,39 @@ def read_csv(path: str | os.PathLike, label_column: int | str | None = -1, heade
         field of the first row is not a number.
     delimiter : str, default ","
     allow_nonfinite : bool, default False
-        Accept ``nan``/``inf`` values (refused by default, as they silently
-        spoil training).
+        Accept ``nan``/``inf`` values and values beyond float32's range
+        (refused by default, as they silently spoil training).
+    shape : tuple of ints, optional
+        Per-sample shape of the features, e.g. ``(1, 28, 28)`` for a CSV of
+        784 pixel columns to feed a CNN (NCHW); its product must equal the
+        number of feature columns. Values are returned as read (no scaling).
 
     Returns
     -------
-    features : float32 (N, n_columns - 1)
+    features : float32 (N, n_columns - 1), or (N, *shape)
     labels : int64 (N,) when every label is a whole number, else float32; or None
 
     Raises
     ------
     ValueError
         Ragged rows, non-numeric or empty fields (with line number and
-        column), an unknown label column, or no data rows.
+        column), NUL bytes or invalid UTF-8, an unknown or non-integer label
+        column, a shape that does not match the columns, or no data rows.
     """
+    shape = _check_csv_arguments(label_column, shape)
     path = os.fspath(path)
-    names, header_line = _csv_header(path, delimiter, header)
+    text = _csv_text(path)
+    names, header_line = _csv_header(path, text, delimiter, header)
     label_index = _label_index(path, label_column, names, header_line is not None)
-    values = _fast_csv(path, delimiter, header_line or 0, len(names), allow_nonfinite)
+    values = _fast_csv(text, delimiter, header_line or 0, len(names), allow_nonfinite)
     if values is None:  # slow path: precise errors with line numbers, or float()'s leniency
-        values = _slow_csv(path, delimiter, header_line, names, allow_nonfinite)
+        values = _slow_csv(path, text, delimiter, header_line, names, allow_nonfinite)
+    with np.errstate(over="ignore"):  # only with allow_nonfinite: values beyond float32 become inf, as documented
+        values32 = values.astype(np.float32)
     if label_index is None:
-        return values.astype(np.float32), None
+        return _reshape_features(path, values32, shape), None
     labels = values[:, label_index]
-    features = np.delete(values, label_index, axis=1).astype(np.float32)
+    features = _reshape_features(path, np.delete(values32, label_index, axis=1), shape)
     if np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)) and np.all(np.abs(labels) < 2**53):
         return features, labels.astype(np.int64)
-    return features, labels.astype(np.float32)
+    return features, values32[:, label_index].copy()
