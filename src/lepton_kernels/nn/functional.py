@@ -6,6 +6,10 @@ runs the fused kernel forward and masks the gradient with its own output.
 """
 from __future__ import annotations
 
+import numbers
+import threading
+from contextlib import contextmanager
+
 import numpy as np
 
 from .. import ops
@@ -107,10 +111,55 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
                             count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
+_shard = threading.local()
+
+
+@contextmanager
+def batch_shard(start, stop, total):
+    """Declare that the batch axis of the inputs is rows ``[start, stop)`` of a global batch of ``total`` rows.
+
+    Data-parallel training (:class:`lepton_kernels.distributed.DistributedDataParallel`)
+    runs each process on its slice of a global batch. Inside this context random
+    layers (:func:`dropout`) draw their values for the whole global batch from
+    their generator and keep rows ``start:stop``, so the processes together use
+    the masks one process would draw for the global batch, and every process's
+    generator stays in the same state. Contexts nest; the setting is per thread.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bounds not ints with ``0 <= start <= stop <= total``.
+    """
+    bounds = (start, stop, total)
+    if any(isinstance(b, bool) or not isinstance(b, numbers.Integral) for b in bounds):
+        raise TypeError(f"batch_shard: start, stop and total must be ints; got {bounds!r}")
+    if not 0 <= start <= stop <= total:
+        raise ValueError(f"batch_shard: expected 0 <= start <= stop <= total; got start={start}, stop={stop}, "
+                         f"total={total}")
+    previous = getattr(_shard, "rows", None)
+    _shard.rows = tuple(int(b) for b in bounds)
+    try:
+        yield
+    finally:
+        _shard.rows = previous
+
+
+def _uniform_rows(rng, shape):
+    """``rng.random(shape)``, or this process's rows of the global batch's draw inside :func:`batch_shard`."""
+    rows = getattr(_shard, "rows", None)
+    if rows is None:
+        return rng.random(shape)
+    start, stop, total = rows
+    if len(shape) == 0 or shape[0] != stop - start:
+        raise ValueError(f"dropout: inside batch_shard({start}, {stop}, {total}) the input's axis 0 must hold "
+                         f"the {stop - start} rows of this process's slice; got shape {tuple(shape)}")
+    return rng.random((total,) + tuple(shape[1:]))[start:stop]
+
+
 class _Dropout(Function):
     def forward(self, x, p, rng):
         xp = arr.xp_of(x)
-        keep = rng.random(x.shape) >= p
+        keep = _uniform_rows(rng, x.shape) >= p
         self.scale = (keep / (1.0 - p)).astype(x.dtype)
         if xp is not np:
             self.scale = xp.asarray(self.scale)
@@ -126,7 +175,8 @@ _default_rng = np.random.default_rng()
 def dropout(x, p=0.5, training=True, *, rng=None):
     """Zero each element with probability ``p`` and scale the rest by 1/(1-p) (identity when not training).
 
-    ``rng`` (a ``numpy.random.Generator``) makes the mask reproducible.
+    ``rng`` (a ``numpy.random.Generator``) makes the mask reproducible. Inside
+    :func:`batch_shard` the mask is this process's rows of the global batch's mask.
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
@@ -215,6 +265,10 @@ def mse_loss(input, target, reduction="mean"):
 
 
 class _BCEWithLogits(Function):
+    """Per element ``loss = -(pw * t * log s(z) + (1 - t) * log(1 - s(z)))`` with s the sigmoid, and
+    its derivatives as torch: ``d/dz = pw * t * (s - 1) + (1 - t) * s``,
+    ``d/dt = log(1 - s(z)) - pw * log s(z)`` (``-z`` when pw is 1)."""
+
     def forward(self, logits, target, pos_weight):
         xp = arr.xp_of(logits)
         # log(1 + exp(-|z|)) keeps the loss finite for large |z|
@@ -224,22 +278,37 @@ class _BCEWithLogits(Function):
         pw = 1.0 if pos_weight is None else pos_weight
         sig = xp.exp(log_sig)
         self.dgrad = (pw * target * (sig - 1) + (1 - target) * sig).astype(logits.dtype)
+        if self.recording and self.needs[1]:
+            dtype = target.dtype if np.issubdtype(target.dtype, np.floating) else logits.dtype
+            self.dtarget = (log_one_minus - pw * log_sig).astype(dtype)
         return (-(pw * target * log_sig + (1 - target) * log_one_minus)).astype(logits.dtype)
 
     def backward(self, grad):
-        return (grad * self.dgrad, None, None)
+        return (grad * self.dgrad if self.needs[0] else None,
+                grad * self.dtarget if self.needs[1] else None, None)
 
 
 def binary_cross_entropy_with_logits(input, target, reduction="mean", pos_weight=None):
-    """Sigmoid + binary cross-entropy, numerically stable, as the torch function."""
+    """Sigmoid + binary cross-entropy, numerically stable, as the torch function.
+
+    Differentiable with respect to ``input`` and ``target`` (a Tensor with
+    ``requires_grad``): ``d loss / d target = log(1 - sigmoid(input)) -
+    pos_weight * log(sigmoid(input))`` per element, divided by the element count
+    for "mean". ``pos_weight`` (broadcast over the last axis) is a constant; as in
+    torch, a ``pos_weight`` that requires grad is refused.
+    """
     target_data = target.data if isinstance(target, Tensor) else target
     if tuple(target_data.shape) != tuple(input.shape):
         raise ValueError(f"binary_cross_entropy_with_logits: target shape {tuple(target_data.shape)} must match "
                          f"input shape {tuple(input.shape)}")
-    return _reduce(_BCEWithLogits.apply(input, target_data, pos_weight), reduction,
+    if isinstance(pos_weight, Tensor) and pos_weight.requires_grad:
+        raise ValueError("binary_cross_entropy_with_logits: pos_weight must be a constant (torch does not "
+                         "differentiate with respect to it); got a Tensor with requires_grad=True")
+    return _reduce(_BCEWithLogits.apply(input, target, pos_weight), reduction,
                    "binary_cross_entropy_with_logits")
 
 
-__all__ = ["conv2d", "linear", "relu", "max_pool2d", "avg_pool2d", "dropout", "fake_quantize", "cross_entropy",
+__all__ = ["conv2d", "linear", "relu", "max_pool2d", "avg_pool2d", "dropout", "batch_shard", "fake_quantize",
+           "cross_entropy",
            "mse_loss",
            "binary_cross_entropy_with_logits", "is_grad_enabled"]

@@ -203,6 +203,9 @@ class Flatten(Module):
 
 
 class Dropout(Module):
+    """Dropout with its own generator; inside ``functional.batch_shard`` (data-parallel training) the
+    mask is this process's rows of the mask one process would draw for the global batch."""
+
     def __init__(self, p=0.5, *, rng=None):
         super().__init__()
         if not 0.0 <= p < 1.0:
