@@ -19,6 +19,7 @@
 
 #include "lepton/conv.h"
 #include "lepton/elementwise.h"
+#include "lepton/gemm.h"
 #include "lepton/linear.h"
 #include "lepton/loss.h"
 #include "lepton/optim.h"
@@ -1392,6 +1393,11 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         py::arg("relu") = false,
         "out2 (M, N) = act(x2 (M, K) @ weight (N, K)^T + bias (N,)); bias may be None; act is "
         "ReLU (NaN kept) when relu.");
+  m.def("set_gemv_enabled", &lepton::set_gemv_enabled, py::arg("on"),
+        "Test/benchmark hook: False sends matmul and linear with few rows (M <= 8) through the "
+        "packed GEMM instead of the GEMV-shaped kernels; True (the default) restores them.");
+  m.def("gemv_enabled", &lepton::gemv_enabled,
+        "True when matmul and linear with few rows use the GEMV-shaped kernels.");
   m.def("linear_backward", &linear_backward, py::arg("grad_out2"), py::arg("x2"),
         py::arg("weight"), py::arg("y2"), py::arg("grad_x2"), py::arg("grad_w"), py::arg("grad_b"),
         "g' = grad_out2 masked where y2 <= 0 (when y2 is given); grad_x2 = g' @ weight, grad_w = "

@@ -92,3 +92,166 @@ def test_linear_bad_input(call, exc, words):
         call()
     for word in words:
         assert word in str(info.value), f"{word!r} not in {info.value}"
+
+
+# ---- few rows (M <= 8): the GEMV-shaped kernels (M = 9 stays on the packed GEMM) ----
+# K below, at, one above and at multiples of the SIMD widths (4/8/16 lanes) and a LeNet layer.
+FEW_K = (1, 7, 15, 16, 17, 31, 32, 33, 400)
+FEW_N = (1, 3, 16, 17, 120)
+
+
+def _native_cpu():
+    from lepton_kernels import _lepton_cpu
+
+    return _lepton_cpu
+
+
+def _native_isas():
+    """The ISA variants of the native module this CPU runs (none without the module)."""
+    try:
+        cpu = _native_cpu()
+    except ImportError:
+        return []
+    order = ["generic", "avx2", "avx512"]
+    return order[: order.index(cpu.detected_isa()) + 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", range(1, 10))
+def test_few_rows_linear_matmul_and_backward(cpu_backend, m, dtype, rng):
+    for k in FEW_K:
+        for n in FEW_N:
+            x = rng.standard_normal((m, k)).astype(dtype)
+            w = rng.standard_normal((n, k)).astype(dtype)
+            b = rng.standard_normal(n).astype(dtype)
+            what = f"m={m} k={k} n={n}"
+            for bias in (None, b):
+                for act in (None, "relu"):
+                    y = lk.linear(x, w, bias, activation=act)
+                    magnitude = np.abs(x) @ np.abs(w).T + (0 if bias is None else np.abs(bias))
+                    assert_reduction_close(y, ref.linear(x, w, bias, activation=act), magnitude, k, dtype,
+                                           what=f"linear {what} bias={bias is not None} act={act}")
+            wt = np.ascontiguousarray(w.T)
+            assert_reduction_close(lk.matmul(x, wt), ref.matmul(x, wt), np.abs(x) @ np.abs(wt), k, dtype,
+                                   what=f"matmul {what}")
+            y = lk.linear(x, w, b, activation="relu")
+            g = rng.standard_normal((m, n)).astype(dtype)
+            got = lk.linear_backward(g, x, w, activation="relu", output=y)
+            want = ref.linear_backward(g, x, w, activation="relu", output=y)
+            mags = ref.linear_backward(np.abs(g), np.abs(x), np.abs(w))
+            for name, a, e, mg, red in zip(("grad_x", "grad_w", "grad_b"), got, want, mags, (n, m, m)):
+                assert_reduction_close(a, e, mg, red, dtype, what=f"{name} {what}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_rows_non_contiguous_inputs(cpu_backend, dtype, rng):
+    base = rng.standard_normal((3, 2 * 33)).astype(dtype)
+    x = base[:, ::2]  # (3, 33), strided columns
+    w = rng.standard_normal((33, 17)).astype(dtype).T  # (17, 33), Fortran order
+    b = rng.standard_normal(34).astype(dtype)[::2]
+    y = lk.linear(x, w, b, activation="relu")
+    assert_reduction_close(y, ref.linear(x, w, b, activation="relu"), np.abs(x) @ np.abs(w).T + np.abs(b), 33,
+                           dtype, what="linear")
+    assert_reduction_close(lk.matmul(x, w.T), ref.matmul(x, w.T), np.abs(x) @ np.abs(w).T, 33, dtype,
+                           what="matmul")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 8])
+def test_few_rows_nan_propagates(cpu_backend, m, dtype):
+    k, n = 33, 17  # K = 2 full 16-lane vectors + a masked tail of 1
+    for p in (0, 20, k - 1):  # a NaN in the first vector, the second one, the masked tail
+        x = np.ones((m, k), dtype)
+        w = np.ones((n, k), dtype)
+        x[m - 1, p] = np.nan
+        y = lk.linear(x, w, np.zeros(n, dtype), activation="relu")
+        assert np.isnan(y[m - 1]).all() and not np.isnan(y[: m - 1]).any(), f"x NaN at {p}"
+        x[m - 1, p] = 1
+        w[n - 1, p] = np.nan
+        for act in (None, "relu"):
+            y = lk.linear(x, w, activation=act)
+            assert np.isnan(y[:, n - 1]).all() and not np.isnan(y[:, : n - 1]).any(), f"w NaN at {p}"
+        c = lk.matmul(x, np.ascontiguousarray(w.T))
+        assert np.isnan(c[:, n - 1]).all() and not np.isnan(c[:, : n - 1]).any(), f"matmul b NaN at {p}"
+        g = np.ones((m, n), dtype)
+        gx = lk.linear_backward(g, x, w, needs_weight_grad=False, needs_bias_grad=False)[0]
+        assert np.isnan(gx[:, p]).all() and np.isfinite(np.delete(gx, p, axis=1)).all(), f"grad_x NaN at {p}"
+
+
+@pytest.mark.parametrize("isa", _native_isas())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_rows_take_the_gemv_path_and_nine_rows_do_not(isa, dtype, rng):
+    """M <= 8 reduces in the GEMV kernels' order, which differs from the packed GEMM's in
+    some output bits (K and N above the GEMM's K block, so it sums in blocks); M = 9 gives
+    the packed GEMM's bits exactly."""
+    cpu = _native_cpu()
+    k, n = 400, 520
+    w = rng.standard_normal((n, k)).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    cpu.set_isa(isa)
+    try:
+        for m in range(1, 10):
+            x = rng.standard_normal((m, k)).astype(dtype)
+            g = rng.standard_normal((m, n)).astype(dtype)
+            results = {}
+            for on in (True, False):
+                cpu.set_gemv_enabled(on)
+                results[on] = (lk.linear(x, w, b, activation="relu"), lk.matmul(x, np.ascontiguousarray(w.T)),
+                               lk.linear_backward(g, x, w, needs_weight_grad=False, needs_bias_grad=False)[0])
+            cpu.set_gemv_enabled(True)
+            for name, new, old in zip(("linear", "matmul", "grad_x"), results[True], results[False]):
+                if m <= 8:
+                    assert not np.array_equal(new, old), f"{name} m={m}: still on the packed GEMM"
+                else:
+                    np.testing.assert_array_equal(new, old, err_msg=f"{name} m={m}: left the packed GEMM")
+    finally:
+        cpu.set_gemv_enabled(True)
+        cpu.set_isa(cpu.detected_isa())
+
+
+@pytest.mark.parametrize("isa", _native_isas())
+def test_few_rows_bitwise_equal_across_thread_counts(isa, rng):
+    """Large enough that the column split runs on several threads (>= 1 MFLOP)."""
+    cpu = _native_cpu()
+    before = lk.get_num_threads()
+    cpu.set_isa(isa)
+    try:
+        for m, k, n in ((1, 1152, 520), (4, 1152, 128), (8, 784, 257)):
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            w = rng.standard_normal((n, k)).astype(np.float32)
+            b = rng.standard_normal(n).astype(np.float32)
+            g = rng.standard_normal((m, n)).astype(np.float32)
+            runs = []
+            for threads in (1, 2, 3):
+                lk.set_num_threads(threads)
+                runs.append((lk.linear(x, w, b, activation="relu"), lk.matmul(x, np.ascontiguousarray(w.T)),
+                             lk.linear_backward(g, x, w)[0]))
+            for other in runs[1:]:
+                for a, c in zip(runs[0], other):
+                    np.testing.assert_array_equal(a, c, err_msg=f"m={m} k={k} n={n}")
+    finally:
+        lk.set_num_threads(before)
+        cpu.set_isa(cpu.detected_isa())
+
+
+@pytest.mark.parametrize("isa", _native_isas())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_rows_output_bits_do_not_depend_on_the_tile(isa, dtype, rng):
+    """Each output is reduced in an order fixed by K alone: a column computed inside a
+    register tile of several columns equals the same column computed alone."""
+    cpu = _native_cpu()
+    cpu.set_isa(isa)
+    try:
+        for m, k in ((1, 400), (3, 33), (4, 120), (7, 17), (8, 84)):
+            x = rng.standard_normal((m, k)).astype(dtype)
+            w = rng.standard_normal((29, k)).astype(dtype)
+            b = rng.standard_normal(29).astype(dtype)
+            y = lk.linear(x, w, b, activation="relu")
+            for j in range(29):
+                alone = lk.linear(x, w[j:j + 1], b[j:j + 1], activation="relu")
+                np.testing.assert_array_equal(y[:, j:j + 1], alone, err_msg=f"m={m} k={k} column {j}")
+                np.testing.assert_array_equal(y[:1, j:j + 1], lk.linear(x[:1], w[j:j + 1], b[j:j + 1],
+                                                                         activation="relu"),
+                                              err_msg=f"m={m} k={k} column {j}, row 0 alone")
+    finally:
+        cpu.set_isa(cpu.detected_isa())

@@ -28,10 +28,7 @@ namespace {
 using detail::AlignedBuffer;
 using detail::GemmEpilogue;
 using detail::GemmKernel;
-
-// Below this many flops (2mnk) one thread is faster than waking a team
-// (measured: 64x120x84 = 1.3 MFLOP takes 6.7 us on one thread, 4.4 us on two).
-constexpr double kMinParallelFlops = 1.0e6;
+using detail::kMinParallelFlops;
 
 template <class T>
 struct Blocking {
@@ -314,6 +311,13 @@ Status gemm_impl(const GemmDesc& d, const T* a, const T* b, const T* bias, T* c)
 
 namespace detail {
 void gemm_force_variant(int v) { g_forced_variant.store(v, std::memory_order_relaxed); }
+Status gemm_check(const GemmDesc& d, const float* a, const float* b, const float* bias, const float* c) {
+  return check(d, a, b, bias, c);
+}
+Status gemm_check(const GemmDesc& d, const double* a, const double* b, const double* bias,
+                  const double* c) {
+  return check(d, a, b, bias, c);
+}
 }  // namespace detail
 
 Status gemm(const GemmDesc& d, const float* a, const float* b, const float* bias, float* c) {

@@ -33,6 +33,14 @@ struct Vec<float> {
   static M mask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
+  static float hsum(R v) {  // (lanes i + i+4), then pairs, then the last two
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
+  static void hsum4(const R* v, float* out) {
+    for (int q = 0; q < 4; ++q) out[q] = hsum(v[q]);
+  }
 };
 template <>
 struct Vec<double> {
@@ -49,6 +57,13 @@ struct Vec<double> {
   static void storem(double* p, M m, R v) { _mm256_maskstore_pd(p, m, v); }
   static M mask(int n) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static double hsum(R v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
+  static void hsum4(const R* v, double* out) {
+    for (int q = 0; q < 4; ++q) out[q] = hsum(v[q]);
   }
 };
 
@@ -202,6 +217,9 @@ GemmKernel<double> dgemm_kernel() {
   k.pack_b = pack_b_ref<double, NV * 4>;
   return k;
 }
+
+GemvKernel<float> sgemv_kernel() { return make_gemv<Vec<float>, float, 16>(); }  // 16 ymm
+GemvKernel<double> dgemv_kernel() { return make_gemv<Vec<double>, double, 16>(); }
 
 }  // namespace avx2
 }  // namespace detail

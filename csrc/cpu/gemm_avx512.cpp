@@ -39,6 +39,28 @@ struct Vec<float> {
   static R loadm(M m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
   static void storem(float* p, M m, R v) { _mm512_mask_storeu_ps(p, m, v); }
   static M mask(int n) { return n >= 16 ? M(0xFFFF) : n <= 0 ? M(0) : M((1u << n) - 1u); }
+  // Sum of the 16 lanes, pairing lanes i + i+8, then i + i+4, i + i+2, i + i+1.
+  static float hsum(R v) {
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_permute_ps(q, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_permute_ps(q, _MM_SHUFFLE(2, 3, 0, 1))));
+  }
+  // hsum of v[0..3] into out[0..3] with the same pairings and operand order
+  // (so bit for bit the same), sharing the shuffles and adds of four.
+  static void hsum4(const R* v, float* out) {
+    // ab: lanes 0-7 = v[0] (i + i+8), lanes 8-15 = v[1] (i + i+8); cd likewise.
+    const R ab =
+        _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44), _mm512_shuffle_f32x4(v[0], v[1], 0xEE));
+    const R cd =
+        _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44), _mm512_shuffle_f32x4(v[2], v[3], 0xEE));
+    // t: 128-bit block q = v[q] (i + i+4); then within each block i + i+2, i + i+1.
+    R t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));
+    const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(lanes, t)));
+  }
 };
 template <>
 struct Vec<double> {
@@ -54,6 +76,10 @@ struct Vec<double> {
   static R loadm(M m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
   static void storem(double* p, M m, R v) { _mm512_mask_storeu_pd(p, m, v); }
   static M mask(int n) { return n >= 8 ? M(0xFF) : n <= 0 ? M(0) : M((1u << n) - 1u); }
+  static double hsum(R v) { return _mm512_reduce_add_pd(v); }
+  static void hsum4(const R* v, double* out) {
+    for (int q = 0; q < 4; ++q) out[q] = hsum(v[q]);
+  }
 };
 
 template <class T, int MR, int NV>
@@ -342,6 +368,9 @@ GemmKernel<double> dgemm_kernel() {
   k.pack_b = pack_b_f64<NV>;
   return k;
 }
+
+GemvKernel<float> sgemv_kernel() { return make_gemv<Vec<float>, float, 32>(); }  // 32 zmm
+GemvKernel<double> dgemv_kernel() { return make_gemv<Vec<double>, double, 32>(); }
 
 }  // namespace avx512
 }  // namespace detail

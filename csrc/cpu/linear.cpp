@@ -1,4 +1,6 @@
 // cpu/linear.cpp -- fully connected layers and matmul on top of lepton::gemm.
+// The products whose left operand has few rows (batch <= kGemvMaxRows) go
+// through lepton::gemv, which skips the packing that dominates them.
 //   linear:   y (m, n) = act(x (m, k) @ w (n, k)^T + bias)   one GEMM, trans_b,
 //             bias per column and ReLU fused into its store.
 //   backward: g' = relu ? (y <= 0 ? 0 : g) : g, written once into a scratch
@@ -37,7 +39,7 @@ Status linear_impl(const LinearDesc& d, const T* x, const T* w, const T* bias, T
   g.ldc = d.n;
   g.bias = bias ? BiasMode::per_col : BiasMode::none;
   g.relu = d.relu;
-  return gemm(g, x, w, bias, y);
+  return gemv(g, x, w, bias, y);
 }
 
 // Column sums of the (masked) gradient, accumulated in double in row order.
@@ -100,7 +102,7 @@ Status linear_backward_impl(const LinearDesc& d, const T* g, const T* x, const T
     gd.lda = std::max<int64_t>(d.n, 1);
     gd.ldb = std::max<int64_t>(d.k, 1);
     gd.ldc = d.k;
-    st = gemm(gd, gp, w, static_cast<const T*>(nullptr), grad_x);
+    st = gemv(gd, gp, w, static_cast<const T*>(nullptr), grad_x);
     if (!st.ok()) return st;
   }
   if (grad_w) {  // (n, k) = g'^T (n, m) @ x (m, k)
@@ -128,7 +130,7 @@ Status matmul_impl(int64_t m, int64_t k, int64_t n, const T* a, const T* b, T* c
   g.lda = std::max<int64_t>(k, 1);
   g.ldb = std::max<int64_t>(n, 1);
   g.ldc = n;
-  return gemm(g, a, b, static_cast<const T*>(nullptr), c);
+  return gemv(g, a, b, static_cast<const T*>(nullptr), c);
 }
 
 }  // namespace

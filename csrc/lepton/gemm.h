@@ -30,4 +30,21 @@ struct GemmDesc {
 Status gemm(const GemmDesc& d, const float* a, const float* b, const float* bias, float* c);
 Status gemm(const GemmDesc& d, const double* a, const double* b, const double* bias, double* c);
 
+// Rows of op(A) up to which gemv() takes its unpacked path.
+constexpr int64_t kGemvMaxRows = 8;
+
+// Same contract and results as gemm() up to rounding (the reduction order
+// differs; it is still fixed whatever the thread count). When op(A) has at
+// most kGemvMaxRows rows, A is not transposed, C is not accumulated and the
+// bias is not per row, it reads A and B in place with GEMV-shaped kernels
+// instead of packing them (packing B costs as much as a product with so few
+// rows); otherwise it calls gemm().
+Status gemv(const GemmDesc& d, const float* a, const float* b, const float* bias, float* c);
+Status gemv(const GemmDesc& d, const double* a, const double* b, const double* bias, double* c);
+
+// Test and benchmark hook: false sends every gemv() call to gemm() (the
+// packed path), true (the default) restores the unpacked one. Process-wide.
+void set_gemv_enabled(bool on);
+bool gemv_enabled();
+
 }  // namespace lepton
