@@ -204,3 +204,11 @@ def failures_in_threads(jobs, workers, rounds):
     for t in threads:
         t.join()
     return failures
+
+
+def ops_in_family(family: str) -> list[str]:
+    """Public op names of one family, from the op registry, for ``pytest.mark.parametrize``
+    (``@pytest.mark.parametrize("op", ops_in_family("pool"))``)."""
+    from lepton_kernels import _registry
+
+    return [spec.name for spec in _registry.ops_in_family(family)]

@@ -14,38 +14,6 @@ from .models import load_model as load
 from ._backend import backends, use_backend
 from ._threads import apply_environment as _apply_thread_environment
 from ._threads import get_num_threads, max_num_threads, set_num_threads
-from .ops import (
-    adam_step,
-    avg_pool2d,
-    avg_pool2d_backward,
-    bias_relu,
-    bias_relu_backward,
-    conv2d,
-    conv2d_backward,
-    conv2d_integer,
-    cross_entropy,
-    cross_entropy_backward,
-    dequantize,
-    dynamic_quantize,
-    fake_quantize,
-    linear,
-    linear_backward,
-    matmul,
-    matmul_integer,
-    max_pool2d,
-    max_pool2d_backward,
-    multi_tensor_adam_step,
-    multi_tensor_sgd_step,
-    PreparedQLinear,
-    prepare_qlinear_conv2d,
-    prepare_qlinear_matmul,
-    qlinear_conv2d,
-    qlinear_matmul,
-    quantize,
-    relu,
-    relu_backward,
-    sgd_step,
-)
 
 try:
     __version__ = _dist_version("lepton-kernels")
@@ -53,6 +21,9 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+src"
 
 _apply_thread_environment()
+
+# Every op, bound from the ops package (which binds them from the op registry).
+globals().update({_name: getattr(ops, _name) for _name in ops.__all__})
 
 __all__ = [
     "__version__",
@@ -72,5 +43,5 @@ __all__ = [
     "no_grad",
     "save",
     "load",
-    *ops.__all__,  # every kernel, as listed by the ops package
+    *ops.__all__,  # every op, as declared in lepton_kernels._registry
 ]

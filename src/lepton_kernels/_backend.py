@@ -49,51 +49,36 @@ int64), non-empty, and the outputs are writeable and do not overlap the
 inputs (``out`` may be exactly ``x`` for the element-wise forwards). ``p`` is a
 :class:`PoolParams`; output sizes come from ``out.shape``. The semantics are
 those of ``lepton_kernels.reference`` (and ``csrc/lepton/*.h``). A backend may
-implement a subset; :func:`get_backend` passes over one that lacks an op.
+implement a subset; :func:`get_backend` passes over one that lacks an op. Which
+backend implements which op is declared in ``lepton_kernels._registry``
+(:data:`KERNEL_NAMES`, the names above, is generated from it), and
+``tests/test_registry.py`` fails when a backend lacks a kernel it claims.
 
 CPU backends take NumPy arrays. CUDA backends take objects exposing
 ``__cuda_array_interface__`` (CuPy arrays or Numba device arrays) and run on
 the current stream.
 
 Selection: the array's device picks the family, then the first available
-backend in this order (``LEPTON_BACKEND`` or :func:`use_backend` overrides):
+backend in this order (``LEPTON_BACKEND``, read at import and whenever its value
+changes, or :func:`use_backend` overrides; the choice is cached per (device, op)):
 
     cpu : native (_lepton_cpu) -> numba -> reference
     cuda: native (_lepton_cuda) -> cupy -> numba (numba.cuda)
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
-KERNEL_NAMES = (
-    "matmul",
-    "linear",
-    "linear_backward",
-    "conv2d",
-    "conv2d_backward",
-    "sgd_step",
-    "adam_step",
-    "cross_entropy",
-    "quantize",
-    "dequantize",
-    "dynamic_quantize",
-    "matmul_integer",
-    "conv2d_integer",
-    "qlinear_matmul",
-    "qlinear_conv2d",
-    "relu",
-    "relu_backward",
-    "bias_relu",
-    "bias_relu_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-)
+from . import _registry
+
+# The kernel interface (every function a full backend defines), generated from
+# the op registry; the docstring above gives each one's signature.
+KERNEL_NAMES = _registry.kernel_names()
 
 
 class PoolParams(NamedTuple):
@@ -145,10 +130,10 @@ _SPECS = (
 )
 BACKEND_NAMES = ("native", "numba", "cupy", "reference")
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards every write below; the hot path only reads
 _loaded: dict[tuple[str, str], object] = {}
 _errors: dict[tuple[str, str], str] = {}
-_forced: str | None = None
+_forced: str | None = None  # set by use_backend; overrides LEPTON_BACKEND
 
 
 def _load(spec: BackendSpec):
@@ -189,40 +174,120 @@ def backends() -> dict[str, dict[str, str]]:
     return report
 
 
+# ---------------------------------------------------------------- cached selection
+# get_backend runs on every op call, so its answer is cached per (device, op) in a
+# _Selection that is replaced whole whenever what it depends on changes: use_backend,
+# or the LEPTON_BACKEND variable. The variable is parsed at import and again only when
+# its raw value changes; noticing a change costs one dict read of os.environ's backing
+# store (no decoding, no lock), so a test or program that sets it later still sees it
+# take effect, as before the cache.
+
+_ENV_VAR = "LEPTON_BACKEND"
+
+
+def _environment_reader():
+    """A C-level callable returning LEPTON_BACKEND's raw value (None when unset)."""
+    data = getattr(os.environ, "_data", None)
+    encodekey = getattr(os.environ, "encodekey", None)
+    if isinstance(data, dict) and encodekey is not None:  # CPython's os._Environ
+        return functools.partial(data.get, encodekey(_ENV_VAR))
+    return functools.partial(os.environ.get, _ENV_VAR)
+
+
+_read_environment = _environment_reader()
+
+
+def _parse_environment(raw) -> tuple[str | None, str | None]:
+    """(backend forced by LEPTON_BACKEND or None, error message or None)."""
+    if raw is None:
+        return None, None
+    env = (os.fsdecode(raw) if isinstance(raw, bytes) else raw).strip().lower()
+    if env in ("", "auto"):
+        return None, None
+    if env not in BACKEND_NAMES:
+        return None, f"LEPTON_BACKEND must be one of {BACKEND_NAMES} or 'auto', got {env!r}"
+    return env, None
+
+
+class _Selection:
+    """The inputs of backend choice and its cached answers, {(device, op): module}."""
+
+    __slots__ = ("environment", "forced", "error", "chosen")
+
+    def __init__(self, environment, forced_by_call: str | None):
+        self.environment = environment  # raw LEPTON_BACKEND value this selection read
+        env_forced, env_error = _parse_environment(environment)
+        self.forced = forced_by_call if forced_by_call is not None else env_forced
+        self.error = None if forced_by_call is not None else env_error  # use_backend overrides a bad variable
+        self.chosen: dict[tuple[str, str], object] = {}
+
+
+_selection = _Selection(_read_environment(), None)
+
+
+def _current() -> _Selection:
+    """The selection in force, rebuilt if LEPTON_BACKEND changed since it was made."""
+    global _selection
+    selection = _selection
+    if _read_environment() != selection.environment:
+        with _lock:
+            environment = _read_environment()
+            if environment != _selection.environment:  # (not already rebuilt by another thread)
+                _selection = _Selection(environment, _forced)
+            selection = _selection
+    return selection
+
+
 def use_backend(name: str | None) -> None:
     """Force one backend by name (``None`` restores automatic choice).
 
     Overrides the ``LEPTON_BACKEND`` environment variable for this process.
     """
-    global _forced
+    global _forced, _selection
     if name is not None and name not in BACKEND_NAMES:
         raise ValueError(f"use_backend: name must be one of {BACKEND_NAMES} or None, got {name!r}")
-    _forced = name
+    with _lock:
+        _forced = name
+        _selection = _Selection(_read_environment(), name)
 
 
 def forced_backend() -> str | None:
-    if _forced is not None:
-        return _forced
-    env = os.environ.get("LEPTON_BACKEND", "").strip().lower()
-    if env in ("", "auto"):
-        return None
-    if env not in BACKEND_NAMES:
-        raise ValueError(f"LEPTON_BACKEND must be one of {BACKEND_NAMES} or 'auto', got {env!r}")
-    return env
+    """The backend forced by :func:`use_backend` or ``LEPTON_BACKEND``, or None."""
+    selection = _current()
+    if selection.error is not None:
+        raise ValueError(selection.error)
+    return selection.forced
 
 
 def get_backend(device: str, op: str):
     """The backend module that runs kernel ``op`` on ``device`` ("cpu" or "cuda").
 
     A backend that does not implement ``op`` is passed over (families of ops
-    land in the backends one at a time), unless it was forced.
+    land in the backends one at a time), unless it was forced. The answer is
+    cached until :func:`use_backend` or ``LEPTON_BACKEND`` changes; errors are
+    not cached.
     """
-    forced = forced_backend()
+    selection = _selection
+    if _read_environment() != selection.environment:
+        selection = _current()
+    module = selection.chosen.get((device, op))
+    if module is None:
+        module = _choose(selection, device, op)
+    return module
+
+
+def _choose(selection: _Selection, device: str, op: str):
+    """get_backend's answer worked out, then cached in ``selection``."""
+    if selection.error is not None:
+        raise ValueError(selection.error)
+    forced = selection.forced
     for spec in _SPECS:
         if spec.device != device or (forced is not None and spec.name != forced):
             continue
         module = _load(spec)
         if module is not None and hasattr(module, op):
+            with _lock:  # a selection replaced meanwhile is dropped whole, so writing to it is harmless
+                selection.chosen[(device, op)] = module
             return module
         if forced is not None:
             why = _errors.get((spec.name, spec.device)) or f"it does not implement {op}"

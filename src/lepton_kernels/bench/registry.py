@@ -7,7 +7,9 @@ can turn a time into GB/s or GFLOP/s and a share of the machine's limit.
 
 Each op family has a ``cases_<family>.py`` module in this package that calls
 :func:`register` at import; :func:`load_cases` imports all of them
-(``pkgutil`` discovery), so a new family needs no edit anywhere else.
+(``pkgutil`` discovery), so a new family needs no edit anywhere else. A case's
+``op`` is usually a public op declared in ``lepton_kernels._registry``; its
+registry family (``quant`` for the ``int8`` cases) then selects it too.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
+
+from lepton_kernels import _registry
 
 # inputs: a dict of NumPy arrays (converted to the implementation's array type
 # before the factory sees them) and plain Python values (passed unchanged).
@@ -139,7 +143,7 @@ def all_cases() -> list[BenchCase]:
 
 
 def _matches(token: str, case: BenchCase) -> bool:
-    if token in (case.name, case.op, case.family):
+    if token in (case.name, case.op, case.family) or token == _registry.family_of(case.op):
         return True
     if any(ch in token for ch in "*?["):
         return fnmatch.fnmatchcase(case.name, token) or fnmatch.fnmatchcase(case.op, token)
@@ -159,7 +163,7 @@ def select_cases(tokens: list[str] | None = None, *, device: str = "cpu", quick:
         unknown = [t for t in tokens if not any(_matches(t, c) for c in load_cases())]
         if unknown:
             ops = sorted({c.op for c in load_cases()})
-            fams = sorted({c.family for c in load_cases()})
+            fams = sorted({f for c in load_cases() for f in (c.family, _registry.family_of(c.op)) if f})
             raise LookupError(
                 f"unknown op {', '.join(map(repr, unknown))}; known ops: {', '.join(ops)}; "
                 f"families: {', '.join(fams)} (or a case name / glob, see `bench --list`)"

@@ -8,6 +8,7 @@ and turns results back into the caller's array type. Also checks dtypes,
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,6 +31,21 @@ class ArrayKind:
 
 def _identity(a):
     return a
+
+
+identity = _identity  # the wrap of results already in the caller's type
+
+
+# Kinds are immutable and an op call needs one per argument: build the common ones once
+# (constructing a frozen dataclass costs more than the rest of a small call's intake).
+_HOST = ArrayKind("cpu", _identity)
+_DEVICE = ArrayKind("cuda", _identity)
+_DLPACK_KINDS: dict[tuple[type, str], ArrayKind] = {}  # (tensor type, device) -> kind
+
+
+def _cupy_ndarray():
+    """cupy.ndarray if CuPy is imported (an object can be a CuPy array only then), else None."""
+    return getattr(sys.modules.get("cupy"), "ndarray", None)
 
 
 def _cupy():
@@ -57,14 +73,19 @@ def _dlpack_wrapper(obj) -> Callable[[Any], Any]:
 def intake(op: str, name: str, obj) -> tuple[Any, ArrayKind]:
     """The array to compute on (NumPy or CUDA array) and the caller's kind."""
     if isinstance(obj, np.ndarray):
-        return obj, ArrayKind("cpu", _identity)
+        return obj, _HOST
+    # DLPack producers first: asking a CPU torch tensor for __cuda_array_interface__ raises
+    # inside torch, which cost more than the rest of the intake.
+    if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
+        cupy_ndarray = _cupy_ndarray()
+        if cupy_ndarray is not None and isinstance(obj, cupy_ndarray):
+            return obj, _DEVICE
+        return _dlpack_intake(op, name, obj)
     cupy = _cupy() if "cupy" in sys.modules or hasattr(obj, "__cuda_array_interface__") else None
     if cupy is not None and isinstance(obj, cupy.ndarray):
-        return obj, ArrayKind("cuda", _identity)
+        return obj, _DEVICE
     if hasattr(obj, "__cuda_array_interface__") and not hasattr(obj, "__dlpack__"):
         return _cuda_interface_intake(op, name, obj, cupy)
-    if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
-        return _dlpack_intake(op, name, obj, cupy)
     raise TypeError(
         f"{op}: {name} must be an array (numpy.ndarray, cupy.ndarray, or a DLPack tensor such as "
         f"torch.Tensor), got {type(obj).__name__}"
@@ -73,19 +94,20 @@ def intake(op: str, name: str, obj) -> tuple[Any, ArrayKind]:
 
 def _cuda_interface_intake(op, name, obj, cupy):
     if cupy is not None:
-        return cupy.asarray(obj), ArrayKind("cuda", _identity)
+        return cupy.asarray(obj), _DEVICE
     from numba import cuda  # numba.cuda arrays without CuPy
 
-    return cuda.as_cuda_array(obj), ArrayKind("cuda", _identity)
+    return cuda.as_cuda_array(obj), _DEVICE
 
 
-def _dlpack_intake(op, name, obj, cupy):
+def _dlpack_intake(op, name, obj):
     device_type = int(obj.__dlpack_device__()[0])
     try:
         if device_type == _DLPACK_CPU:
             array = np.from_dlpack(obj)
             device = "cpu"
         elif device_type in _DLPACK_CUDA:
+            cupy = _cupy()
             if cupy is None:
                 raise TypeError("CUDA DLPack tensors need CuPy installed")
             array = cupy.from_dlpack(obj)
@@ -94,15 +116,20 @@ def _dlpack_intake(op, name, obj, cupy):
             raise TypeError(f"DLPack device type {device_type} is not supported (CPU or CUDA only)")
     except (RuntimeError, BufferError, TypeError) as exc:
         raise TypeError(f"{op}: {name} could not be read through DLPack: {exc}") from exc
-    return array, ArrayKind(device, _dlpack_wrapper(obj))
+    key = (type(obj), device)
+    kind = _DLPACK_KINDS.get(key)
+    if kind is None:  # the wrapper depends only on the producer's module, i.e. on the type
+        kind = _DLPACK_KINDS.setdefault(key, ArrayKind(device, _dlpack_wrapper(obj)))
+    return array, kind
 
 
 def check_same_device(op: str, kinds: dict[str, ArrayKind]) -> str:
-    devices = {k.device for k in kinds.values()}
-    if len(devices) > 1:
-        where = ", ".join(f"{n} on {k.device}" for n, k in kinds.items())
-        raise ValueError(f"{op}: all arrays must be on one device, got {where}")
-    return devices.pop()
+    first, *rest = kinds.values()
+    for kind in rest:
+        if kind.device != first.device:
+            where = ", ".join(f"{n} on {k.device}" for n, k in kinds.items())
+            raise ValueError(f"{op}: all arrays must be on one device, got {where}")
+    return first.device
 
 
 def check_float(op: str, name: str, a) -> np.dtype:
@@ -127,6 +154,30 @@ def check_int64(op: str, name: str, value: int) -> int:
     if not -INT64_MAX - 1 <= value <= INT64_MAX:
         raise ValueError(f"{op}: {name} must fit a signed 64-bit integer ([-2**63, 2**63 - 1]), got {value}")
     return value
+
+
+def plain(v) -> bool:
+    """An int, str or tuple of them: hashable, and equal only to values that validate alike
+    (as a dict key, True or 1.0 would find the entry of 1 and skip their errors)."""
+    t = type(v)
+    return t is int or t is str or (t is tuple and all(plain(e) for e in v))
+
+
+_REMEMBERED_KEPT = 256  # entries per memo; a program uses a handful of layer geometries
+
+
+def remembered(memo: dict, key, compute):
+    """``memo[key]``, computed by ``compute()`` the first time. Keys must be built from
+    :func:`plain` values (and exact shapes) so that equal keys validate alike. Only successes
+    are kept, so a bad argument raises on every call. Parsing a pooling or convolution
+    geometry costs more Python than the rest of a small call; this skips it on repeats."""
+    found = memo.get(key)
+    if found is None:
+        found = compute()
+        if len(memo) >= _REMEMBERED_KEPT:
+            memo.clear()
+        memo[key] = found
+    return found
 
 
 def check_ndim(op: str, name: str, a, allowed: tuple[int, ...], what: str) -> None:
@@ -170,13 +221,12 @@ def empty(like, shape: tuple, dtype) -> Any:
     """``xp.empty(shape, dtype)`` on ``like``'s device. Large NumPy results start on a cache line
     (malloc gives 16 bytes): every 64-byte store of a kernel then writes one line, not parts of two,
     which is 15% of an int8 convolution that writes more than it computes (CIFAR's first layer)."""
-    xp = xp_of(like)
+    if not isinstance(like, np.ndarray):
+        return xp_of(like).empty(shape, dtype=dtype)
     dtype = np.dtype(dtype)
-    nbytes = dtype.itemsize
-    for extent in shape:
-        nbytes *= extent
-    if xp is not np or nbytes < _ALIGN_FROM_BYTES:
-        return xp.empty(shape, dtype=dtype)
+    nbytes = dtype.itemsize * math.prod(shape)
+    if nbytes < _ALIGN_FROM_BYTES:
+        return np.empty(shape, dtype=dtype)
     raw = np.empty(nbytes + _ALIGN, np.uint8)
     start = -raw.ctypes.data % _ALIGN
     return raw[start:start + nbytes].view(dtype).reshape(shape)
@@ -184,6 +234,8 @@ def empty(like, shape: tuple, dtype) -> Any:
 
 def contiguous(a):
     """C-contiguous view or copy (a copy never touches the caller's array)."""
+    if isinstance(a, np.ndarray):
+        return np.ascontiguousarray(a)
     return xp_of(a).ascontiguousarray(a)
 
 

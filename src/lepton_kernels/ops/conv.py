@@ -38,8 +38,20 @@ def _groups(op, groups, c_in, c_out):
     return groups
 
 
+_geometries: dict = {}  # (x.shape, w.shape, stride, padding, dilation, groups) -> _geometry's result
+
+
 def _geometry(op, x_shape, w_shape, stride, padding, dilation, groups):
-    """Validated ConvParams and output (H, W) for x (N, C, H, W) and weight (O, C/groups, KH, KW)."""
+    """Validated ConvParams and output (H, W) for x (N, C, H, W) and weight (O, C/groups, KH, KW),
+    remembered per plain set of arguments (see ``_arrays.remembered``)."""
+    if not (arr.plain(stride) and arr.plain(padding) and arr.plain(dilation) and type(groups) is int):
+        return _parse_geometry(op, x_shape, w_shape, stride, padding, dilation, groups)
+    key = (tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups)
+    return arr.remembered(_geometries, key,
+                          lambda: _parse_geometry(op, x_shape, w_shape, stride, padding, dilation, groups))
+
+
+def _parse_geometry(op, x_shape, w_shape, stride, padding, dilation, groups):
     stride = _pair(op, "stride", stride, 1)
     dilation = _pair(op, "dilation", dilation, 1)
     kernel = (int(w_shape[2]), int(w_shape[3]))

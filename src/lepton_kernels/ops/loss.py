@@ -18,6 +18,8 @@ REDUCTIONS = ("none", "mean", "sum")
 
 
 def _check(op, input, target, weight, ignore_index, reduction, label_smoothing):
+    """Validated (logits, int64 targets, weight, kind, device, dtype, all_kept); all_kept is True
+    when no target equals ignore_index (known without a mask when every target is a class)."""
     za, kind = arr.intake(op, "input", input)
     ta, tkind = arr.intake(op, "target", target)
     kinds = {"input": kind, "target": tkind}
@@ -46,17 +48,22 @@ def _check(op, input, target, weight, ignore_index, reduction, label_smoothing):
         raise ValueError(f"{op}: target values must lie in [0, {za.shape[1]}) or equal ignore_index "
                          f"({ignore_index}), got {int(ta.max())}")
     ta = ta.astype(np.int64) if np.dtype(ta.dtype) != np.int64 else arr.contiguous(ta)
+    if ta.size:
+        lo, hi = int(ta.min()), int(ta.max())
+        if 0 <= lo and hi < za.shape[1]:  # every target is a class: no ignore_index mask to build
+            return za, ta, wa, kind, device, dtype, not lo <= ignore_index <= hi
     kept = ta[ta != ignore_index]
     if kept.size and (int(kept.min()) < 0 or int(kept.max()) >= za.shape[1]):
         raise ValueError(f"{op}: target values must lie in [0, {za.shape[1]}) or equal ignore_index "
                          f"({ignore_index}), got values in [{int(kept.min())}, {int(kept.max())}]")
-    return za, ta, wa, kind, device, dtype
+    return za, ta, wa, kind, device, dtype, False
 
 
 def cross_entropy_parts(op, input, target, weight=None, ignore_index=-100, reduction="mean",
                         label_smoothing=0.0, *, with_grad=True):
     """(per-row losses, d loss_i / d logits or None, divisor of the reduction, caller's kind)."""
-    za, ta, wa, kind, device, dtype = _check(op, input, target, weight, ignore_index, reduction, label_smoothing)
+    za, ta, wa, kind, device, dtype, all_kept = _check(op, input, target, weight, ignore_index, reduction,
+                                                       label_smoothing)
     xp = arr.xp_of(za)
     n, c = za.shape
     losses = xp.empty((n,), dtype=dtype)
@@ -70,7 +77,9 @@ def cross_entropy_parts(op, input, target, weight=None, ignore_index=-100, reduc
         if dlogits is not None:
             dlogits[...] = 0
     divisor = 1.0
-    if reduction == "mean":
+    if reduction == "mean" and all_kept and wa is None:
+        divisor = float(n)  # no row is ignored
+    elif reduction == "mean":
         kept = ta != ignore_index
         divisor = float(kept.sum()) if wa is None else float((wa[xp.where(kept, ta, 0)] * kept).sum())
     return losses, dlogits, divisor, kind

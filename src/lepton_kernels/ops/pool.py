@@ -20,6 +20,8 @@ from . import _arrays as arr
 _INT8_TYPES = (np.dtype(np.int8), np.dtype(np.uint8))
 
 def _int(op, name, v):
+    if type(v) is int and -arr.INT64_MAX - 1 <= v <= arr.INT64_MAX:  # the common case, without the ABC check
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
     return arr.check_int64(op, name, int(v))
@@ -81,9 +83,23 @@ def _out_size(size, kernel, stride, before, after, dilation, ceil_mode):
     return floor_out + 1 if floor_out * stride < size + before else floor_out
 
 
+_geometries: dict = {}  # (shape and every geometry argument) -> _geometry's result
+
+
 def _geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad=True,
               divisor_override=None):
-    """Validated PoolParams and output (H, W) for an input of shape (..., H, W)."""
+    """Validated PoolParams and output (H, W) for an input of shape (..., H, W), remembered per
+    plain set of arguments (see ``_arrays.remembered``; the flags must be exactly bools)."""
+    args = (kernel_size, stride, padding, dilation, ceil_mode, count_include_pad, divisor_override)
+    if not (arr.plain(kernel_size) and (stride is None or arr.plain(stride)) and arr.plain(padding)
+            and arr.plain(dilation) and type(ceil_mode) is bool and type(count_include_pad) is bool
+            and (divisor_override is None or type(divisor_override) is int)):
+        return _parse_geometry(op, shape, *args)
+    return arr.remembered(_geometries, (tuple(shape),) + args, lambda: _parse_geometry(op, shape, *args))
+
+
+def _parse_geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad=True,
+                    divisor_override=None):
     kh, kw = _pair(op, "kernel_size", kernel_size, 1)
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         sh, sw = kh, kw
@@ -180,8 +196,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     user_shape = shape4[1:] if squeeze else shape4
     y, user_out = arr.output_buffer(op, xa, user_shape, dtype, out, kind.device, {"x": xa})
     y4 = y[None] if squeeze else y
-    xp = arr.xp_of(xa)
-    indices = xp.empty(shape4, dtype=np.int64) if return_indices else None
+    indices = arr.xp_of(xa).empty(shape4, dtype=np.int64) if return_indices else None
     if x4.size:
         _backend.get_backend(kind.device, op).max_pool2d(arr.contiguous(x4), y4, indices, params)
     elif y4.size:  # empty planes (H or W of 0 with padding): every window is padding

@@ -197,34 +197,8 @@ def _conv_operands(op, x, w, stride, padding, dilation, groups):
     _int8_operand(op, "w", wa)
     arr.check_ndim(op, "x", xa, (4,), "4-D (N, C_in, H, W)")
     arr.check_ndim(op, "w", wa, (4,), "4-D (C_out, C_in/groups, KH, KW)")
-    params, out_hw = _remembered_geometry(op, xa.shape, wa.shape, stride, padding, dilation, groups)
+    params, out_hw = _conv_geometry(op, xa.shape, wa.shape, stride, padding, dilation, groups)
     return xa, wa, xkind, device, params, out_hw
-
-
-_geometries = {}  # (x.shape[1:], w.shape, stride, padding, dilation, groups) -> conv geometry's result
-_GEOMETRIES_KEPT = 256
-
-
-def _plain(v):
-    """An int, str or tuple of them: hashable, and equal only to values that validate alike
-    (as a dict key, True or 1.0 would find the entry of 1 and skip their errors)."""
-    t = type(v)
-    return t is int or t is str or (t is tuple and all(_plain(e) for e in v))
-
-
-def _remembered_geometry(op, x_shape, w_shape, stride, padding, dilation, groups):
-    """The conv geometry (validated ConvParams, (OH, OW)), computed once per plain set of arguments:
-    parsing it costs more than a small convolution. Only successes are kept, so errors repeat."""
-    if not (_plain(stride) and _plain(padding) and _plain(dilation) and _plain(groups)):
-        return _conv_geometry(op, x_shape, w_shape, stride, padding, dilation, groups)
-    key = (x_shape[1:], w_shape, stride, padding, dilation, groups)  # the batch size plays no part
-    found = _geometries.get(key)
-    if found is None:
-        found = _conv_geometry(op, x_shape, w_shape, stride, padding, dilation, groups)
-        if len(_geometries) >= _GEOMETRIES_KEPT:
-            _geometries.clear()
-        _geometries[key] = found
-    return found
 
 
 def _filled(count, value, dtype):
