@@ -233,9 +233,16 @@ def empty(like, shape: tuple, dtype) -> Any:
 
 
 def contiguous(a):
-    """C-contiguous view or copy (a copy never touches the caller's array)."""
+    """C-contiguous, aligned view or copy (a copy never touches the caller's array).
+
+    A misaligned view (a dtype view at an odd byte offset of a buffer) is
+    copied: the kernels' vector loads assume element alignment, and the binding
+    refuses such arrays rather than read them.
+    """
     if isinstance(a, np.ndarray):
-        return np.ascontiguousarray(a)
+        if a.flags.aligned:
+            return np.ascontiguousarray(a)
+        return np.array(a, order="C", copy=True)
     return xp_of(a).ascontiguousarray(a)
 
 
