@@ -106,3 +106,88 @@ def test_deep_graph_does_not_recurse():
         y = y + 1
     y.sum().backward()
     np.testing.assert_array_equal(x.grad, [1, 1])
+
+
+def test_no_graph_without_grad_or_under_no_grad():
+    from lepton_kernels.nn import functional as F
+
+    x = Tensor(np.ones((1, 1, 4, 4), np.float32))
+    w = Tensor(np.ones((1, 1, 3, 3), np.float32), requires_grad=True)
+    for y in (x * 2, F.relu(x), (x + x).sum()):  # no input requires grad
+        assert not y.requires_grad and y._node is None
+    with no_grad():
+        for y in (w * 2, F.conv2d(x, w), F.relu(F.conv2d(x, w)).sum()):
+            assert not y.requires_grad and y._node is None
+    assert F.conv2d(x, w)._node is not None
+
+
+def test_first_leaf_gradient_never_aliases_an_array_in_use():
+    b = np.arange(1, 4, dtype=np.float32)  # the user's array, saved by Mul
+    a = Tensor(np.ones(3, np.float32), requires_grad=True)
+    (a * b).sum().backward()  # d/da is b itself: the leaf must get its own copy
+    assert not np.shares_memory(a.grad, b)
+    (a * b).sum().backward()  # accumulates into a's own buffer, never into b
+    np.testing.assert_array_equal(b, [1, 2, 3])
+    np.testing.assert_array_equal(a.grad, [2, 4, 6])
+    c = Tensor(np.full(3, 2, np.float32), requires_grad=True)
+    (a * c).sum().backward()
+    assert not np.shares_memory(a.grad, c.data) and not np.shares_memory(c.grad, a.data)
+
+
+def test_backward_argument_is_never_aliased_by_a_leaf():
+    x = Tensor(np.ones(3, np.float32), requires_grad=True)
+    g = np.full(3, 2, np.float32)
+    x.backward(g)
+    (x + 0).backward(g)  # Add hands the caller's array on unchanged
+    assert not np.shares_memory(x.grad, g)
+    g[:] = 100
+    np.testing.assert_array_equal(x.grad, [4, 4, 4])
+
+
+def test_accumulation_is_in_place_only_into_an_unshared_buffer():
+    from lepton_kernels.nn import functional as F
+
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2, 1, 5, 5)).astype(np.float32))
+    w = Tensor(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), requires_grad=True)
+
+    def loss():
+        return F.relu(F.conv2d(x, w)).sum()
+
+    loss().backward()
+    first = w.grad.copy()
+    address = w.grad.__array_interface__["data"][0]
+    loss().backward()  # nothing else holds w.grad: added in place
+    assert w.grad.__array_interface__["data"][0] == address
+    np.testing.assert_allclose(w.grad, 2 * first, rtol=1e-6)
+    held = w.grad  # the user holds the buffer: a new one is made, theirs is left alone
+    loss().backward()
+    assert w.grad is not held
+    np.testing.assert_allclose(held, 2 * first, rtol=1e-6)
+    np.testing.assert_allclose(w.grad, 3 * first, rtol=1e-6)
+    del held
+    view = w.grad[0]  # a view keeps its base alive: still not written
+    snapshot = view.copy()
+    loss().backward()
+    np.testing.assert_array_equal(view, snapshot)
+    np.testing.assert_allclose(w.grad, 4 * first, rtol=1e-6)
+
+
+def test_sum_gradient_reaches_a_leaf_as_a_writeable_array():
+    x = Tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    x.sum().backward()
+    x.sum().backward()
+    assert x.grad.flags.writeable and x.grad.strides != (0, 0)
+    np.testing.assert_array_equal(x.grad, np.full((2, 3), 2))
+
+
+def test_product_with_the_sum_gradient_keeps_dtype_and_fan_out():
+    a = Tensor(np.ones(3, np.float32), requires_grad=True)
+    b64 = np.arange(3, dtype=np.float64)
+    (a * b64).sum().backward()  # float32 * float64: the gradient is float64 like torch's promotion of numpy
+    np.testing.assert_array_equal(a.grad, b64)
+    g1, g2 = np.array([1, 2, 3], np.float32), np.array([4, 5, 6], np.float32)
+    helper_test_op([(3,)], lambda t: (t * g1).sum() + (t * g2).sum() + (t * t).sum(),
+                   lambda t: (t * torch.tensor(g1)).sum() + (t * torch.tensor(g2)).sum() + (t * t).sum())
+    np.testing.assert_array_equal(g1, [1, 2, 3])
+    np.testing.assert_array_equal(g2, [4, 5, 6])

@@ -103,3 +103,83 @@ def test_config_describes_the_architecture():
     cfg = _small_cnn(np.random.default_rng(6)).config()
     assert cfg["class"] == "Sequential" and cfg["layers"][0]["class"] == "Conv2d"
     assert cfg["layers"][6] == {"class": "Linear", "in_features": 24, "out_features": 8, "bias": True}
+
+
+def _run_both_paths(model, x):
+    """(output under no_grad, output with the graph recorded) for the same input."""
+    from lepton_kernels.autograd import no_grad
+
+    with no_grad():
+        fast = model(Tensor(x))
+    slow = model(Tensor(x, requires_grad=True))
+    return fast, slow
+
+
+def test_inference_without_graph_matches_the_recorded_forward(monkeypatch):
+    rng = np.random.default_rng(0)
+    model = _small_cnn(rng).eval()
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    fast, slow = _run_both_paths(model, x)
+    np.testing.assert_array_equal(fast.data, slow.data)
+    assert not fast.requires_grad and fast._node is None and slow._node is not None
+    calls = []
+    monkeypatch.setattr(nn.functional._Conv2d, "apply", lambda *a, **k: calls.append(1))
+    from lepton_kernels.autograd import no_grad
+
+    with no_grad():
+        model(Tensor(x))  # no Function nodes are built without a graph
+    for p in model.parameters():  # frozen parameters and an input without grad: no graph either
+        p.requires_grad = False
+    model(Tensor(x))
+    assert calls == []
+
+
+def test_inference_path_follows_replaced_layers_and_overridden_forward():
+    rng = np.random.default_rng(1)
+    model = nn.Sequential(nn.Linear(4, 3, rng=rng), nn.ReLU()).eval()
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    fast, _ = _run_both_paths(model, x)
+    model[0].weight.data[...] = 0  # updated in place: seen at once
+    model[0].bias.data[...] = -1
+    fast, _ = _run_both_paths(model, x)
+    np.testing.assert_array_equal(fast.data, np.zeros((2, 3), np.float32))
+    setattr(model, "0", nn.Linear(4, 5, rng=rng))  # a replaced layer
+    fast, slow = _run_both_paths(model, x)
+    assert fast.shape == (2, 5)
+    np.testing.assert_array_equal(fast.data, slow.data)
+
+    class Doubled(nn.ReLU):
+        def forward(self, x):
+            return nn.functional.relu(x) * 2
+
+    model = nn.Sequential(nn.Flatten(), Doubled())
+    fast, slow = _run_both_paths(model, x - 10)
+    np.testing.assert_array_equal(fast.data, np.zeros((2, 4), np.float32))
+    fast, slow = _run_both_paths(model, np.abs(x))
+    np.testing.assert_array_equal(fast.data, 2 * np.abs(x))
+
+
+def test_dropout_under_no_grad_still_drops_in_training_mode():
+    from lepton_kernels.autograd import no_grad
+
+    x = np.ones((4, 8), np.float32)
+    ours = nn.Sequential(nn.Dropout(0.5, rng=np.random.default_rng(3)))
+    with no_grad():
+        y = ours(Tensor(x)).data
+    expected = nn.functional.dropout(Tensor(x), 0.5, rng=np.random.default_rng(3)).data
+    np.testing.assert_array_equal(y, expected)
+    with no_grad():
+        np.testing.assert_array_equal(ours.eval()(Tensor(x)).data, x)
+
+
+def test_parameters_follow_assignments_and_are_a_new_list_each_call():
+    rng = np.random.default_rng(2)
+    model = nn.Sequential(nn.Linear(3, 2, rng=rng))
+    first = model.parameters()
+    first.clear()
+    assert len(model.parameters()) == 2
+    new = Tensor(np.zeros((2, 3), np.float32), requires_grad=True)
+    model[0].weight = new
+    assert sum(p is new for p in model.parameters()) == 1 and len(model.parameters()) == 2
+    model[0].bias = None
+    assert model.parameters() == [new]

@@ -80,3 +80,25 @@ def test_bad_hyper_parameters():
     p.grad = np.ones(2, np.float32)
     with pytest.raises(ValueError, match="beta1"):
         optim.Adam([p], lr=0.1, betas=(1.5, 0.9)).step()
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.Adam(ps, lr=0.1)])
+def test_arrays_changed_between_steps_are_still_checked(make):
+    rng = np.random.default_rng(2)
+    ours, _ = _twins(rng, [(4, 3), (5,)])
+    opt = make(ours)
+    for p in ours:
+        p.grad = np.ones(p.shape, np.float32)
+    opt.step()
+    before = [p.data.copy() for p in ours]
+    ours[1].grad = np.ones(6, np.float32)  # a gradient of the wrong size after a first good step
+    with pytest.raises(ValueError, match="shape"):
+        opt.step()
+    ours[1].grad = np.ones(5, np.float64)
+    with pytest.raises(TypeError, match="dtype"):
+        opt.step()
+    ours[1].grad = np.ones(5, np.float32)
+    ours[1].data = np.zeros(10, np.float32)[::2]  # a parameter replaced by a non-contiguous view
+    with pytest.raises(ValueError, match="contiguous"):
+        opt.step()
+    np.testing.assert_array_equal(ours[0].data, before[0])  # refused before anything was written

@@ -15,7 +15,15 @@ from .tensor import Tensor, is_grad_enabled
 
 
 class Function:
-    """Base class: subclasses define ``forward(self, *arrays, **options)`` and ``backward(self, grad)``."""
+    """Base class: subclasses define ``forward(self, *arrays, **options)`` and ``backward(self, grad)``.
+
+    A subclass sets ``fresh_grads = True`` when every array its backward returns
+    is newly allocated and referenced nowhere else (not an input, not a saved
+    array, not one returned twice): the engine then hands such a gradient to a
+    leaf without copying it.
+    """
+
+    fresh_grads = False
 
     def __init__(self):
         self.inputs: tuple = ()
@@ -24,24 +32,29 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **options):
         fn = cls()
-        fn.needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in inputs)
-        record = is_grad_enabled() and any(fn.needs)
+        fn.needs = needs = tuple([isinstance(a, Tensor) and a.requires_grad for a in inputs])
+        record = True in needs and is_grad_enabled()
         fn.recording = record  # a forward may skip saving what only its backward needs
-        arrays = [a.data if isinstance(a, Tensor) else a for a in inputs]
-        out = fn.forward(*arrays, **options)
-        if isinstance(out, np.generic):  # NumPy reductions return scalars; keep 0-d arrays
-            out = np.asarray(out)
-        result = Tensor(out, requires_grad=record)
-        if record:
-            fn.inputs = inputs
-            result._node = fn
-        return result
+        out = fn.forward(*[a.data if isinstance(a, Tensor) else a for a in inputs], **options)
+        if type(out) is not np.ndarray:
+            if isinstance(out, np.generic):  # NumPy reductions return scalars; keep 0-d arrays
+                out = np.asarray(out)
+            return _result(Tensor(out), fn, inputs, record)
+        return _result(Tensor._wrap(out), fn, inputs, record)
 
     def forward(self, *arrays, **options):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def backward(self, grad):  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _result(result, fn, inputs, record):
+    if record:  # only a recorded node keeps its inputs (and what forward saved) alive
+        result.requires_grad = True
+        fn.inputs = inputs
+        result._node = fn
+    return result
 
 
 def _shape(a):
@@ -86,8 +99,17 @@ class Mul(Function):
         return a * b
 
     def backward(self, grad):
-        return (unbroadcast(grad * self.b, _shape(self.a)) if self.needs[0] else None,
-                unbroadcast(grad * self.a, _shape(self.b)) if self.needs[1] else None)
+        return (self._times(grad, self.b, self.a) if self.needs[0] else None,
+                self._times(grad, self.a, self.b) if self.needs[1] else None)
+
+    @staticmethod
+    def _times(grad, other, this):
+        """unbroadcast(grad * other, shape of this), skipping the product when grad is
+        all ones spread by broadcasting (``(a * b).sum()``): then it is ``other`` itself."""
+        if _is_broadcast_one(grad) and type(other) is np.ndarray and other.shape == grad.shape \
+                and np.result_type(grad, other) == other.dtype:
+            return unbroadcast(other, _shape(this))
+        return unbroadcast(grad * other, _shape(this))
 
 
 class Div(Function):
@@ -101,11 +123,19 @@ class Div(Function):
 
 
 class Neg(Function):
+    fresh_grads = True
+
     def forward(self, a):
         return -a
 
     def backward(self, grad):
         return (-grad,)
+
+
+def _is_broadcast_one(grad) -> bool:
+    """A NumPy array whose elements are all one value 1 through stride 0 (as Sum's gradient)."""
+    return (type(grad) is np.ndarray and grad.size > 0 and not any(grad.strides)
+            and grad[(0,) * grad.ndim] == 1)
 
 
 def _is_float_matrix(a):

@@ -8,6 +8,7 @@ up until ``zero_grad()``).
 """
 from __future__ import annotations
 
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -61,6 +62,13 @@ class Tensor:
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._node = None  # the Function that produced this tensor (None for leaves)
+
+    @classmethod
+    def _wrap(cls, data: np.ndarray) -> "Tensor":
+        """A Tensor over an ndarray already known to be one (the constructor's checks skipped)."""
+        t = cls.__new__(cls)
+        t.data, t.grad, t.requires_grad, t._node = data, None, False, None
+        return t
 
     # ------------------------------------------------------------------ properties
     @property
@@ -178,10 +186,17 @@ class Tensor:
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1):
         """Merge dims start_dim..end_dim (as ``torch.flatten``)."""
-        ndim = self.ndim
-        start, end = start_dim % ndim if ndim else 0, end_dim % ndim if ndim else 0
-        shape = self.shape[:start] + (int(np.prod(self.shape[start:end + 1], dtype=np.int64)),) + self.shape[end + 1:]
-        return self.reshape(shape)
+        return self.reshape(flat_shape(self.shape, start_dim, end_dim))
+
+
+def flat_shape(shape: tuple, start_dim: int, end_dim: int) -> tuple:
+    """``shape`` with dims start_dim..end_dim merged into one (the rule of ``torch.flatten``)."""
+    ndim = len(shape)
+    start, end = start_dim % ndim if ndim else 0, end_dim % ndim if ndim else 0
+    merged = 1
+    for n in shape[start:end + 1]:
+        merged *= int(n)
+    return shape[:start] + (merged,) + shape[end + 1:]
 
 
 def _function(name):
@@ -191,36 +206,81 @@ def _function(name):
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
-    order, seen, stack = [], set(), [(root, False)]
+    """Tensors that need a gradient, each after every tensor computed from it (root first)."""
+    order, seen = [], {id(root)}
+    stack = [(root, _grad_parents(root))]
     while stack:  # iterative DFS: deep graphs must not hit the recursion limit
-        tensor, expanded = stack.pop()
-        if expanded:
+        tensor, parents = stack[-1]
+        for parent in parents:
+            if id(parent) not in seen:
+                seen.add(id(parent))
+                stack.append((parent, _grad_parents(parent)))
+                break
+        else:  # every parent done: post-order
+            stack.pop()
             order.append(tensor)
-            continue
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor._node is not None:
-            for parent in tensor._node.inputs:
-                if isinstance(parent, Tensor) and parent.requires_grad and id(parent) not in seen:
-                    stack.append((parent, False))
-    return order[::-1]
+    order.reverse()
+    return order
+
+
+def _grad_parents(tensor):
+    node = tensor._node
+    if node is None:
+        return iter(())
+    return iter([p for p in node.inputs if isinstance(p, Tensor) and p.requires_grad])
 
 
 def _run_backward(root: Tensor, grad) -> None:
     grads = {id(root): grad}
+    owned = set()  # ids of tensors whose pending gradient is an array nothing else references
     for tensor in _topological_order(root):
-        g = grads.pop(id(tensor), None)
+        key = id(tensor)
+        g = grads.pop(key, None)
         if g is None:
             continue
-        if tensor._node is None:  # a leaf: own a copy, gradients may be shared views
-            tensor.grad = g.copy() if tensor.grad is None else tensor.grad + g
-            continue
         node = tensor._node
+        if node is None:
+            _accumulate_leaf(tensor, g, key in owned)
+            continue
         input_grads = node.backward(g)
         for parent, pg in zip(node.inputs, input_grads):
             if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
                 continue
-            key = id(parent)
-            grads[key] = pg if key not in grads else grads[key] + pg
+            k = id(parent)
+            if k not in grads:
+                grads[k] = pg
+                if node.fresh_grads:
+                    owned.add(k)
+            elif k in owned and _can_add_into(grads[k], pg):
+                grads[k] += pg
+            else:
+                grads[k] = grads[k] + pg
+                owned.add(k)
+
+
+def _can_add_into(buf, g) -> bool:
+    """Whether ``buf += g`` gives exactly ``buf + g`` (same array type, shape and dtype, writeable)."""
+    return (type(buf) is np.ndarray and type(g) is np.ndarray and buf.shape == g.shape
+            and buf.dtype == g.dtype and buf.flags.writeable)
+
+
+def _accumulate_leaf(tensor: Tensor, g, owned: bool) -> None:
+    """Add ``g`` into ``tensor.grad``.
+
+    The first gradient is kept without a copy only when ``owned`` (a fresh array
+    no other node or caller references); later ones add in place only into a
+    buffer that nothing but the tensor references (the reference count says so),
+    so an array the user holds, or a view of it, never changes under them.
+    """
+    buf = tensor.grad
+    if buf is None:
+        tensor.grad = g if owned else g.copy()
+    elif _can_add_into(buf, g) and sys.getrefcount(buf) <= _SOLE_OWNER_REFS:
+        buf += g
+    else:
+        tensor.grad = buf + g
+
+
+# references to a ``.grad`` array held by nothing else, seen from _accumulate_leaf:
+# the tensor's attribute, the local name and getrefcount's argument
+_SOLE_OWNER_REFS = 3

@@ -20,6 +20,8 @@ from ..ops.loss import cross_entropy_parts
 
 # --------------------------------------------------------------------------- layers
 class _Conv2d(Function):
+    fresh_grads = True  # backward returns new arrays only
+
     def forward(self, x, weight, bias, stride, padding, dilation, groups, activation):
         self.saved = (x, weight)
         self.geometry = (stride, padding, dilation, groups)
@@ -43,6 +45,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
 
 
 class _Linear(Function):
+    fresh_grads = True  # backward returns new arrays only
+
     def forward(self, x, weight, bias, activation):
         self.saved = (x, weight)
         self.activation = activation
@@ -63,6 +67,8 @@ def linear(x, weight, bias=None, *, activation=None):
 
 
 class _ReLU(Function):
+    fresh_grads = True  # backward returns new arrays only
+
     def forward(self, x):
         self.y = ops.relu(x)
         return self.y
@@ -77,6 +83,8 @@ def relu(x):
 
 
 class _MaxPool2d(Function):
+    fresh_grads = True  # backward returns new arrays only
+
     def forward(self, x, kernel_size, stride, padding, dilation, ceil_mode):
         self.shape = tuple(x.shape)
         if not self.recording:  # inference: no indices to keep
@@ -95,6 +103,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 
 class _AvgPool2d(Function):
+    fresh_grads = True  # backward returns new arrays only
+
     def forward(self, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
         self.shape = tuple(x.shape)
         self.args = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -157,6 +167,8 @@ def _uniform_rows(rng, shape):
 
 
 class _Dropout(Function):
+    fresh_grads = True  # backward returns new arrays only
+
     def forward(self, x, p, rng):
         xp = arr.xp_of(x)
         keep = _uniform_rows(rng, x.shape) >= p
@@ -187,6 +199,8 @@ def dropout(x, p=0.5, training=True, *, rng=None):
 
 class _FakeQuantize(Function):
     """Quantize-dequantize forward; straight-through backward inside the representable range."""
+
+    fresh_grads = True
 
     def forward(self, x, scale, zero_point, dtype, axis):
         y = ops.fake_quantize(x, scale, zero_point, dtype=dtype, axis=axis)
@@ -229,6 +243,8 @@ def _reduce(loss, reduction, op):
 class _CrossEntropy(Function):
     """Fused log-softmax + NLL kernel: per-row losses and d loss / d logits in one pass."""
 
+    fresh_grads = True
+
     def forward(self, logits, target, weight, ignore_index, reduction, label_smoothing):
         with_grad = is_grad_enabled() and self.needs[0]
         losses, self.dlogits, self.divisor, _ = cross_entropy_parts(
@@ -268,6 +284,8 @@ class _BCEWithLogits(Function):
     """Per element ``loss = -(pw * t * log s(z) + (1 - t) * log(1 - s(z)))`` with s the sigmoid, and
     its derivatives as torch: ``d/dz = pw * t * (s - 1) + (1 - t) * s``,
     ``d/dt = log(1 - s(z)) - pw * log s(z)`` (``-z`` when pw is 1)."""
+
+    fresh_grads = True
 
     def forward(self, logits, target, pos_weight):
         xp = arr.xp_of(logits)

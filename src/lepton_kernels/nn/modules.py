@@ -10,13 +10,19 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..autograd import Tensor
+from .. import ops
+from ..autograd import Tensor, is_grad_enabled
+from ..autograd.tensor import flat_shape
 from ..ops import _arrays as arr
 from . import functional as F
 
 
 class Module:
     """Base class: attributes that are Tensors with requires_grad are parameters; Modules are children."""
+
+    # bumped by every attribute assignment and train()/eval() on any Module, so what a
+    # module caches about its children (parameter list, Sequential's plans) knows it is stale
+    _version = 0
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -34,6 +40,7 @@ class Module:
         elif isinstance(value, Module):
             modules[name] = value
         object.__setattr__(self, name, value)
+        Module._version += 1
 
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -49,7 +56,21 @@ class Module:
             yield from child.named_parameters(f"{prefix}{name}.")
 
     def parameters(self):
-        return [p for _, p in self.named_parameters()]
+        return list(self._parameter_tuple())
+
+    def _parameter_tuple(self):
+        return self._cached("parameters", lambda: tuple(p for _, p in self.named_parameters()))
+
+    def _cached(self, key, build):
+        """``build()``, computed again only after some Module attribute changed."""
+        cache = self.__dict__.get("_cache")
+        if cache is None or cache[0] != Module._version:
+            cache = (Module._version, {})
+            object.__setattr__(self, "_cache", cache)
+        value = cache[1].get(key)
+        if value is None:
+            value = cache[1][key] = build()
+        return value
 
     def children(self):
         return list(self._modules.values())
@@ -79,6 +100,7 @@ class Module:
 
     def train(self, mode: bool = True) -> "Module":
         object.__setattr__(self, "training", bool(mode))
+        Module._version += 1
         for child in self._modules.values():
             child.train(mode)
         return self
@@ -108,6 +130,10 @@ def to_device(a, device):
     return cupy.asarray(a)
 
 
+def _data(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
 def _uniform(rng, shape, bound):
     return Tensor(rng.uniform(-bound, bound, shape).astype(np.float32), requires_grad=True)
 
@@ -133,6 +159,9 @@ class Conv2d(Module):
     def forward(self, x, activation=None):
         return F.conv2d(x, self.weight, self.bias, *self.args, activation=activation)
 
+    def _infer(self, a, activation=None):
+        return ops.conv2d(a, _data(self.weight), _data(self.bias), *self.args, activation=activation)
+
     def config(self):
         return {"class": "Conv2d", "in_channels": self.shape_args[0], "out_channels": self.shape_args[1],
                 "kernel_size": list(self.shape_args[2]), "stride": self.args[0], "padding": self.args[1],
@@ -153,6 +182,9 @@ class Linear(Module):
     def forward(self, x, activation=None):
         return F.linear(x, self.weight, self.bias, activation=activation)
 
+    def _infer(self, a, activation=None):
+        return ops.linear(a, _data(self.weight), _data(self.bias), activation=activation)
+
     def config(self):
         return {"class": "Linear", "in_features": self.features[0], "out_features": self.features[1],
                 "bias": self.bias is not None}
@@ -162,6 +194,9 @@ class ReLU(Module):
     def forward(self, x):
         return F.relu(x)
 
+    def _infer(self, a, activation=None):
+        return ops.relu(a)
+
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -170,6 +205,9 @@ class MaxPool2d(Module):
 
     def forward(self, x):
         return F.max_pool2d(x, *self.args)
+
+    def _infer(self, a, activation=None):
+        return ops.max_pool2d(a, *self.args)
 
     def config(self):
         return {"class": "MaxPool2d", "kernel_size": self.args[0], "stride": self.args[1],
@@ -185,6 +223,9 @@ class AvgPool2d(Module):
     def forward(self, x):
         return F.avg_pool2d(x, *self.args)
 
+    def _infer(self, a, activation=None):
+        return ops.avg_pool2d(a, *self.args)
+
     def config(self):
         names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
         return {"class": "AvgPool2d", **dict(zip(names, self.args))}
@@ -197,6 +238,9 @@ class Flatten(Module):
 
     def forward(self, x):
         return x.flatten(*self.dims)
+
+    def _infer(self, a, activation=None):
+        return a.reshape(flat_shape(tuple(a.shape), *self.dims))
 
     def config(self):
         return {"class": "Flatten", "start_dim": self.dims[0], "end_dim": self.dims[1]}
@@ -215,6 +259,10 @@ class Dropout(Module):
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training, rng=self.rng)
+
+    def _infer(self, a, activation=None):
+        y = F.dropout(a, self.p, self.training, rng=self.rng)
+        return y.data if isinstance(y, Tensor) else y
 
     def config(self):
         return {"class": "Dropout", "p": self.p}
@@ -237,14 +285,44 @@ class Sequential(Module):
         return list(self._modules.values())[i]
 
     def forward(self, x):
-        layers = list(self._modules.values())
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            fuse = isinstance(layer, (Conv2d, Linear)) and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
+        if type(x) is Tensor and not (is_grad_enabled() and (x.requires_grad or self._any_parameter_grad())):
+            plan = self._cached("inference", self._inference_plan)
+            if plan:  # no graph to record: run the kernels on the arrays, wrap once
+                a = x.data
+                for step, activation in plan:
+                    a = step(a, activation)
+                return Tensor._wrap(a) if type(a) is np.ndarray else Tensor(a)
+        for layer, fuse in self._cached("layers", self._fused_layers):
             x = layer(x, activation="relu") if fuse else layer(x)
-            i += 2 if fuse else 1
         return x
 
+    def _any_parameter_grad(self):
+        return any(p.requires_grad for p in self._parameter_tuple())
+
+    def _fused_layers(self):
+        """(layer, fuse with the next ReLU) pairs; the ReLUs folded into the layer before them are left out."""
+        layers, pairs, i = list(self._modules.values()), [], 0
+        while i < len(layers):
+            fuse = isinstance(layers[i], (Conv2d, Linear)) and i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
+            pairs.append((layers[i], fuse))
+            i += 2 if fuse else 1
+        return tuple(pairs)
+
+    def _inference_plan(self):
+        """(array function, activation) per fused layer when every layer has a graph-free path
+        equal to its forward (not overridden); else () and forward takes the Tensor path."""
+        plan = []
+        for layer, fuse in self._fused_layers():
+            cls = type(layer)
+            base = next((b for b in _INFERABLE if isinstance(layer, b)), None)
+            if base is None or cls.forward is not base.forward or cls._infer is not base._infer \
+                    or cls.__call__ is not Module.__call__ or "forward" in layer.__dict__:
+                return ()
+            plan.append((layer._infer, "relu" if fuse else None))
+        return tuple(plan)
     def config(self):
         return {"class": "Sequential", "layers": [m.config() for m in self._modules.values()]}
+
+
+# layers whose ``_infer`` computes ``forward`` on arrays when no graph is recorded
+_INFERABLE = (Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout)

@@ -35,7 +35,10 @@ class Optimizer:
         return [p for p in group["params"] if p.grad is not None]
 
     def _state(self, p):
-        return self.state.setdefault(id(p), {})
+        state = self.state.get(id(p))
+        if state is None:
+            state = self.state[id(p)] = {}
+        return state
 
 
 def _zeros_like(a):
@@ -59,12 +62,15 @@ class SGD(Optimizer):
             bufs, first = None, False
             if momentum:
                 states = [self._state(p) for p in params]
-                first = "momentum_buffer" not in states[0]
-                if any(("momentum_buffer" in s) == first for s in states):
+                bufs = [s.get("momentum_buffer") for s in states]
+                missing = sum(b is None for b in bufs)
+                if missing and missing != len(bufs):
                     # a parameter got its first gradient later than the others: step it on its own
                     self._step_mixed(group, params, states)
                     continue
-                bufs = [s.setdefault("momentum_buffer", _zeros_like(p.data)) for s, p in zip(states, params)]
+                first = missing > 0
+                if first:  # allocated on the first step only, not evaluated (and dropped) at every step
+                    bufs = [s.setdefault("momentum_buffer", _zeros_like(p.data)) for s, p in zip(states, params)]
             ops.multi_tensor_sgd_step([p.data for p in params], [p.grad for p in params], bufs, lr=group["lr"],
                                       momentum=momentum, dampening=group["dampening"],
                                       weight_decay=group["weight_decay"], nesterov=group["nesterov"],
@@ -72,8 +78,10 @@ class SGD(Optimizer):
 
     def _step_mixed(self, group, params, states):
         for p, s in zip(params, states):
-            first = "momentum_buffer" not in s
-            buf = s.setdefault("momentum_buffer", _zeros_like(p.data))
+            buf = s.get("momentum_buffer")
+            first = buf is None
+            if first:
+                buf = s["momentum_buffer"] = _zeros_like(p.data)
             ops.sgd_step(p.data, p.grad, buf, lr=group["lr"], momentum=group["momentum"],
                          dampening=group["dampening"], weight_decay=group["weight_decay"],
                          nesterov=group["nesterov"], maximize=group["maximize"], first_step=first)
@@ -90,16 +98,21 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         for group in self.param_groups:
-            params = self._with_grads(group)
             by_step: dict[int, list] = {}
-            for p in params:  # parameters that started later are at an earlier step count
+            for p in group["params"]:  # parameters that started later are at an earlier step count
+                if p.grad is None:
+                    continue
                 s = self._state(p)
                 if "step" not in s:
                     s.update(step=0, exp_avg=_zeros_like(p.data), exp_avg_sq=_zeros_like(p.data))
                     if group["amsgrad"]:
                         s["max_exp_avg_sq"] = _zeros_like(p.data)
-                s["step"] += 1
-                by_step.setdefault(s["step"], []).append((p, s))
+                step = s["step"] = s["step"] + 1
+                items = by_step.get(step)
+                if items is None:
+                    by_step[step] = [(p, s)]
+                else:
+                    items.append((p, s))
             for step, items in by_step.items():
                 self._update(group, step, items)
 
