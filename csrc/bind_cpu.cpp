@@ -343,12 +343,8 @@ void max_pool2d_backward(const py::object& go, const py::object& io, const py::o
   raise_status(op, st);
 }
 
-int64_t divisor_value(const std::string& op, const std::optional<int64_t>& v) {
-  if (!v) return 0;
-  if (*v < 0) value_error(op, "divisor_override must be None or a positive integer, got " +
-                                  std::to_string(*v));
-  return *v;
-}
+// None -> 0 ("no override"); a negative value is refused by lepton::validate_avg_pool.
+int64_t divisor_value(const std::optional<int64_t>& v) { return v ? *v : 0; }
 
 template <class T>
 lepton::Status call_avg(const lepton::Pool2dDesc& d, const Arg& x, Arg& out) {
@@ -368,7 +364,7 @@ void avg_pool2d(const py::object& xo, const py::object& oo, int64_t kh, int64_t 
   expect_disjoint(op, out, x, false);
   lepton::Pool2dDesc d = pool_desc(x, out, kh, kw, sh, sw, pt, pb, pl, pr, 1, 1);
   d.count_include_pad = include_pad;
-  d.divisor_override = divisor_value(op, divisor);
+  d.divisor_override = divisor_value(divisor);
   lepton::Status st = x.dt == DType::f32 ? call_avg<float>(d, x, out) : call_avg<double>(d, x, out);
   raise_status(op, st);
 }
@@ -391,10 +387,28 @@ void avg_pool2d_backward(const py::object& go, const py::object& gio, int64_t kh
   expect_disjoint(op, gi, g, false);
   lepton::Pool2dDesc d = pool_desc(gi, g, kh, kw, sh, sw, pt, pb, pl, pr, 1, 1);
   d.count_include_pad = include_pad;
-  d.divisor_override = divisor_value(op, divisor);
+  d.divisor_override = divisor_value(divisor);
   lepton::Status st =
       g.dt == DType::f32 ? call_avg_bwd<float>(d, g, gi) : call_avg_bwd<double>(d, g, gi);
   raise_status(op, st);
+}
+
+// Output (OH, OW) of max_pool2d / avg_pool2d for an input of shape (C, H, W) or
+// (N, C, H, W): lepton::pool2d_output_size, errors prefixed with the caller's op.
+py::tuple pool2d_output_size(const std::string& op, const std::vector<int64_t>& shape, int64_t kh,
+                             int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                             int64_t pr, int64_t dh, int64_t dw, bool ceil_mode) {
+  if (shape.size() != 3 && shape.size() != 4)
+    value_error(op, "input shape must be (C, H, W) or (N, C, H, W), got " + shape_str(shape));
+  lepton::Pool2dDesc d;
+  const size_t o = shape.size() - 3;
+  d.n = o ? shape[0] : 1, d.c = shape[o], d.h = shape[o + 1], d.w = shape[o + 2];
+  d.kernel_h = kh, d.kernel_w = kw, d.stride_h = sh, d.stride_w = sw;
+  d.pad_top = pt, d.pad_bottom = pb, d.pad_left = pl, d.pad_right = pr;
+  d.dilation_h = dh, d.dilation_w = dw;
+  int64_t oh = 0, ow = 0;
+  raise_status(op, lepton::pool2d_output_size(d, ceil_mode, &oh, &ow));
+  return py::make_tuple(oh, ow);
 }
 
 // ---------------------------------------------------------------- linear algebra
@@ -633,6 +647,29 @@ void conv2d_backward(const py::object& go, const py::object& xo, const py::objec
   lepton::Status st = g.dt == DType::f32 ? call_conv_bwd<float>(d, g, x, w, y, gx, gw, gb)
                                          : call_conv_bwd<double>(d, g, x, w, y, gx, gw, gb);
   raise_status(op, st);
+}
+
+// Output (OH, OW) of conv2d for x (N, C_in, H, W) and weight (C_out, C_in/groups, KH, KW):
+// lepton::conv2d_output_size, then weight's channels against x's.
+py::tuple conv2d_output_size(const std::string& op, const std::vector<int64_t>& x_shape,
+                             const std::vector<int64_t>& w_shape, int64_t sh, int64_t sw, int64_t pt,
+                             int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw, int64_t groups) {
+  if (x_shape.size() != 4) value_error(op, "x shape must be (N, C_in, H, W), got " + shape_str(x_shape));
+  if (w_shape.size() != 4)
+    value_error(op, "weight shape must be (C_out, C_in/groups, KH, KW), got " + shape_str(w_shape));
+  lepton::Conv2dDesc d;
+  d.n = x_shape[0], d.c_in = x_shape[1], d.h = x_shape[2], d.w = x_shape[3];
+  d.c_out = w_shape[0], d.kernel_h = w_shape[2], d.kernel_w = w_shape[3];
+  d.stride_h = sh, d.stride_w = sw;
+  d.pad_top = pt, d.pad_bottom = pb, d.pad_left = pl, d.pad_right = pr;
+  d.dilation_h = dh, d.dilation_w = dw;
+  d.groups = groups;
+  int64_t oh = 0, ow = 0;
+  raise_status(op, lepton::conv2d_output_size(d, &oh, &ow));
+  if (w_shape[1] != d.c_in / groups)  // groups divides c_in: checked above
+    value_error(op, "weight must have C_in/groups = " + std::to_string(d.c_in / groups) +
+                        " input channels, got shape " + shape_str(w_shape));
+  return py::make_tuple(oh, ow);
 }
 
 // ---------------------------------------------------------------- optimizers
@@ -1387,6 +1424,16 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         "grad_in (N,C,H,W) = sum over windows of grad_out / divisor (same divisor rules as "
         "avg_pool2d).");
 
+  m.def("pool2d_output_size", &pool2d_output_size, py::arg("op"), py::arg("shape"), py::arg("kernel_h"),
+        py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"),
+        py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("dilation_h"),
+        py::arg("dilation_w"), py::arg("ceil_mode"),
+        "(OH, OW) of 2-D pooling over shape (C, H, W) or (N, C, H, W): span = size + padding - "
+        "(dilation*(kernel-1) + 1), out = span // stride + 1, plus 1 in ceil_mode when the extra "
+        "window starts inside the input or the leading padding (PyTorch's rule). Exact for any "
+        "int64; ValueError '<op>: ...' naming the argument for a bad window, a padded size or an "
+        "output element count past int64.");
+
   m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out"),
         "out (M, N) = a (M, K) @ b (K, N). float32/float64, C-contiguous, out disjoint from inputs.");
   m.def("linear", &linear, py::arg("x2"), py::arg("weight"), py::arg("bias"), py::arg("out2"),
@@ -1416,6 +1463,15 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         "Gradients of conv2d: g' = grad_out masked where y <= 0 (when y, the fused-ReLU output, "
         "is given); grad_x (transposed convolution), grad_w, grad_b (sums over the batch in a "
         "fixed order: deterministic). Each gradient may be None (skipped).");
+
+  m.def("conv2d_output_size", &conv2d_output_size, py::arg("op"), py::arg("x_shape"),
+        py::arg("weight_shape"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"),
+        py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("dilation_h"),
+        py::arg("dilation_w"), py::arg("groups"),
+        "(OH, OW) of conv2d for x (N, C_in, H, W) and weight (C_out, C_in/groups, KH, KW): "
+        "(size + padding - dilation*(kernel-1) - 1) // stride + 1. Exact for any int64; "
+        "ValueError '<op>: ...' naming the argument for a bad window or groups, weight channels "
+        "that do not match, a padded size or an output element count past int64.");
 
   m.def("sgd_step", &sgd_step, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"), py::arg("lr"),
         py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),

@@ -9,7 +9,9 @@
 // detectable cheaply. Every call checks sizes, dtype and null pointers
 // (-> ValueError), releases the GIL around the launch, and turns a failed launch
 // into RuntimeError("<op>: <cuda error>"). Launches are asynchronous: an error
-// inside a kernel surfaces at the next synchronizing call.
+// inside a kernel surfaces at the next synchronizing call. Pooling and convolution
+// geometry is checked by the shared lepton::validate* (csrc/geometry, the library
+// lepton_geometry that the CPU kernels use too), never by a copy here.
 //
 // matmul / linear / linear_backward / conv2d / conv2d_backward run the tiled GEMM and
 // implicit-GEMM kernels (cuda/gemm.cu, cuda/conv.cu); their index math is 32-bit, so
@@ -160,19 +162,10 @@ void bias_relu_backward(std::uintptr_t grad_out, std::uintptr_t y, std::uintptr_
 
 // ------------------------------------------------------------------ pooling
 
-// out must be floor(span / stride) + 1 or ceil(span / stride) + 1, span = the padded
-// input minus the dilated kernel extent (0 outputs when the kernel does not fit).
-void check_axis(const char* op, const char* axis, int64_t in, int64_t out, int64_t k, int64_t s, int64_t d,
-                int64_t pad_lo, int64_t pad_hi) {
-  const int64_t span = in + pad_lo + pad_hi - ((k - 1) * d + 1);
-  int64_t lo = 0, hi = 0;
-  if (span >= 0) {
-    lo = span / s + 1;
-    hi = (span + s - 1) / s + 1;
-  }
-  if (out == lo || out == hi) return;
-  bad(op, std::string("out_") + axis + " = " + std::to_string(out) + " does not match the geometry (expected " +
-              std::to_string(lo) + (hi != lo ? " or " + std::to_string(hi) : std::string()) + ")");
+// A refusal of the shared descriptor rules (lepton::validate*, csrc/geometry: the same
+// code the CPU kernels run) as ValueError("<op>: <what>").
+void need_valid(const char* op, const lepton::Status& st) {
+  if (!st.ok()) bad(op, st.message);
 }
 
 struct Geometry {
@@ -180,44 +173,37 @@ struct Geometry {
   int64_t in_count = 0, out_count = 0;
 };
 
-Geometry pool_geometry(const char* op, int64_t n, int64_t c, int64_t h, int64_t w, int64_t out_h,
-                       int64_t out_w, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
-                       int64_t stride_w, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
-                       int64_t pad_right, int64_t dilation_h, int64_t dilation_w) {
-  need_nonneg(op, "n", n);
-  need_nonneg(op, "c", c);
-  need_nonneg(op, "h", h);
-  need_nonneg(op, "w", w);
-  need_nonneg(op, "out_h", out_h);
-  need_nonneg(op, "out_w", out_w);
-  need_pos(op, "kernel_h", kernel_h);
-  need_pos(op, "kernel_w", kernel_w);
-  need_pos(op, "stride_h", stride_h);
-  need_pos(op, "stride_w", stride_w);
-  need_pos(op, "dilation_h", dilation_h);
-  need_pos(op, "dilation_w", dilation_w);
-  need_nonneg(op, "pad_top", pad_top);
-  need_nonneg(op, "pad_bottom", pad_bottom);
-  need_nonneg(op, "pad_left", pad_left);
-  need_nonneg(op, "pad_right", pad_right);
-  // As lepton::validate: each size below 2^31 keeps every sum/product the launchers
-  // form inside int64, and out_h/out_w must match floor or ceil rounding.
-  const int64_t limit = int64_t(1) << 31;
-  for (int64_t v : {h, w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_bottom,
-                    pad_left, pad_right, dilation_h, dilation_w}) {
-    if (v >= limit) bad(op, "a size, kernel, stride, padding or dilation is >= 2^31 (" + std::to_string(v) + ")");
-  }
-  check_axis(op, "h", h, out_h, kernel_h, stride_h, dilation_h, pad_top, pad_bottom);
-  check_axis(op, "w", w, out_w, kernel_w, stride_w, dilation_w, pad_left, pad_right);
-  Geometry g;
-  g.in_count = product(op, {n, c, h, w});
-  g.out_count = product(op, {n, c, out_h, out_w});
-  lepton::Pool2dDesc& d = g.d;
+lepton::Pool2dDesc pool_desc(int64_t n, int64_t c, int64_t h, int64_t w, int64_t out_h, int64_t out_w,
+                             int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                             int64_t pad_bottom, int64_t pad_left, int64_t pad_right, int64_t dilation_h,
+                             int64_t dilation_w) {
+  lepton::Pool2dDesc d;
   d.n = n, d.c = c, d.h = h, d.w = w, d.out_h = out_h, d.out_w = out_w;
   d.kernel_h = kernel_h, d.kernel_w = kernel_w, d.stride_h = stride_h, d.stride_w = stride_w;
   d.pad_top = pad_top, d.pad_bottom = pad_bottom, d.pad_left = pad_left, d.pad_right = pad_right;
   d.dilation_h = dilation_h, d.dilation_w = dilation_w;
+  return d;
+}
+
+// Element counts of a descriptor lepton::validate accepted (they fit int64).
+Geometry counted(const lepton::Pool2dDesc& d) {
+  Geometry g;
+  g.d = d;
+  g.in_count = d.n * d.c * d.h * d.w;
+  g.out_count = d.n * d.c * d.out_h * d.out_w;
   return g;
+}
+
+// The pool launchers' index math is int64 throughout: lepton::validate's limits (each
+// number below 2^31, counts within int64) are all they need.
+Geometry pool_geometry(const char* op, int64_t n, int64_t c, int64_t h, int64_t w, int64_t out_h,
+                       int64_t out_w, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+                       int64_t stride_w, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                       int64_t pad_right, int64_t dilation_h, int64_t dilation_w) {
+  const lepton::Pool2dDesc d = pool_desc(n, c, h, w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w,
+                                         pad_top, pad_bottom, pad_left, pad_right, dilation_h, dilation_w);
+  need_valid(op, lepton::validate(d));
+  return counted(d);
 }
 
 void max_pool2d(std::uintptr_t x, std::uintptr_t out, std::uintptr_t indices, int64_t n, int64_t c, int64_t h,
@@ -245,20 +231,11 @@ void max_pool2d_backward(std::uintptr_t grad_out, std::uintptr_t indices, std::u
                          std::uintptr_t stream) {
   const char* op = "max_pool2d_backward";
   const DType dt = dtype_of(op, dtype_code);
-  need_nonneg(op, "n", n);
-  need_nonneg(op, "c", c);
-  need_nonneg(op, "h", h);
-  need_nonneg(op, "w", w);
-  need_nonneg(op, "out_h", out_h);
-  need_nonneg(op, "out_w", out_w);
-  const int64_t limit = int64_t(1) << 31;
-  for (int64_t v : {h, w, out_h, out_w}) {
-    if (v >= limit) bad(op, "a size is >= 2^31 (" + std::to_string(v) + ")");
-  }
-  const int64_t planes = product(op, {n, c});
-  const int64_t in_plane = h * w, out_plane = out_h * out_w;  // each < 2^62
-  const int64_t in_count = product(op, {planes, in_plane});
-  const int64_t out_count = product(op, {planes, out_plane});
+  lepton::Pool2dDesc d;
+  d.n = n, d.c = c, d.h = h, d.w = w, d.out_h = out_h, d.out_w = out_w;
+  need_valid(op, lepton::validate_sizes(d));  // as the CPU kernel: sizes only
+  const int64_t planes = n * c, in_plane = h * w, out_plane = out_h * out_w;
+  const int64_t in_count = planes * in_plane, out_count = planes * out_plane;  // validate_sizes: fit int64
   need_ptr(op, "grad_out_ptr", grad_out, in_count > 0 ? out_count : 0);
   need_ptr(op, "indices_ptr", indices, in_count > 0 ? out_count : 0);
   need_ptr(op, "grad_in_ptr", grad_in, in_count);
@@ -272,14 +249,12 @@ Geometry avg_geometry(const char* op, int64_t n, int64_t c, int64_t h, int64_t w
                       int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                       int64_t pad_bottom, int64_t pad_left, int64_t pad_right, bool count_include_pad,
                       int64_t divisor_override) {
-  need_nonneg(op, "divisor_override", divisor_override);
-  if (divisor_override >= (int64_t(1) << 31))
-    bad(op, "divisor_override must be < 2^31, got " + std::to_string(divisor_override));
-  Geometry g = pool_geometry(op, n, c, h, w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top,
-                             pad_bottom, pad_left, pad_right, 1, 1);
-  g.d.count_include_pad = count_include_pad;
-  g.d.divisor_override = divisor_override;
-  return g;
+  lepton::Pool2dDesc d = pool_desc(n, c, h, w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top,
+                                   pad_bottom, pad_left, pad_right, 1, 1);
+  d.count_include_pad = count_include_pad;
+  d.divisor_override = divisor_override;
+  need_valid(op, lepton::validate_avg_pool(d));
+  return counted(d);
 }
 
 void avg_pool2d(std::uintptr_t x, std::uintptr_t out, int64_t n, int64_t c, int64_t h, int64_t w, int64_t out_h,
@@ -391,67 +366,54 @@ struct ConvGeometry {
   int64_t x_count = 0, w_count = 0, out_count = 0;
 };
 
-// As lepton::validate plus the limits of the 32-bit index math in conv.cuh.
+// CUDA-only limits, on top of lepton::validate: conv.cuh's implicit GEMM indexes with
+// 32-bit ints, so every number, the padded input and each GEMM dimension stay below
+// 2^30 / kGemmMaxDim. The per-number limit runs first so that its message, not a
+// geometry mismatch it would cause, names what is too large.
+void need_cuda_conv_numbers(const char* op, const lepton::Conv2dDesc& d) {
+  const int64_t limit = int64_t(1) << 30;
+  const std::pair<const char*, int64_t> numbers[] = {
+      {"n", d.n}, {"c_in", d.c_in}, {"h", d.h}, {"w", d.w}, {"c_out", d.c_out}, {"kernel_h", d.kernel_h},
+      {"kernel_w", d.kernel_w}, {"out_h", d.out_h}, {"out_w", d.out_w}, {"stride_h", d.stride_h},
+      {"stride_w", d.stride_w}, {"pad_top", d.pad_top}, {"pad_bottom", d.pad_bottom}, {"pad_left", d.pad_left},
+      {"pad_right", d.pad_right}, {"dilation_h", d.dilation_h}, {"dilation_w", d.dilation_w},
+      {"groups", d.groups}};
+  for (const auto& [name, v] : numbers)
+    if (v >= limit)
+      bad(op, "a size, kernel, stride, padding, dilation or groups is >= 2^30 (" + std::string(name) + " = " +
+                  std::to_string(v) + "), the limit of the CUDA kernels' 32-bit index math");
+}
+
+// After lepton::validate (every number in [0, 2^31), so the sums below are exact).
+void need_cuda_conv_extents(const char* op, const lepton::Conv2dDesc& d) {
+  const int64_t limit = int64_t(1) << 30;
+  if (d.h + d.pad_top + d.pad_bottom >= limit || d.w + d.pad_left + d.pad_right >= limit)
+    bad(op, "the padded input is 2^30 or more rows or columns");
+  const int64_t khw = d.kernel_h * d.kernel_w;
+  // Every GEMM dimension of the forward and both backward products.
+  need_dim(op, "n*out_h*out_w", product(op, {d.n, d.out_h, d.out_w}));
+  need_dim(op, "n*h*w", product(op, {d.n, d.h, d.w}));
+  need_dim(op, "c_in/groups*kernel_h*kernel_w", product(op, {d.c_in / d.groups, khw}));
+  need_dim(op, "c_out/groups*kernel_h*kernel_w", product(op, {d.c_out / d.groups, khw}));
+}
+
 ConvGeometry conv_geometry(const char* op, int64_t n, int64_t c_in, int64_t h, int64_t w, int64_t c_out,
                            int64_t kernel_h, int64_t kernel_w, int64_t out_h, int64_t out_w, int64_t stride_h,
                            int64_t stride_w, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
                            int64_t pad_right, int64_t dilation_h, int64_t dilation_w, int64_t groups) {
-  need_nonneg(op, "n", n);
-  need_nonneg(op, "c_in", c_in);
-  need_nonneg(op, "h", h);
-  need_nonneg(op, "w", w);
-  need_nonneg(op, "c_out", c_out);
-  need_pos(op, "kernel_h", kernel_h);
-  need_pos(op, "kernel_w", kernel_w);
-  need_nonneg(op, "out_h", out_h);
-  need_nonneg(op, "out_w", out_w);
-  need_pos(op, "stride_h", stride_h);
-  need_pos(op, "stride_w", stride_w);
-  need_nonneg(op, "pad_top", pad_top);
-  need_nonneg(op, "pad_bottom", pad_bottom);
-  need_nonneg(op, "pad_left", pad_left);
-  need_nonneg(op, "pad_right", pad_right);
-  need_pos(op, "dilation_h", dilation_h);
-  need_pos(op, "dilation_w", dilation_w);
-  need_pos(op, "groups", groups);
-  const int64_t limit = int64_t(1) << 30;
-  for (int64_t v : {n, c_in, h, w, c_out, kernel_h, kernel_w, out_h, out_w, stride_h, stride_w, pad_top,
-                    pad_bottom, pad_left, pad_right, dilation_h, dilation_w, groups}) {
-    if (v >= limit) bad(op, "a size, kernel, stride, padding, dilation or groups is >= 2^30 (" + std::to_string(v) + ")");
-  }
-  if (c_in % groups != 0 || c_out % groups != 0)
-    bad(op, "groups = " + std::to_string(groups) + " must divide c_in = " + std::to_string(c_in) +
-                " and c_out = " + std::to_string(c_out));
-  if (h + pad_top + pad_bottom >= limit || w + pad_left + pad_right >= limit)
-    bad(op, "the padded input is 2^30 or more rows or columns");
-  const int64_t span_h = h + pad_top + pad_bottom - (dilation_h * (kernel_h - 1) + 1);
-  const int64_t span_w = w + pad_left + pad_right - (dilation_w * (kernel_w - 1) + 1);
-  if (span_h < 0 || span_w < 0)
-    bad(op, "the dilated kernel (" + std::to_string(dilation_h * (kernel_h - 1) + 1) + " x " +
-                std::to_string(dilation_w * (kernel_w - 1) + 1) + ") is larger than the padded input (" +
-                std::to_string(h + pad_top + pad_bottom) + " x " + std::to_string(w + pad_left + pad_right) + ")");
-  if (out_h != span_h / stride_h + 1)
-    bad(op, "out_h = " + std::to_string(out_h) + " does not match the geometry (expected " +
-                std::to_string(span_h / stride_h + 1) + ")");
-  if (out_w != span_w / stride_w + 1)
-    bad(op, "out_w = " + std::to_string(out_w) + " does not match the geometry (expected " +
-                std::to_string(span_w / stride_w + 1) + ")");
-  const int64_t cg = c_in / groups, og = c_out / groups;
-  const int64_t khw = product(op, {kernel_h, kernel_w});
-  // Every GEMM dimension of the forward and both backward products.
-  need_dim(op, "n*out_h*out_w", product(op, {n, out_h, out_w}));
-  need_dim(op, "n*h*w", product(op, {n, h, w}));
-  need_dim(op, "c_in/groups*kernel_h*kernel_w", product(op, {cg, khw}));
-  need_dim(op, "c_out/groups*kernel_h*kernel_w", product(op, {og, khw}));
   ConvGeometry g;
-  g.x_count = product(op, {n, c_in, h, w});
-  g.w_count = product(op, {c_out, cg, khw});
-  g.out_count = product(op, {n, c_out, out_h, out_w});
   lepton::Conv2dDesc& d = g.d;
   d.n = n, d.c_in = c_in, d.h = h, d.w = w, d.c_out = c_out, d.kernel_h = kernel_h, d.kernel_w = kernel_w;
   d.out_h = out_h, d.out_w = out_w, d.stride_h = stride_h, d.stride_w = stride_w;
   d.pad_top = pad_top, d.pad_bottom = pad_bottom, d.pad_left = pad_left, d.pad_right = pad_right;
   d.dilation_h = dilation_h, d.dilation_w = dilation_w, d.groups = groups;
+  need_cuda_conv_numbers(op, d);
+  need_valid(op, lepton::validate(d));  // the rules the CPU float and int8 convolutions check
+  need_cuda_conv_extents(op, d);
+  // lepton::validate: each count fits int64.
+  g.x_count = n * c_in * h * w;
+  g.w_count = c_out * (c_in / groups) * kernel_h * kernel_w;
+  g.out_count = n * c_out * out_h * out_w;
   return g;
 }
 

@@ -43,13 +43,13 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <initializer_list>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/conv_internal.h"
 #include "cpu/internal.h"
+#include "geometry/checks.h"
 #include "lepton/conv.h"
 #include "lepton/gemm.h"
 
@@ -58,22 +58,14 @@ namespace {
 
 using detail::AlignedBuffer;
 
-constexpr int64_t kMaxDim = int64_t(1) << 31;
 // im2col block target (elements): a few hundred KB, well inside L2.
 constexpr int64_t kColTarget = int64_t(1) << 17;
 // Batch chunks of the backward (each owns a partial grad_w).
-constexpr int64_t kMaxChunks = 16;
+constexpr int64_t kMaxChunks = geometry::kConvMaxBatchChunks;  // validate() bounds their buffers
 constexpr int64_t kPartialBudget = int64_t(1) << 25;  // elements over all partials
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-bool mul_overflows(std::initializer_list<int64_t> v) {
-  int64_t r = 1;
-  for (int64_t x : v)
-    if (__builtin_mul_overflow(r, x, &r)) return true;
-  return false;
-}
 
 template <class T>
 inline T relu_of(T v) {
@@ -113,21 +105,6 @@ Shape make_shape(const Conv2dDesc& d) {
   const __int128 wu = __int128(std::max<int64_t>(d.out_w - 1, 0)) * d.stride_w + (d.kernel_w - 1) * d.dilation_w + 1;
   s.spread = hu * wu > kSpreadFactor * (__int128(s.kk) * s.ohw + s.hw) + kSpreadSlack;
   return s;
-}
-
-Status check_axis(const char* axis, int64_t in, int64_t out, int64_t k, int64_t s, int64_t dil,
-                  int64_t pa, int64_t pb) {
-  const int64_t extent = dil * (k - 1) + 1;
-  const int64_t span = in + pa + pb - extent;
-  if (span < 0)
-    return Status::Invalid(std::string("kernel ") + axis + " extent " + std::to_string(extent) +
-                           " (dilation included) is larger than the padded input (" +
-                           std::to_string(in + pa + pb) + ")");
-  const int64_t want = span / s + 1;
-  if (out != want)
-    return Status::Invalid(std::string("out_") + axis + " = " + std::to_string(out) +
-                           " does not match the geometry (expected " + std::to_string(want) + ")");
-  return Status::Ok();
 }
 
 // Calls fn(u, thread) for u in [0, units) on nt threads (static schedule).
@@ -1325,45 +1302,6 @@ Status guarded(F f) {
 }
 
 }  // namespace
-
-Status validate(const Conv2dDesc& d) {
-  const int64_t sizes[] = {d.n, d.c_in, d.h, d.w, d.c_out, d.out_h, d.out_w};
-  for (int64_t v : sizes)
-    if (v < 0) return Status::Invalid("sizes must be non-negative");
-  const int64_t all[] = {d.n, d.c_in, d.h, d.w, d.c_out, d.kernel_h, d.kernel_w, d.out_h,
-                         d.out_w, d.stride_h, d.stride_w, d.pad_top, d.pad_bottom, d.pad_left,
-                         d.pad_right, d.dilation_h, d.dilation_w, d.groups};
-  for (int64_t v : all)
-    if (v >= kMaxDim)
-      return Status::Invalid("a size, kernel, stride, padding, dilation or groups is >= 2^31");
-  if (d.kernel_h < 1 || d.kernel_w < 1) return Status::Invalid("kernel size must be >= 1");
-  if (d.stride_h < 1 || d.stride_w < 1) return Status::Invalid("stride must be >= 1");
-  if (d.dilation_h < 1 || d.dilation_w < 1) return Status::Invalid("dilation must be >= 1");
-  if (d.pad_top < 0 || d.pad_bottom < 0 || d.pad_left < 0 || d.pad_right < 0)
-    return Status::Invalid("padding must be >= 0");
-  if (d.groups < 1) return Status::Invalid("groups must be >= 1");
-  if (d.c_in % d.groups != 0 || d.c_out % d.groups != 0)
-    return Status::Invalid("groups (" + std::to_string(d.groups) +
-                           ") must divide c_in (" + std::to_string(d.c_in) + ") and c_out (" +
-                           std::to_string(d.c_out) + ")");
-  Status st = check_axis("h", d.h, d.out_h, d.kernel_h, d.stride_h, d.dilation_h, d.pad_top,
-                         d.pad_bottom);
-  if (!st.ok()) return st;
-  st = check_axis("w", d.w, d.out_w, d.kernel_w, d.stride_w, d.dilation_w, d.pad_left,
-                  d.pad_right);
-  if (!st.ok()) return st;
-  const int64_t cg = d.c_in / d.groups;
-  // Every size the kernels index with, internal buffers included (phase
-  // buffers over the padded input, im2col blocks), must fit in int64.
-  if (mul_overflows({d.n, d.c_in, d.h, d.w}) || mul_overflows({d.n, d.c_out, d.out_h, d.out_w}) ||
-      mul_overflows({d.c_out, cg, d.kernel_h, d.kernel_w}) ||
-      mul_overflows({cg, d.kernel_h, d.kernel_w, d.out_h, d.out_w}) ||
-      mul_overflows({std::max<int64_t>(cg, 1), d.h + d.pad_top + d.pad_bottom + d.stride_h + 16,
-                     d.w + d.pad_left + d.pad_right + d.stride_w + 16, 64}) ||
-      mul_overflows({d.c_out, cg, d.kernel_h, d.kernel_w, 16 * kMaxChunks}))
-    return Status::Invalid("the tensor sizes overflow int64");
-  return Status::Ok();
-}
 
 Status conv2d(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y) {
   return guarded([&] { return forward_impl(d, x, w, bias, y); });

@@ -1,9 +1,10 @@
 // cpu/pool.cpp -- 2-D max/average pooling, NCHW, forward and backward: the
-// descriptor check, the OpenMP partition (over planes, or plane x row-block
-// when there are few planes), and the generic templates used for float64, for
-// float32 on ISA "generic", and for the max-pool-with-indices path. The
-// AVX-512/AVX2 float32 max-pool rows live in pool_avx512.cpp / pool_avx2.cpp.
-// Semantics (tap order, NaN, padding, avg divisors) are specified in pool.h.
+// OpenMP partition (over planes, or plane x row-block when there are few
+// planes), and the generic templates used for float64, for float32 on ISA
+// "generic", and for the max-pool-with-indices path. The AVX-512/AVX2 float32
+// max-pool rows live in pool_avx512.cpp / pool_avx2.cpp. Semantics (tap order,
+// NaN, padding, avg divisors) are specified in pool.h; the descriptor checks
+// (validate*) live in geometry/pool.cpp, shared with the CUDA module.
 #include <omp.h>
 
 #include <algorithm>
@@ -23,27 +24,11 @@ namespace {
 using detail::PoolPlan;
 using detail::tap_range;
 
-constexpr int64_t kMaxDim = int64_t(1) << 31;
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 template <class T>
 inline T nan_max(T a, T b) {
   return (b > a || b != b) ? b : a;  // keeps a NaN a; takes a NaN b
-}
-
-Status check_axis(const char* axis, int64_t in, int64_t out, int64_t k, int64_t s, int64_t d,
-                  int64_t pa, int64_t pb) {
-  const int64_t span = in + pa + pb - ((k - 1) * d + 1);
-  int64_t lo = 0, hi = 0;
-  if (span >= 0) {
-    lo = span / s + 1;
-    hi = ceil_div(span, s) + 1;
-  }
-  if (out == lo || out == hi) return Status::Ok();
-  return Status::Invalid(std::string("out_") + axis + " = " + std::to_string(out) +
-                         " does not match the geometry (expected " + std::to_string(lo) +
-                         (hi != lo ? " or " + std::to_string(hi) : std::string()) + ")");
 }
 
 // The padded scratch row is used only while it stays within this multiple of
@@ -304,17 +289,6 @@ AvgDivisors make_divisors(const Pool2dDesc& d) {
   return dv;
 }
 
-Status check_avg(const Pool2dDesc& d) {
-  Status st = validate(d);
-  if (!st.ok()) return st;
-  if (d.dilation_h != 1 || d.dilation_w != 1)
-    return Status::Invalid("average pooling does not support dilation (got " +
-                           std::to_string(d.dilation_h) + ", " + std::to_string(d.dilation_w) +
-                           ")");
-  if (d.divisor_override < 0) return Status::Invalid("divisor_override must be >= 0");
-  return Status::Ok();
-}
-
 // Separable: sum the valid kernel rows into the temp row (the input columns),
 // then sum each output's columns inside the input and divide (padding adds 0).
 template <class T>
@@ -347,7 +321,7 @@ void avg_rows(const PoolPlan& p, const AvgDivisors& dv, const ColumnTaps& cols, 
 
 template <class T>
 Status avg_pool_impl(const Pool2dDesc& d, const T* x, T* y) {
-  Status st = check_avg(d);
+  Status st = validate_avg_pool(d);
   if (!st.ok()) return st;
   const int64_t planes = d.n * d.c, in_plane = d.h * d.w, out_plane = d.out_h * d.out_w;
   if (planes == 0 || out_plane == 0) return Status::Ok();
@@ -365,7 +339,7 @@ Status avg_pool_impl(const Pool2dDesc& d, const T* x, T* y) {
 // add that row to every input row of the window.
 template <class T>
 Status avg_pool_backward_impl(const Pool2dDesc& d, const T* g, T* gi) {
-  Status st = check_avg(d);
+  Status st = validate_avg_pool(d);
   if (!st.ok()) return st;
   const int64_t planes = d.n * d.c, in_plane = d.h * d.w, out_plane = d.out_h * d.out_w;
   if (planes == 0 || in_plane == 0) return Status::Ok();
@@ -425,41 +399,6 @@ Status guarded(F f) {
 }
 
 }  // namespace
-
-// Sizes only: what the index scatter of max_pool2d_backward needs.
-Status validate_sizes(const Pool2dDesc& d) {
-  if (d.n < 0 || d.c < 0 || d.h < 0 || d.w < 0 || d.out_h < 0 || d.out_w < 0)
-    return Status::Invalid("sizes must be non-negative");
-  for (int64_t v : {d.n, d.c, d.h, d.w, d.out_h, d.out_w})
-    if (v >= kMaxDim) return Status::Invalid("a size is >= 2^31");
-  int64_t in_total = 0, out_total = 0;
-  if (__builtin_mul_overflow(d.n, d.c, &in_total) || __builtin_mul_overflow(in_total, d.h, &in_total) ||
-      __builtin_mul_overflow(in_total, d.w, &in_total) ||
-      __builtin_mul_overflow(d.n * d.c, d.out_h, &out_total) ||
-      __builtin_mul_overflow(out_total, d.out_w, &out_total))
-    return Status::Invalid("n*c*h*w or n*c*out_h*out_w overflows int64");
-  return Status::Ok();
-}
-
-Status validate(const Pool2dDesc& d) {
-  Status sizes = validate_sizes(d);
-  if (!sizes.ok()) return sizes;
-  const int64_t dims[] = {d.n, d.c, d.h, d.w, d.out_h, d.out_w, d.kernel_h, d.kernel_w,
-                          d.stride_h, d.stride_w, d.pad_top, d.pad_bottom, d.pad_left,
-                          d.pad_right, d.dilation_h, d.dilation_w, d.divisor_override};
-  for (int64_t v : dims)
-    if (v >= kMaxDim) return Status::Invalid("a size, kernel, stride, padding or dilation is >= 2^31");
-  if (d.kernel_h < 1 || d.kernel_w < 1) return Status::Invalid("kernel size must be >= 1");
-  if (d.stride_h < 1 || d.stride_w < 1) return Status::Invalid("stride must be >= 1");
-  if (d.dilation_h < 1 || d.dilation_w < 1) return Status::Invalid("dilation must be >= 1");
-  if (d.pad_top < 0 || d.pad_bottom < 0 || d.pad_left < 0 || d.pad_right < 0)
-    return Status::Invalid("padding must be >= 0");
-  Status st = check_axis("h", d.h, d.out_h, d.kernel_h, d.stride_h, d.dilation_h, d.pad_top,
-                         d.pad_bottom);
-  if (!st.ok()) return st;
-  return check_axis("w", d.w, d.out_w, d.kernel_w, d.stride_w, d.dilation_w, d.pad_left,
-                    d.pad_right);
-}
 
 Status max_pool2d(const Pool2dDesc& d, const float* x, float* y, int64_t* indices) {
   return guarded([&] { return max_pool_impl(d, x, y, indices); });

@@ -32,7 +32,22 @@ struct Conv2dDesc {
   bool relu = false;
 };
 
+// The rules below are defined once (csrc/geometry/conv.cpp, no OpenMP or ISA flags)
+// and shared by the float and int8 CPU convolutions, the CUDA module and, through the
+// binding, Python. Messages name the argument and the value given.
+//
+// Sizes >= 0, kernel/stride/dilation/groups >= 1, padding >= 0, each number < 2^31,
+// groups divides c_in and c_out, out_h/out_w equal the floor formula, and every buffer
+// the kernels index fits int64.
 Status validate(const Conv2dDesc& d);
+
+// out_h/out_w by the floor formula above for n, c_in, h, w, c_out, groups and the
+// window of d (its out_h/out_w are ignored). Exact for any int64 input (the kernels'
+// 2^31 limit is validate()'s business). Refuses what validate() refuses about the
+// arguments themselves, a padded size past int64 (naming the padding), a dilated kernel
+// larger than the padded input (naming kernel and dilation) and an
+// n*c_out*out_h*out_w past int64 (naming stride and padding).
+Status conv2d_output_size(const Conv2dDesc& d, int64_t* out_h, int64_t* out_w);
 
 Status conv2d(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y);
 Status conv2d(const Conv2dDesc& d, const double* x, const double* w, const double* bias, double* y);

@@ -37,11 +37,27 @@ struct Pool2dDesc {
   int64_t divisor_override = 0;   // average pooling only; 0 = none
 };
 
+// The rules below are defined once (csrc/geometry/pool.cpp, no OpenMP or ISA flags)
+// and shared by the CPU kernels, the CUDA module and, through the binding, Python.
+// Messages name the argument and the value given (the bindings prefix the op).
+//
 // Checks sizes/strides/paddings are in range and out_h/out_w are consistent
 // with some floor/ceil rounding; every entry point calls it first.
 Status validate(const Pool2dDesc& d);
 // Only the sizes (non-negative, < 2^31, products fit int64).
 Status validate_sizes(const Pool2dDesc& d);
+// validate() plus average pooling's own rules: no dilation, divisor_override >= 0.
+Status validate_avg_pool(const Pool2dDesc& d);
+
+// out_h/out_w for n, c, h, w and the window of d (its out_h/out_w are ignored):
+//   span = size + pad_before + pad_after - (dilation*(kernel-1) + 1)
+//   out  = span / stride + 1, plus 1 in ceil_mode when span % stride != 0 and that
+//          extra window starts inside the input or the leading padding (PyTorch's rule).
+// Exact for any int64 input (the kernels' 2^31 limit is validate()'s business). Refuses
+// negative sizes or padding, kernel/stride/dilation < 1, a padded size past int64
+// (naming the padding), a dilated kernel larger than the padded input (naming
+// kernel_size and dilation) and an n*c*out_h*out_w past int64 (naming stride and padding).
+Status pool2d_output_size(const Pool2dDesc& d, bool ceil_mode, int64_t* out_h, int64_t* out_w);
 
 // y: (n, c, out_h, out_w); indices (nullable): same shape, int64.
 Status max_pool2d(const Pool2dDesc& d, const float* x, float* y, int64_t* indices);
