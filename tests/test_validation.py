@@ -191,3 +191,26 @@ def test_conv2d_with_stride_far_above_the_kernel_matches_reference(geo, c_in):
         got = lk.conv2d_backward(g.astype(dtype), xd, wd, **geo)
         for a, e in zip(got, ref.conv2d_backward(g, x, w, **geo)):
             np.testing.assert_allclose(a, e, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("geo", [dict(stride=2**28, padding=1), dict(stride=(2**28, 1), padding=(1, 0)),
+                                 dict(stride=(1, 2**30), padding=(0, 1))], ids=str)
+@pytest.mark.parametrize("c_in", [3, 12])
+def test_conv_stride_of_a_one_output_axis_costs_nothing_and_matches_reference(geo, c_in):
+    # An axis with one output has one window whatever its stride: the kernels run it with
+    # stride 1 (lepton::canonical) instead of sizing stride-phase buffers by 2**28 or refusing.
+    from lepton_kernels import reference as ref
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, c_in, 5, 6))
+    w = rng.standard_normal((4, c_in, 2, 2))
+    y = lk.conv2d(x.astype(np.float32), w.astype(np.float32), **geo)
+    want = ref.conv2d(x, w, None, **geo)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    g = rng.standard_normal(y.shape)
+    for a, e in zip(lk.conv2d_backward(g, x, w, **geo), ref.conv2d_backward(g, x, w, **geo)):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
+    xq = rng.integers(0, 256, x.shape).astype(np.uint8)
+    wq = rng.integers(-128, 128, w.shape).astype(np.int8)
+    got = lk.conv2d_integer(xq, wq, 3, 0, **geo)
+    np.testing.assert_array_equal(got, ref.conv2d_integer(xq, wq, 3, 0, **geo))

@@ -1223,9 +1223,10 @@ bool use_direct_forward(const Shape& s) {
 }
 
 template <class T>
-Status forward_impl(const Conv2dDesc& d, const T* x, const T* w, const T* bias, T* y) {
-  Status st = validate(d);
+Status forward_impl(const Conv2dDesc& desc, const T* x, const T* w, const T* bias, T* y) {
+  Status st = validate(desc);
   if (!st.ok()) return st;
+  const Conv2dDesc d = canonical(desc);
   const Shape s = make_shape(d);
   if (d.n == 0 || d.c_out == 0 || s.ohw == 0) return Status::Ok();
   if (!y || !w || (s.hw * d.c_in > 0 && !x)) return Status::Invalid("null data pointer");
@@ -1269,10 +1270,11 @@ Status fast_backward(const Shape& s, const DirectOps<T>& K, const T* g, const T*
 }
 
 template <class T>
-Status backward_impl(const Conv2dDesc& d, const T* g, const T* x, const T* w, const T* y, T* gx,
+Status backward_impl(const Conv2dDesc& desc, const T* g, const T* x, const T* w, const T* y, T* gx,
                      T* gw, T* gb) {
-  Status st = validate(d);
+  Status st = validate(desc);
   if (!st.ok()) return st;
+  const Conv2dDesc d = canonical(desc);
   const Shape s = make_shape(d);
   const int64_t wsize = d.c_out * s.ntaps;
   if (d.n == 0 || d.c_out == 0) {

@@ -1222,10 +1222,11 @@ Status conv_direct_vnni(const Conv2dDesc& d, const ConvShape& s, const uint8_t* 
 }
 
 template <class TX, class TW>
-Status conv_impl(const Conv2dDesc& d, const TX* x, int32_t xzp, const TW* w, const int32_t* wzp,
+Status conv_impl(const Conv2dDesc& desc, const TX* x, int32_t xzp, const TW* w, const int32_t* wzp,
                  bool per_channel, int32_t* y, const RequantSink* sink = nullptr) {
-  Status st = validate(d);
+  Status st = validate(desc);
   if (!st.ok()) return st;
+  const Conv2dDesc d = canonical(desc);
   if (d.relu) return Status::Invalid("relu is not supported by conv2d_integer");
   if (!zp_in_range<TX>(xzp))
     return Status::Invalid("x_zero_point " + std::to_string(xzp) + " is outside the range of x's type");

@@ -49,6 +49,13 @@ Status check_window(const Conv2dDesc& d) {
 
 }  // namespace
 
+Conv2dDesc canonical(const Conv2dDesc& d) {
+  Conv2dDesc c = d;
+  if (c.out_h <= 1) c.stride_h = 1;
+  if (c.out_w <= 1) c.stride_w = 1;
+  return c;
+}
+
 Status validate(const Conv2dDesc& d) {
   Status st = check_window(d);
   if (!st.ok()) return st;
@@ -74,8 +81,8 @@ Status validate(const Conv2dDesc& d) {
   if (mul_overflows({d.n, d.c_in, d.h, d.w}) || mul_overflows({d.n, d.c_out, d.out_h, d.out_w}) ||
       mul_overflows({d.c_out, cg, d.kernel_h, d.kernel_w}) ||
       mul_overflows({cg, d.kernel_h, d.kernel_w, d.out_h, d.out_w}) ||
-      mul_overflows({std::max<int64_t>(cg, 1), d.h + d.pad_top + d.pad_bottom + d.stride_h + 16,
-                     d.w + d.pad_left + d.pad_right + d.stride_w + 16, 64}) ||
+      mul_overflows({std::max<int64_t>(cg, 1), d.h + d.pad_top + d.pad_bottom + canonical(d).stride_h + 16,
+                     d.w + d.pad_left + d.pad_right + canonical(d).stride_w + 16, 64}) ||
       mul_overflows({d.c_out, cg, d.kernel_h, d.kernel_w, 16 * geometry::kConvMaxBatchChunks}))
     return Status::Invalid("the tensor sizes overflow int64");
   return Status::Ok();

@@ -41,6 +41,12 @@ struct Conv2dDesc {
 // the kernels index fits int64.
 Status validate(const Conv2dDesc& d);
 
+// The same convolution with the stride of an axis that has at most one output set
+// to 1: its only window starts at -pad whatever the stride, so the kernels size
+// their stride-phase buffers by the data, never by a stride no second window uses.
+// The CPU entry points run on canonical(d) after validate(d).
+Conv2dDesc canonical(const Conv2dDesc& d);
+
 // out_h/out_w by the floor formula above for n, c_in, h, w, c_out, groups and the
 // window of d (its out_h/out_w are ignored). Exact for any int64 input (the kernels'
 // 2^31 limit is validate()'s business). Refuses what validate() refuses about the
