@@ -454,12 +454,15 @@ def test_kernel_sources_compile_with_nvrtc(path):
         options = [o.encode() for o in cb._OPTIONS + (f"-I{path.parent}",) + cb._EXTRA_OPTIONS.get(path.name, ())]
         options.append(b"--gpu-architecture=compute_80")
         (result,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
+        # NVRTC writes into the buffer, so it must be a mutable one: `b" " * 1` (an empty log
+        # is one NUL) is CPython's shared one-byte object, and writing into it turned every
+        # later b" " in the test process into b"\x00".
         _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-        log = b" " * size
+        log = bytearray(size)
         nvrtc.nvrtcGetProgramLog(prog, log)
         assert result == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
         _, size = nvrtc.nvrtcGetPTXSize(prog)
-        ptx = b" " * size
+        ptx = bytearray(size)
         nvrtc.nvrtcGetPTX(prog, ptx)
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
@@ -718,3 +721,9 @@ def test_ptxas_report_parses_spills():
     assert row == dict(kernel="lk_matmul_f32", source="gemm.cuh", registers=255, stack=24, spill_stores=16,
                        spill_loads=20, smem=16896, barriers=1)
     assert pr.HOT.match("lk_matmul_f32") and pr.HOT.match("lk_qlinear_conv2d_u8")
+
+
+def test_nvrtc_compiles_leave_the_interpreters_shared_bytes_intact():
+    # Runs after the NVRTC compile tests in this file: a library writing into an immutable
+    # bytes buffer (the bug above) corrupts CPython's cached one-byte objects for the process.
+    assert b" " * 3 == bytes([32, 32, 32]) and b"\x00" == bytes([0])
