@@ -66,5 +66,27 @@ Status output_axis(const std::string& kernel_desc, const char* axis, int64_t siz
 // The output (n, c, out_h, out_w) must have an element count int64 can hold.
 Status check_output_count(int64_t n, int64_t c, int64_t out_h, int64_t out_w);
 
+// Both axes of a pool or conv descriptor (same window field names), then the element
+// count of the (n, channels, out_h, out_w) output. kernel_word names the kernel argument
+// in messages ("kernel_size" for pooling, "kernel" for convolution).
+template <class Desc>
+Status output_plane(const Desc& d, const char* kernel_word, int64_t channels, bool ceil_mode, int64_t* out_h,
+                    int64_t* out_w) {
+  const std::string kernel = std::string(kernel_word) + " " + pair_str(d.kernel_h, d.kernel_w) +
+                             " with dilation " + pair_str(d.dilation_h, d.dilation_w);
+  int64_t oh = 0, ow = 0;
+  Status st = output_axis(kernel, "height", d.h, d.kernel_h, d.stride_h, d.dilation_h, d.pad_top, d.pad_bottom,
+                          ceil_mode, &oh);
+  if (!st.ok()) return st;
+  st = output_axis(kernel, "width", d.w, d.kernel_w, d.stride_w, d.dilation_w, d.pad_left, d.pad_right, ceil_mode,
+                   &ow);
+  if (!st.ok()) return st;
+  st = check_output_count(d.n, channels, oh, ow);
+  if (!st.ok()) return st;
+  *out_h = oh;
+  *out_w = ow;
+  return Status::Ok();
+}
+
 }  // namespace geometry
 }  // namespace lepton

@@ -103,20 +103,7 @@ Status pool2d_output_size(const Pool2dDesc& d, bool ceil_mode, int64_t* out_h, i
   if (!st.ok()) return st;
   st = check_window(d);
   if (!st.ok()) return st;
-  const std::string kernel = "kernel_size " + geometry::pair_str(d.kernel_h, d.kernel_w) + " with dilation " +
-                             geometry::pair_str(d.dilation_h, d.dilation_w);
-  int64_t oh = 0, ow = 0;
-  st = geometry::output_axis(kernel, "height", d.h, d.kernel_h, d.stride_h, d.dilation_h, d.pad_top, d.pad_bottom,
-                             ceil_mode, &oh);
-  if (!st.ok()) return st;
-  st = geometry::output_axis(kernel, "width", d.w, d.kernel_w, d.stride_w, d.dilation_w, d.pad_left, d.pad_right,
-                             ceil_mode, &ow);
-  if (!st.ok()) return st;
-  st = geometry::check_output_count(d.n, d.c, oh, ow);
-  if (!st.ok()) return st;
-  *out_h = oh;
-  *out_w = ow;
-  return Status::Ok();
+  return geometry::output_plane(d, "kernel_size", d.c, ceil_mode, out_h, out_w);
 }
 
 }  // namespace lepton
