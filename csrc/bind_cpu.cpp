@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "bind_common.h"
 #include "lepton/conv.h"
 #include "lepton/elementwise.h"
 #include "lepton/gemm.h"
@@ -40,11 +41,7 @@ enum class DType { f32, f64 };
   throw py::value_error(op + ": " + msg);
 }
 
-void raise_status(const std::string& op, const lepton::Status& st) {
-  if (st.ok()) return;
-  if (st.code == lepton::StatusCode::invalid_argument) value_error(op, st.message);
-  throw std::runtime_error(op + ": " + st.message);
-}
+using lepton_bind::raise_status;
 
 std::string type_name(const py::handle& o) {
   return py::str(py::type::handle_of(o).attr("__name__")).cast<std::string>();
@@ -1388,6 +1385,7 @@ PYBIND11_MODULE(_lepton_cpu, m) {
             "NumPy arrays written in place.";
   const char* version = LEPTON_VERSION;
   m.attr("__version__") = (version[0] ? version : "0.0.0");
+  lepton_bind::register_calls(m);
 
   m.def("relu", &relu, py::arg("x"), py::arg("out"),
         "out = max(x, 0) elementwise (NaN stays NaN). float32/float64, C-contiguous; out may be x.");

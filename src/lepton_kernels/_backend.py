@@ -210,9 +210,10 @@ def _parse_environment(raw) -> tuple[str | None, str | None]:
 
 
 class _Selection:
-    """The inputs of backend choice and its cached answers, {(device, op): module}."""
+    """The inputs of backend choice and its cached answers, {(device, op): module} and
+    {op: whole-call entry or None}."""
 
-    __slots__ = ("environment", "forced", "error", "chosen")
+    __slots__ = ("environment", "forced", "error", "chosen", "calls")
 
     def __init__(self, environment, forced_by_call: str | None):
         self.environment = environment  # raw LEPTON_BACKEND value this selection read
@@ -220,6 +221,7 @@ class _Selection:
         self.forced = forced_by_call if forced_by_call is not None else env_forced
         self.error = None if forced_by_call is not None else env_error  # use_backend overrides a bad variable
         self.chosen: dict[tuple[str, str], object] = {}
+        self.calls: dict[str, object] = {}
 
 
 _selection = _Selection(_read_environment(), None)
@@ -274,6 +276,27 @@ def get_backend(device: str, op: str):
     if module is None:
         module = _choose(selection, device, op)
     return module
+
+
+def whole_call(op: str):
+    """The CPU backend's whole-call entry for ``op`` (its ``call_<op>``), or None.
+
+    A whole call takes the op's plain NumPy arguments, checks them, allocates the
+    result and runs the kernel in one native call; it returns None for any call it
+    does not cover (the op then takes its general path, which also raises the errors).
+    Only the backend chosen for ("cpu", op) is asked, so LEPTON_BACKEND and
+    :func:`use_backend` keep their meaning. Cached like :func:`get_backend`.
+    """
+    selection = _selection
+    if _read_environment() != selection.environment:
+        selection = _current()
+    try:
+        return selection.calls[op]
+    except KeyError:
+        entry = getattr(get_backend("cpu", op), "call_" + op, None)  # raises as get_backend does
+        with _lock:
+            selection.calls[op] = entry
+        return entry
 
 
 def _choose(selection: _Selection, device: str, op: str):

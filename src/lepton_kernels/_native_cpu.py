@@ -4,8 +4,6 @@ from __future__ import annotations
 from . import _lepton_cpu as _cpu
 
 
-
-
 def unavailable_reason():
     return None  # importing _lepton_cpu succeeded
 
@@ -16,6 +14,17 @@ relu = _cpu.relu
 relu_backward = _cpu.relu_backward
 bias_relu = _cpu.bias_relu
 bias_relu_backward = _cpu.bias_relu_backward
+
+
+# Whole-call entries (csrc/bind_calls.cpp): the plain NumPy call of an op checked, allocated
+# and run in one C++ call; each returns None for anything else (see _backend.whole_call).
+call_relu = _cpu.call_relu
+call_bias_relu = _cpu.call_bias_relu
+call_max_pool2d = _cpu.call_max_pool2d
+call_avg_pool2d = _cpu.call_avg_pool2d
+call_conv2d = _cpu.call_conv2d
+call_linear = _cpu.call_linear
+call_cross_entropy = _cpu.call_cross_entropy
 
 
 def _window(p):

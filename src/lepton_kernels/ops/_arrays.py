@@ -213,23 +213,25 @@ class _NumbaCudaAlloc:
         return cuda.to_device(np.ascontiguousarray(a.copy_to_host()))
 
 
-_ALIGN = 64  # a cache line: the widest vector store of the CPU kernels
-_ALIGN_FROM_BYTES = 1 << 20  # smaller results: the extra view costs more than split stores
+def _host_allocator():
+    """The native module's allocator (csrc/bind_calls.cpp: results of 1 MiB or more start on
+    a 64-byte line for the kernels' full-line stores; that rule lives there only), or plain
+    numpy.empty when the compiled module is missing (no native kernel then reads the result)."""
+    try:
+        from .._lepton_cpu import empty as native_empty
+    except ImportError:
+        return lambda shape, dtype: np.empty(shape, dtype=dtype)
+    return native_empty
+
+
+_host_empty = _host_allocator()
 
 
 def empty(like, shape: tuple, dtype) -> Any:
-    """``xp.empty(shape, dtype)`` on ``like``'s device. Large NumPy results start on a cache line
-    (malloc gives 16 bytes): every 64-byte store of a kernel then writes one line, not parts of two,
-    which is 15% of an int8 convolution that writes more than it computes (CIFAR's first layer)."""
+    """``xp.empty(shape, dtype)`` on ``like``'s device (NumPy results through _host_empty)."""
     if not isinstance(like, np.ndarray):
         return xp_of(like).empty(shape, dtype=dtype)
-    dtype = np.dtype(dtype)
-    nbytes = dtype.itemsize * math.prod(shape)
-    if nbytes < _ALIGN_FROM_BYTES:
-        return np.empty(shape, dtype=dtype)
-    raw = np.empty(nbytes + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    return _host_empty(tuple(shape), np.dtype(dtype))
 
 
 def contiguous(a):

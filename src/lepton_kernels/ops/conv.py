@@ -5,6 +5,8 @@ Arguments follow ``torch.nn.functional.conv2d``; padding also takes
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _backend
 from .._backend import ConvParams
 from . import _arrays as arr
@@ -122,6 +124,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     array (N, C_out, H_out, W_out)
         ``H_out = (H + pad_top + pad_bottom - dH*(KH-1) - 1) // sH + 1``.
     """
+    if out is None and type(x) is np.ndarray and (activation is None or activation == "relu"):
+        call = _backend.whole_call("conv2d")  # the small-call path: one native call
+        if call is not None and (y := call(x, weight, bias, stride, padding, dilation, groups,
+                                            activation is not None)) is not None:
+            return y
     op = "conv2d"
     relu = check_activation(op, activation)
     xa, wa, ba, kind, device, dtype = _conv_args(op, x, weight, bias)

@@ -183,6 +183,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         gives NaN and its index points at the first NaN. A window entirely in
         the padding gives -inf (int8/uint8: the type's minimum) and index -1.
     """
+    if out is None and return_indices is False and type(x) is np.ndarray:  # the small-call path
+        call = _backend.whole_call("max_pool2d")
+        if call is not None and (y := call(x, kernel_size, stride, padding, dilation, ceil_mode)) is not None:
+            return y
     op = "max_pool2d"
     xa, kind = arr.intake(op, "x", x)
     dtype = np.dtype(xa.dtype)
@@ -300,6 +304,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     array
         A window with no tap inside the input gives 0.
     """
+    if out is None and type(x) is np.ndarray:  # the small-call path: one native call
+        call = _backend.whole_call("avg_pool2d")
+        if call is not None and (y := call(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                            divisor_override)) is not None:
+            return y
     op = "avg_pool2d"
     xa, kind = arr.intake(op, "x", x)
     dtype = arr.check_float(op, "x", xa)
