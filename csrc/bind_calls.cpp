@@ -14,7 +14,9 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
-#include <cstring>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -44,75 +46,214 @@ py::array new_array(const py::dtype& dtype, const std::vector<int64_t>& shape) {
 
 namespace {
 
-// ---------------------------------------------------------------- taking arrays as they are
+// ---------------------------------------------------------------- operands
 constexpr int kF32 = npy_api::NPY_FLOAT_, kF64 = npy_api::NPY_DOUBLE_;
-constexpr int kI64 = npy_api::NPY_INT64_;
+constexpr int kI64 = npy_api::NPY_INT64_, kI8 = npy_api::NPY_BYTE_, kU8 = npy_api::NPY_UBYTE_;
+static_assert(sizeof(Py_intptr_t) == sizeof(int64_t), "NumPy dimensions are read as int64");
 
-// Exactly numpy.ndarray, C-contiguous, aligned, native byte order: the arrays the
-// kernels read in place. Anything else: nullptr (the op's general path handles it).
-const py::detail::PyArray_Proxy* plain(const py::handle& o) {
-  const npy_api& api = npy_api::get();
-  if (Py_TYPE(o.ptr()) != api.PyArray_Type_) return nullptr;
+// DLPack's ABI (dlpack.h; the "dltensor" capsule every producer's to_dlpack returns):
+// only the fields read or written here.
+struct DLDevice {
+  int32_t device_type;
+  int32_t device_id;
+};
+struct DLDataType {
+  uint8_t code;
+  uint8_t bits;
+  uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t* shape;
+  int64_t* strides;
+  uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor*);
+};
+constexpr int32_t kDLCPU = 1;
+constexpr uint8_t kDLInt = 0, kDLUInt = 1, kDLFloat = 2;
+constexpr const char* kCapsuleName = "dltensor";
+
+// NumPy type number of a DLPack dtype the kernels take, or -1.
+int dlpack_type(const DLDataType& t) {
+  if (t.lanes != 1) return -1;
+  if (t.code == kDLFloat) return t.bits == 32 ? kF32 : t.bits == 64 ? kF64 : -1;
+  if (t.code == kDLInt) return t.bits == 64 ? kI64 : t.bits == 8 ? kI8 : -1;
+  if (t.code == kDLUInt) return t.bits == 8 ? kU8 : -1;
+  return -1;
+}
+
+DLDataType dlpack_dtype(int type) {
+  switch (type) {
+    case kF32: return {kDLFloat, 32, 1};
+    case kF64: return {kDLFloat, 64, 1};
+    case kI64: return {kDLInt, 64, 1};
+    case kI8: return {kDLInt, 8, 1};
+    default: return {kDLUInt, 8, 1};
+  }
+}
+
+int item_size(int type) { return type == kF64 || type == kI64 ? 8 : type == kF32 ? 4 : 1; }
+
+// One array argument as the kernels read it in place: a NumPy array (exactly
+// numpy.ndarray) or an unconsumed DLPack capsule on the CPU, either C-contiguous,
+// aligned and in native byte order. The capsule is only read: it stays unconsumed
+// and its producer keeps owning the memory.
+struct View {
+  const char* data = nullptr;
+  int nd = 0;
+  const int64_t* dims = nullptr;
+  int type = -1;        // NumPy type number
+  bool dlpack = false;  // read from a capsule: results go back as capsules
+
+  int64_t dim(int i) const { return dims[i]; }
+  int64_t count() const {
+    int64_t n = 1;
+    for (int i = 0; i < nd; ++i) n *= dims[i];
+    return n;
+  }
+  std::vector<int64_t> shape() const { return std::vector<int64_t>(dims, dims + nd); }
+  template <class T>
+  const T* ptr() const {
+    return reinterpret_cast<const T*>(data);
+  }
+};
+
+bool numpy_view(const py::handle& o, View* v) {
   const auto* a = py::detail::array_proxy(o.ptr());
   constexpr int need = npy_api::NPY_ARRAY_C_CONTIGUOUS_ | npy_api::NPY_ARRAY_ALIGNED_;
-  if ((a->flags & need) != need) return nullptr;
-  if (py::detail::array_descriptor_proxy(a->descr)->byteorder == '>') return nullptr;
-  return a;
+  const auto* descr = py::detail::array_descriptor_proxy(a->descr);
+  if ((a->flags & need) != need || descr->byteorder == '>') return false;
+  v->data = a->data, v->nd = a->nd, v->dims = reinterpret_cast<const int64_t*>(a->dimensions);
+  v->type = descr->type_num;
+  return true;
 }
 
-int type_num(const py::detail::PyArray_Proxy* a) {
-  return py::detail::array_descriptor_proxy(a->descr)->type_num;
+bool dlpack_view(const py::handle& o, View* v) {
+  if (!PyCapsule_IsValid(o.ptr(), kCapsuleName)) return false;
+  const auto* m = static_cast<const DLManagedTensor*>(PyCapsule_GetPointer(o.ptr(), kCapsuleName));
+  const DLTensor& t = m->dl_tensor;
+  const int type = dlpack_type(t.dtype);
+  if (t.device.device_type != kDLCPU || type < 0 || t.ndim < 0 || (t.ndim > 0 && t.shape == nullptr)) return false;
+  if (t.strides != nullptr) {  // C-contiguous; the stride of a size-1 axis is free
+    int64_t expected = 1;
+    for (int i = t.ndim - 1; i >= 0; --i) {
+      if (t.shape[i] != 1 && t.strides[i] != expected) return false;
+      expected *= t.shape[i];
+    }
+  }
+  const char* data = static_cast<const char*>(t.data) + t.byte_offset;
+  if (reinterpret_cast<uintptr_t>(data) % item_size(type) != 0) return false;
+  v->data = data, v->nd = t.ndim, v->dims = t.shape, v->type = type, v->dlpack = true;
+  return true;
 }
 
-int64_t dim(const py::detail::PyArray_Proxy* a, int i) { return a->dimensions[i]; }
-
-int64_t element_count(const py::detail::PyArray_Proxy* a) {
-  int64_t n = 1;
-  for (int i = 0; i < a->nd; ++i) n *= a->dimensions[i];
-  return n;
+// `o` as a View, or false for anything else (the op's general path handles it).
+bool view_of(const py::handle& o, View* v) {
+  if (Py_TYPE(o.ptr()) == npy_api::get().PyArray_Type_) return numpy_view(o, v);
+  return dlpack_view(o, v);
 }
 
-// A plain float32/float64 array with at least one element, or nullptr.
-const py::detail::PyArray_Proxy* plain_float(const py::handle& o) {
-  const auto* a = plain(o);
-  if (a == nullptr || (type_num(a) != kF32 && type_num(a) != kF64) || element_count(a) == 0) return nullptr;
-  return a;
+// A float32/float64 operand with at least one element.
+bool float_view(const py::handle& o, View* v) {
+  return view_of(o, v) && (v->type == kF32 || v->type == kF64) && v->count() > 0;
 }
 
-// `o` as a plain array of `like`'s dtype (None allowed when optional), or false.
-bool same_dtype(const py::handle& o, const py::detail::PyArray_Proxy* like,
-                const py::detail::PyArray_Proxy** out, bool optional) {
-  *out = nullptr;
+// `o` as a View of `like`'s dtype; None is allowed (and leaves v empty) when optional.
+bool same_dtype(const py::handle& o, const View& like, View* v, bool optional) {
   if (o.is_none()) return optional;
-  *out = plain(o);
-  return *out != nullptr && type_num(*out) == type_num(like);
+  return view_of(o, v) && v->type == like.type;
 }
 
-std::vector<int64_t> shape_of(const py::detail::PyArray_Proxy* a) {
-  return std::vector<int64_t>(a->dimensions, a->dimensions + a->nd);
-}
-
-py::dtype dtype_of(const py::detail::PyArray_Proxy* a) {
-  return py::reinterpret_borrow<py::dtype>(a->descr);
-}
-
-template <class T>
-const T* cptr(const py::detail::PyArray_Proxy* a) {
-  return a ? reinterpret_cast<const T*>(a->data) : nullptr;
-}
-template <class T>
-T* mptr(py::array& a) {
-  return static_cast<T*>(a.mutable_data());
-}
-
-// Runs f(T{}) with T the float type of `a` (float32 or float64).
+// Runs f(T{}) with T the float type of `v` (float32 or float64).
 template <class F>
-void with_float(const py::detail::PyArray_Proxy* a, F&& f) {
-  if (type_num(a) == kF32)
+void with_float(const View& v, F&& f) {
+  if (v.type == kF32)
     f(float{});
   else
     f(double{});
 }
+
+// ---------------------------------------------------------------- results
+// A DLPack result: the buffer (64-byte aligned), its shape, and the managed tensor
+// handed out; the deleter frees all three (it takes no GIL: it touches no Python object).
+struct OwnedTensor {
+  DLManagedTensor managed{};
+  std::vector<int64_t> shape;
+  void* buffer = nullptr;
+
+  static void destroy(DLManagedTensor* m) {
+    auto* self = static_cast<OwnedTensor*>(m->manager_ctx);
+    std::free(self->buffer);
+    delete self;
+  }
+};
+
+// An unconsumed capsule still owns its tensor; a consumer renames it "used_dltensor".
+void capsule_destructor(PyObject* capsule) {
+  if (!PyCapsule_IsValid(capsule, kCapsuleName)) return;
+  auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule, kCapsuleName));
+  m->deleter(m);
+}
+
+// The result of a whole call, in the kind of its first operand: a NumPy array (the
+// allocation rule of new_array) or a DLPack capsule the producer's from_dlpack takes.
+class Result {
+ public:
+  Result(const View& like, int type, std::vector<int64_t> shape) {
+    if (!like.dlpack) {
+      array_ = new_array(py::dtype(type), shape);
+      data_ = array_.mutable_data();
+      return;
+    }
+    owned_.reset(new OwnedTensor);
+    int64_t nbytes = item_size(type);
+    for (int64_t s : shape) nbytes *= s;  // the shape came from validated operands
+    owned_->buffer = std::aligned_alloc(kAlign, static_cast<size_t>((nbytes + kAlign - 1) / kAlign * kAlign));
+    if (owned_->buffer == nullptr) throw std::bad_alloc();
+    owned_->shape = std::move(shape);
+    DLTensor& t = owned_->managed.dl_tensor;
+    t.data = owned_->buffer;
+    t.device = {kDLCPU, 0};
+    t.ndim = static_cast<int32_t>(owned_->shape.size());
+    t.dtype = dlpack_dtype(type);
+    t.shape = owned_->shape.data();
+    t.strides = nullptr;  // C-contiguous
+    t.byte_offset = 0;
+    owned_->managed.manager_ctx = owned_.get();
+    owned_->managed.deleter = &OwnedTensor::destroy;
+    data_ = owned_->buffer;
+  }
+  ~Result() {
+    if (owned_) std::free(owned_->buffer);
+  }
+  Result(const Result&) = delete;
+  Result& operator=(const Result&) = delete;
+
+  template <class T>
+  T* ptr() {
+    return static_cast<T*>(data_);
+  }
+
+  py::object release() {
+    if (!owned_) return std::move(array_);
+    PyObject* capsule = PyCapsule_New(&owned_->managed, kCapsuleName, &capsule_destructor);
+    if (capsule == nullptr) throw py::error_already_set();
+    owned_.release();  // the capsule owns it now
+    return py::reinterpret_steal<py::object>(capsule);
+  }
+
+ private:
+  py::array array_;
+  std::unique_ptr<OwnedTensor> owned_;
+  void* data_ = nullptr;
+};
 
 // ---------------------------------------------------------------- plain geometry arguments
 // The spellings the general path's memo calls plain (_arrays.plain): an exact int (a
@@ -158,52 +299,51 @@ bool exact_bool(const py::handle& o, bool* v) {
 
 // ---------------------------------------------------------------- element-wise
 py::object call_relu(const py::handle& xo) {
-  const auto* x = plain_float(xo);
-  if (x == nullptr) return py::none();
-  py::array y = new_array(dtype_of(x), shape_of(x));
-  const int64_t n = element_count(x);
+  View x;
+  if (!float_view(xo, &x)) return py::none();
+  Result y(x, x.type, x.shape());
+  const int64_t n = x.count();
   lepton::Status st;
   with_float(x, [&](auto t) {
     using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(y);
+    const T* xp = x.ptr<T>();
+    T* yp = y.ptr<T>();
     py::gil_scoped_release nogil;
     st = lepton::relu(xp, yp, n);
   });
   raise_status("relu", st);
-  return std::move(y);
+  return y.release();
 }
 
 py::object call_bias_relu(const py::handle& xo, const py::handle& bo) {
-  const auto* x = plain_float(xo);
-  const py::detail::PyArray_Proxy* b = nullptr;
-  if (x == nullptr || x->nd < 2 || !same_dtype(bo, x, &b, false) || b->nd != 1 || dim(b, 0) != dim(x, 1))
+  View x, b;
+  if (!float_view(xo, &x) || x.nd < 2 || !same_dtype(bo, x, &b, false) || b.nd != 1 || b.dim(0) != x.dim(1))
     return py::none();
   lepton::BiasReluDesc d;
-  d.n = dim(x, 0), d.c = dim(x, 1), d.s = element_count(x) / (d.n * d.c);
-  py::array y = new_array(dtype_of(x), shape_of(x));
+  d.n = x.dim(0), d.c = x.dim(1), d.s = x.count() / (d.n * d.c);
+  Result y(x, x.type, x.shape());
   lepton::Status st;
   with_float(x, [&](auto t) {
     using T = decltype(t);
-    const T *xp = cptr<T>(x), *bp = cptr<T>(b);
-    T* yp = mptr<T>(y);
+    const T *xp = x.ptr<T>(), *bp = b.ptr<T>();
+    T* yp = y.ptr<T>();
     py::gil_scoped_release nogil;
     st = lepton::bias_relu(d, xp, bp, yp);
   });
   raise_status("bias_relu", st);
-  return std::move(y);
+  return y.release();
 }
 
 // ---------------------------------------------------------------- pooling
 // The descriptor of x (C, H, W) or (N, C, H, W) pooled with these arguments (as
 // torch.nn.functional's: stride None or () means the kernel size), with its output
 // size; false when an argument is not plain or pool2d_output_size refuses the geometry.
-bool pool_geometry(const py::detail::PyArray_Proxy* x, const py::handle& kernel_size, const py::handle& stride,
+bool pool_geometry(const View& x, const py::handle& kernel_size, const py::handle& stride,
                    const py::handle& padding, const py::handle& dilation, const py::handle& ceil_mode,
                    lepton::Pool2dDesc* d) {
-  if (x->nd != 3 && x->nd != 4) return false;
-  const int o = x->nd - 3;
-  d->n = o ? dim(x, 0) : 1, d->c = dim(x, o), d->h = dim(x, o + 1), d->w = dim(x, o + 2);
+  if (x.nd != 3 && x.nd != 4) return false;
+  const int o = x.nd - 3;
+  d->n = o ? x.dim(0) : 1, d->c = x.dim(o), d->h = x.dim(o + 1), d->w = x.dim(o + 2);
   int64_t pad[4];
   bool ceil = false;
   if (!int_pair(kernel_size, &d->kernel_h, &d->kernel_w) || !padding_of(padding, pad) ||
@@ -220,43 +360,42 @@ bool pool_geometry(const py::detail::PyArray_Proxy* x, const py::handle& kernel_
 }
 
 // The pooled output's shape: x's, with (H, W) replaced by the output's.
-std::vector<int64_t> pooled_shape(const py::detail::PyArray_Proxy* x, const lepton::Pool2dDesc& d) {
-  std::vector<int64_t> shape = shape_of(x);
-  shape[x->nd - 2] = d.out_h;
-  shape[x->nd - 1] = d.out_w;
+std::vector<int64_t> pooled_shape(const View& x, const lepton::Pool2dDesc& d) {
+  std::vector<int64_t> shape = x.shape();
+  shape[x.nd - 2] = d.out_h;
+  shape[x.nd - 1] = d.out_w;
   return shape;
 }
 
 template <class T>
-lepton::Status max_pool_into(const lepton::Pool2dDesc& d, const py::detail::PyArray_Proxy* x, py::array& y) {
-  const T* xp = cptr<T>(x);
-  T* yp = mptr<T>(y);
+lepton::Status max_pool_into(const lepton::Pool2dDesc& d, const View& x, Result& y) {
+  const T* xp = x.ptr<T>();
+  T* yp = y.ptr<T>();
   py::gil_scoped_release nogil;
   return lepton::max_pool2d(d, xp, yp, nullptr);
 }
 
 py::object call_max_pool2d(const py::handle& xo, const py::handle& kernel_size, const py::handle& stride,
                            const py::handle& padding, const py::handle& dilation, const py::handle& ceil_mode) {
-  const auto* x = plain(xo);
-  if (x == nullptr || element_count(x) == 0) return py::none();
-  const int t = type_num(x);
-  if (t != kF32 && t != kF64 && t != npy_api::NPY_BYTE_ && t != npy_api::NPY_UBYTE_) return py::none();
+  View x;
+  if (!view_of(xo, &x) || x.count() == 0) return py::none();
+  if (x.type != kF32 && x.type != kF64 && x.type != kI8 && x.type != kU8) return py::none();
   lepton::Pool2dDesc d;
   if (!pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, &d)) return py::none();
-  py::array y = new_array(dtype_of(x), pooled_shape(x, d));
-  lepton::Status st = t == kF32 ? max_pool_into<float>(d, x, y)
-                      : t == kF64 ? max_pool_into<double>(d, x, y)
-                      : t == npy_api::NPY_BYTE_ ? max_pool_into<int8_t>(d, x, y)
-                                                 : max_pool_into<uint8_t>(d, x, y);
+  Result y(x, x.type, pooled_shape(x, d));
+  lepton::Status st = x.type == kF32   ? max_pool_into<float>(d, x, y)
+                      : x.type == kF64 ? max_pool_into<double>(d, x, y)
+                      : x.type == kI8  ? max_pool_into<int8_t>(d, x, y)
+                                       : max_pool_into<uint8_t>(d, x, y);
   raise_status("max_pool2d", st);
-  return std::move(y);
+  return y.release();
 }
 
 py::object call_avg_pool2d(const py::handle& xo, const py::handle& kernel_size, const py::handle& stride,
                            const py::handle& padding, const py::handle& ceil_mode,
                            const py::handle& count_include_pad, const py::handle& divisor_override) {
-  const auto* x = plain_float(xo);
-  if (x == nullptr) return py::none();
+  View x;
+  if (!float_view(xo, &x)) return py::none();
   lepton::Pool2dDesc d;
   const py::int_ one(1);
   if (!pool_geometry(x, kernel_size, stride, padding, one, ceil_mode, &d) ||
@@ -264,123 +403,115 @@ py::object call_avg_pool2d(const py::handle& xo, const py::handle& kernel_size, 
     return py::none();
   if (!divisor_override.is_none() && !(exact_int(divisor_override, &d.divisor_override) && d.divisor_override > 0))
     return py::none();
-  py::array y = new_array(dtype_of(x), pooled_shape(x, d));
+  Result y(x, x.type, pooled_shape(x, d));
   lepton::Status st;
   with_float(x, [&](auto t) {
     using T = decltype(t);
-    const T* xp = cptr<T>(x);
-    T* yp = mptr<T>(y);
+    const T* xp = x.ptr<T>();
+    T* yp = y.ptr<T>();
     py::gil_scoped_release nogil;
     st = lepton::avg_pool2d(d, xp, yp);
   });
   raise_status("avg_pool2d", st);
-  return std::move(y);
+  return y.release();
 }
 
 // ---------------------------------------------------------------- convolution and dense layers
 py::object call_conv2d(const py::handle& xo, const py::handle& wo, const py::handle& bo, const py::handle& stride,
                        const py::handle& padding, const py::handle& dilation, const py::handle& groups, bool relu) {
-  const auto* x = plain_float(xo);
-  const py::detail::PyArray_Proxy *w = nullptr, *b = nullptr;
-  if (x == nullptr || x->nd != 4 || !same_dtype(wo, x, &w, false) || w->nd != 4 || element_count(w) == 0 ||
-      !same_dtype(bo, x, &b, true) || (b && (b->nd != 1 || dim(b, 0) != dim(w, 0))))
+  View x, w, b;
+  if (!float_view(xo, &x) || x.nd != 4 || !same_dtype(wo, x, &w, false) || w.nd != 4 || w.count() == 0 ||
+      !same_dtype(bo, x, &b, true) || (b.data && (b.nd != 1 || b.dim(0) != w.dim(0))))
     return py::none();
   lepton::Conv2dDesc d;
   int64_t pad[4];
   if (!int_pair(stride, &d.stride_h, &d.stride_w) || !padding_of(padding, pad) ||
       !int_pair(dilation, &d.dilation_h, &d.dilation_w) || !exact_int(groups, &d.groups) || d.groups < 1)
     return py::none();
-  d.n = dim(x, 0), d.c_in = dim(x, 1), d.h = dim(x, 2), d.w = dim(x, 3);
-  d.c_out = dim(w, 0), d.kernel_h = dim(w, 2), d.kernel_w = dim(w, 3);
+  d.n = x.dim(0), d.c_in = x.dim(1), d.h = x.dim(2), d.w = x.dim(3);
+  d.c_out = w.dim(0), d.kernel_h = w.dim(2), d.kernel_w = w.dim(3);
   d.pad_top = pad[0], d.pad_bottom = pad[1], d.pad_left = pad[2], d.pad_right = pad[3];
   d.relu = relu;
-  if (d.c_in % d.groups != 0 || d.c_out % d.groups != 0 || dim(w, 1) != d.c_in / d.groups ||
+  if (d.c_in % d.groups != 0 || d.c_out % d.groups != 0 || w.dim(1) != d.c_in / d.groups ||
       !lepton::conv2d_output_size(d, &d.out_h, &d.out_w).ok())
     return py::none();
-  py::array y = new_array(dtype_of(x), {d.n, d.c_out, d.out_h, d.out_w});
+  Result y(x, x.type, {d.n, d.c_out, d.out_h, d.out_w});
   lepton::Status st;
   with_float(x, [&](auto t) {
     using T = decltype(t);
-    const T *xp = cptr<T>(x), *wp = cptr<T>(w), *bp = cptr<T>(b);
-    T* yp = mptr<T>(y);
+    const T *xp = x.ptr<T>(), *wp = w.ptr<T>(), *bp = b.ptr<T>();
+    T* yp = y.ptr<T>();
     py::gil_scoped_release nogil;
     st = lepton::conv2d(d, xp, wp, bp, yp);
   });
   raise_status("conv2d", st);
-  return std::move(y);
+  return y.release();
 }
 
 // x (..., K) @ weight(N, K).T + bias, leading dims flattened into rows.
 py::object call_linear(const py::handle& xo, const py::handle& wo, const py::handle& bo, bool relu) {
-  const auto* x = plain_float(xo);
-  const py::detail::PyArray_Proxy *w = nullptr, *b = nullptr;
-  if (x == nullptr || x->nd < 1 || !same_dtype(wo, x, &w, false) || w->nd != 2 || element_count(w) == 0 ||
-      dim(w, 1) != dim(x, x->nd - 1) || !same_dtype(bo, x, &b, true) || (b && (b->nd != 1 || dim(b, 0) != dim(w, 0))))
+  View x, w, b;
+  if (!float_view(xo, &x) || x.nd < 1 || !same_dtype(wo, x, &w, false) || w.nd != 2 || w.count() == 0 ||
+      w.dim(1) != x.dim(x.nd - 1) || !same_dtype(bo, x, &b, true) || (b.data && (b.nd != 1 || b.dim(0) != w.dim(0))))
     return py::none();
   lepton::LinearDesc d;
-  d.k = dim(w, 1), d.n = dim(w, 0), d.m = element_count(x) / d.k, d.relu = relu;
-  std::vector<int64_t> shape = shape_of(x);
+  d.k = w.dim(1), d.n = w.dim(0), d.m = x.count() / d.k, d.relu = relu;
+  std::vector<int64_t> shape = x.shape();
   shape.back() = d.n;
-  py::array y = new_array(dtype_of(x), shape);
+  Result y(x, x.type, std::move(shape));
   lepton::Status st;
   with_float(x, [&](auto t) {
     using T = decltype(t);
-    const T *xp = cptr<T>(x), *wp = cptr<T>(w), *bp = cptr<T>(b);
-    T* yp = mptr<T>(y);
+    const T *xp = x.ptr<T>(), *wp = w.ptr<T>(), *bp = b.ptr<T>();
+    T* yp = y.ptr<T>();
     py::gil_scoped_release nogil;
     st = lepton::linear(d, xp, wp, bp, yp);
   });
   raise_status("linear", st);
-  return std::move(y);
+  return y.release();
 }
 
 // ---------------------------------------------------------------- losses
 // Reductions by their index in ops/loss.py's REDUCTIONS: "none", "mean", "sum".
 enum Reduction : int64_t { kNone = 0, kMean = 1, kSum = 2 };
 
-template <class T>
-py::object reduce_losses(py::array& losses, int64_t reduction, int64_t kept) {
-  if (reduction == kNone) return std::move(losses);
-  const T* lp = mptr<T>(losses);
-  double total = 0.0;  // float64 accumulation, as the general path
-  for (py::ssize_t i = 0; i < losses.size(); ++i) total += lp[i];
-  const double value = reduction == kMean ? total / static_cast<double>(kept) : total;
-  py::array r = new_array(losses.dtype(), {});
-  *mptr<T>(r) = static_cast<T>(value);
-  return std::move(r);
-}
-
 // Logits (N, C) and int64 targets (N,) without class weights; None unless every target
 // is a class or ignore_index (the general path names the bad ones).
 py::object call_cross_entropy(const py::handle& zo, const py::handle& to, int64_t ignore_index,
                               double label_smoothing, int64_t reduction) {
-  const auto* z = plain_float(zo);
-  const auto* t = plain(to);
-  if (z == nullptr || z->nd != 2 || t == nullptr || type_num(t) != kI64 || t->nd != 1 || dim(t, 0) != dim(z, 0) ||
+  View z, t;
+  if (!float_view(zo, &z) || z.nd != 2 || !view_of(to, &t) || t.type != kI64 || t.nd != 1 || t.dim(0) != z.dim(0) ||
       !(label_smoothing >= 0.0 && label_smoothing <= 1.0) || reduction < kNone || reduction > kSum)
     return py::none();
   lepton::CrossEntropyDesc d;
-  d.n = dim(z, 0), d.c = dim(z, 1), d.ignore_index = ignore_index, d.label_smoothing = label_smoothing;
-  const int64_t* tp = cptr<int64_t>(t);
+  d.n = z.dim(0), d.c = z.dim(1), d.ignore_index = ignore_index, d.label_smoothing = label_smoothing;
+  const int64_t* tp = t.ptr<int64_t>();
   int64_t kept = 0;
   for (int64_t i = 0; i < d.n; ++i) {
     if (tp[i] == ignore_index) continue;
     if (tp[i] < 0 || tp[i] >= d.c) return py::none();
     ++kept;
   }
-  py::array losses = new_array(dtype_of(z), {d.n});
-  lepton::Status st;
   py::object result;
   with_float(z, [&](auto tag) {
     using T = decltype(tag);
-    const T* zp = cptr<T>(z);
-    T* lp = mptr<T>(losses);
+    // "none" returns the per-row losses; "mean"/"sum" reduce them, in float64 as the general path.
+    std::vector<T> rows(reduction == kNone ? 0 : d.n);
+    Result per_row(z, z.type, reduction == kNone ? std::vector<int64_t>{d.n} : std::vector<int64_t>{});
+    T* lp = reduction == kNone ? per_row.ptr<T>() : rows.data();
+    const T* zp = z.ptr<T>();
+    lepton::Status st;
     {
       py::gil_scoped_release nogil;
       st = lepton::cross_entropy(d, zp, tp, nullptr, lp, nullptr);
     }
     raise_status("cross_entropy", st);
-    result = reduce_losses<T>(losses, reduction, kept);
+    if (reduction != kNone) {
+      double total = 0.0;
+      for (T v : rows) total += v;
+      *per_row.ptr<T>() = static_cast<T>(reduction == kMean ? total / static_cast<double>(kept) : total);
+    }
+    result = per_row.release();
   });
   return result;
 }

@@ -5,8 +5,6 @@ Arguments follow ``torch.nn.functional.conv2d``; padding also takes
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import _backend
 from .._backend import ConvParams
 from . import _arrays as arr
@@ -124,11 +122,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     array (N, C_out, H_out, W_out)
         ``H_out = (H + pad_top + pad_bottom - dH*(KH-1) - 1) // sH + 1``.
     """
-    if out is None and type(x) is np.ndarray and (activation is None or activation == "relu"):
-        call = _backend.whole_call("conv2d")  # the small-call path: one native call
-        if call is not None and (y := call(x, weight, bias, stride, padding, dilation, groups,
-                                            activation is not None)) is not None:
-            return y
+    if out is None and (activation is None or activation == "relu") and (y := arr.call_whole(
+            "conv2d", x, weight, bias, stride, padding, dilation, groups, activation is not None)) is not None:
+        return y  # the small-call path
     op = "conv2d"
     relu = check_activation(op, activation)
     xa, wa, ba, kind, device, dtype = _conv_args(op, x, weight, bias)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import _backend
 from . import _arrays as arr
 
@@ -36,10 +34,8 @@ def relu(x, *, out=None):
     array
         ``y = x if x > 0 else 0``. NaN propagates (``relu(NaN) = NaN``).
     """
-    if out is None and type(x) is np.ndarray:  # the small-call path: one native call
-        call = _backend.whole_call("relu")
-        if call is not None and (y := call(x)) is not None:
-            return y
+    if out is None and (y := arr.call_whole("relu", x)) is not None:  # the small-call path
+        return y
     op = "relu"
     xa, kind = arr.intake(op, "x", x)
     dtype = arr.check_float(op, "x", xa)
@@ -103,10 +99,8 @@ def bias_relu(x, bias, *, out=None):
     array
         ``y[n, c, ...] = max(x[n, c, ...] + bias[c], 0)``; NaN propagates.
     """
-    if out is None and type(x) is np.ndarray:  # the small-call path: one native call
-        call = _backend.whole_call("bias_relu")
-        if call is not None and (y := call(x, bias)) is not None:
-            return y
+    if out is None and (y := arr.call_whole("bias_relu", x, bias)) is not None:  # the small-call path
+        return y
     op = "bias_relu"
     xa, xkind = arr.intake(op, "x", x)
     ba, bkind = arr.intake(op, "bias", bias)

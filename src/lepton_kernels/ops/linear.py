@@ -4,8 +4,6 @@
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import _backend
 from . import _arrays as arr
 
@@ -100,10 +98,9 @@ def linear(x, weight, bias=None, *, activation=None, out=None):
     -------
     array (..., out_features)
     """
-    if out is None and type(x) is np.ndarray and (activation is None or activation == "relu"):
-        call = _backend.whole_call("linear")  # the small-call path: one native call
-        if call is not None and (y := call(x, weight, bias, activation is not None)) is not None:
-            return y
+    if out is None and (activation is None or activation == "relu") and (
+            y := arr.call_whole("linear", x, weight, bias, activation is not None)) is not None:
+        return y  # the small-call path
     op = "linear"
     relu = check_activation(op, activation)
     xa, wa, ba, kind, device, dtype = _linear_args(op, x, weight, bias)

@@ -107,12 +107,11 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     array
         0-d for "mean"/"sum", (N,) for "none". Stable for large logits (log-sum-exp).
     """
-    if weight is None and type(input) is np.ndarray and type(ignore_index) is int and (
-            type(label_smoothing) is float or type(label_smoothing) is int) and reduction in REDUCTIONS:
-        call = _backend.whole_call("cross_entropy")  # the small-call path: one native call
-        if call is not None and -arr.INT64_MAX - 1 <= ignore_index <= arr.INT64_MAX and (
-                loss := call(input, target, ignore_index, label_smoothing, REDUCTIONS.index(reduction))) is not None:
-            return loss
+    if weight is None and type(ignore_index) is int and -arr.INT64_MAX - 1 <= ignore_index <= arr.INT64_MAX and (
+            type(label_smoothing) is float or type(label_smoothing) is int) and reduction in REDUCTIONS and (
+            loss := arr.call_whole("cross_entropy", input, target, ignore_index, label_smoothing,
+                                   REDUCTIONS.index(reduction))) is not None:
+        return loss  # the small-call path
     losses, _, divisor, kind = cross_entropy_parts("cross_entropy", input, target, weight, ignore_index, reduction,
                                                    label_smoothing, with_grad=False)
     if reduction == "none":

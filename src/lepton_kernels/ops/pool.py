@@ -107,8 +107,9 @@ def _parse_geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode
         sh, sw = _pair(op, "stride", stride, 1)
     pt, pb, pl, pr = _padding(op, padding)
     dh, dw = _pair(op, "dilation", dilation, 1)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")
+    for name, flag in (("ceil_mode", ceil_mode), ("count_include_pad", count_include_pad)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{op}: {name} must be a bool, got {flag!r}")
     if divisor_override is not None:
         divisor_override = _int(op, "divisor_override", divisor_override)
         if divisor_override <= 0:
@@ -183,10 +184,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         gives NaN and its index points at the first NaN. A window entirely in
         the padding gives -inf (int8/uint8: the type's minimum) and index -1.
     """
-    if out is None and return_indices is False and type(x) is np.ndarray:  # the small-call path
-        call = _backend.whole_call("max_pool2d")
-        if call is not None and (y := call(x, kernel_size, stride, padding, dilation, ceil_mode)) is not None:
-            return y
+    if out is None and return_indices is False and (  # the small-call path
+            y := arr.call_whole("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)) is not None:
+        return y
     op = "max_pool2d"
     xa, kind = arr.intake(op, "x", x)
     dtype = np.dtype(xa.dtype)
@@ -304,11 +304,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     array
         A window with no tap inside the input gives 0.
     """
-    if out is None and type(x) is np.ndarray:  # the small-call path: one native call
-        call = _backend.whole_call("avg_pool2d")
-        if call is not None and (y := call(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                            divisor_override)) is not None:
-            return y
+    if out is None and (y := arr.call_whole("avg_pool2d", x, kernel_size, stride, padding, ceil_mode,
+                                            count_include_pad, divisor_override)) is not None:
+        return y  # the small-call path
     op = "avg_pool2d"
     xa, kind = arr.intake(op, "x", x)
     dtype = arr.check_float(op, "x", xa)
