@@ -8,6 +8,8 @@ Cases:
   and ``relu(conv2d(x)).sum()``, against the same kernels called directly through
   ``lepton_kernels.ops`` (conv2d, relu, relu_backward, conv2d_backward), on the
   CIFAR first layer (64x3x32x32, 32 filters 3x3) and LeNet's conv2 (64x6x14x14, 16 5x5);
+- ``(relu(conv2d(x)) * g).sum().backward()`` through lepton's autograd against torch's on
+  the eight shapes of the convolution benchmark (and their geometric mean);
 - the Adam and SGD (momentum) step alone over LeNet-5's 10 parameter tensors
   against ``torch.optim`` with ``foreach=True``.
 
@@ -150,6 +152,36 @@ def _conv_relu_pair(rng, name, xs, ws, pad, calls):
             (f"conv+relu y.sum() {name}", autograd_sum, kernels(ones), "kernels", calls)]
 
 
+def _autograd_vs_torch_cases(rng):
+    """``(relu(conv2d(x)) * g).sum().backward()`` through lepton's autograd and torch's, on the
+    convolution benchmark's eight shapes (``bench.cases_conv.CONV_SHAPES``); x needs a gradient
+    except in a network's first layer, as in training."""
+    from lepton_kernels.bench.cases_conv import CONV_SHAPES
+
+    cases = []
+    for name, xs, c_out, k, stride, pad, first in CONV_SHAPES:
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = (rng.standard_normal((c_out, xs[1], k, k)) * 0.1).astype(np.float32)
+        b = (rng.standard_normal(c_out) * 0.1).astype(np.float32)
+        g = rng.standard_normal(ops.conv2d(x, w, b, stride, pad).shape).astype(np.float32)
+        xt, wt, bt = Tensor(x, requires_grad=not first), Tensor(w, requires_grad=True), Tensor(b, requires_grad=True)
+        tx, tw, tb = (torch.from_numpy(a.copy()).requires_grad_(r) for a, r in ((x, not first), (w, True), (b, True)))
+        tg = torch.from_numpy(g)
+
+        def lk_fn(xt=xt, wt=wt, bt=bt, g=g, stride=stride, pad=pad):
+            xt.grad = wt.grad = bt.grad = None
+            (F.relu(F.conv2d(xt, wt, bt, stride=stride, padding=pad)) * g).sum().backward()
+
+        def torch_fn(tx=tx, tw=tw, tb=tb, tg=tg, stride=stride, pad=pad):
+            tx.grad = tw.grad = tb.grad = None
+            (TF.relu(TF.conv2d(tx, tw, tb, stride=stride, padding=pad)) * tg).sum().backward()
+
+        flops = 2 * np.prod(g.shape) * xs[1] * k * k
+        cases.append((f"autograd conv+relu fwd+bwd {name}", lk_fn, torch_fn, "torch",
+                      max(2, int(4e9 / (3 * flops)))))
+    return cases
+
+
 def _optimizer_cases(rng):
     model = LeNet5(seed=0)
     params = model.parameters()
@@ -177,13 +209,20 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     lk.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    cases = (_inference_cases(rng) + _training_case(rng) + _conv_relu_cases(rng) + _optimizer_cases(rng))
+    cases = (_inference_cases(rng) + _training_case(rng) + _conv_relu_cases(rng) + _autograd_vs_torch_cases(rng)
+             + _optimizer_cases(rng))
     print(f"{'case':60s} {'lepton us':>10s} {'base us':>10s} {'base':>8s} {'base/lepton':>12s}")
+    autograd_ratios = []
     for name, lk_fn, base_fn, base, calls in cases:
         if args.only not in name:
             continue
         lk_s, base_s = _compare(lk_fn, base_fn, args.rounds, max(int(calls * args.scale), 1))
         print(f"{name:60s} {lk_s * 1e6:10.1f} {base_s * 1e6:10.1f} {base:>8s} {base_s / lk_s:12.2f}", flush=True)
+        if name.startswith("autograd conv+relu"):
+            autograd_ratios.append(base_s / lk_s)
+    if autograd_ratios:
+        geomean = float(np.exp(np.mean(np.log(autograd_ratios))))
+        print(f"{'geomean torch/lepton, autograd conv+relu fwd+bwd':60s} {'':10s} {'':10s} {'':8s} {geomean:12.2f}")
 
 
 if __name__ == "__main__":
