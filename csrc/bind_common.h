@@ -1,6 +1,7 @@
-// bind_common.h -- what the two halves of the _lepton_cpu module share:
-// bind_cpu.cpp (kernels into caller-preallocated outputs) and bind_calls.cpp
-// (whole calls that also allocate). Internal to the module: not installed.
+// bind_common.h -- what the source files of the _lepton_cpu module share:
+// bind_cpu.cpp (kernels into caller-preallocated outputs), bind_calls.cpp
+// (whole calls that also allocate) and bind_buffers.cpp (staging-buffer moves).
+// Internal to the module: not installed.
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -38,5 +39,8 @@ py::array new_array(const py::dtype& dtype, const std::vector<int64_t>& shape);
 
 // Registers the whole-call entries (bind_calls.cpp) on the module.
 void register_calls(py::module_& m);
+
+// Registers gather/scatter, the staging-buffer moves of the collectives (bind_buffers.cpp).
+void register_buffers(py::module_& m);
 
 }  // namespace lepton_bind

@@ -1386,6 +1386,7 @@ PYBIND11_MODULE(_lepton_cpu, m) {
   const char* version = LEPTON_VERSION;
   m.attr("__version__") = (version[0] ? version : "0.0.0");
   lepton_bind::register_calls(m);
+  lepton_bind::register_buffers(m);
 
   m.def("relu", &relu, py::arg("x"), py::arg("out"),
         "out = max(x, 0) elementwise (NaN stays NaN). float32/float64, C-contiguous; out may be x.");

@@ -505,3 +505,49 @@ def test_an_uncaught_exception_on_one_rank_ends_the_job_before_the_timeout(tmp_p
     assert out.returncode != 0
     assert "ValueError: rank 1 crashed" in out.stderr and "rank 0 finished" not in out.stdout
     assert time.monotonic() - start < 60  # the excepthook aborted the job; the others did not wait 90 s
+
+
+# ---------------------------------------------------------------- staging-buffer moves
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_pack_and_unpack_move_every_element(native, dtype, monkeypatch):
+    from lepton_kernels.distributed import collectives
+
+    if native and collectives._NATIVE_MOVES is None:
+        pytest.skip("the native module is not built")
+    if not native:
+        monkeypatch.setattr(collectives, "_NATIVE_MOVES", None)
+    rng = np.random.default_rng(0)
+    parts = [(rng.standard_normal(n) * 100).astype(dtype) for n in (7, 1, 0, 300, 33)]
+    buf = np.empty(sum(p.size for p in parts), dtype)
+    scale = 0.25 if dtype != np.int32 else None
+    collectives.pack(buf, parts, scale)
+    expected = np.concatenate(parts) * (scale or 1)
+    np.testing.assert_array_equal(buf, expected.astype(dtype))
+    pieces = np.split(buf, np.cumsum([q.size for q in parts])[:-1])
+    # 3 divides; a power of two divides through its reciprocal, still exactly NumPy's divide
+    for divisor in ((3, 4) if dtype != np.int32 else (1,)):
+        out = [np.empty_like(p) for p in parts]
+        collectives.unpack(buf, out, divisor)
+        for o, piece in zip(out, pieces):
+            np.testing.assert_array_equal(o, np.divide(piece, divisor) if divisor != 1 else piece)
+
+
+def test_native_moves_refuse_bad_parts():
+    from lepton_kernels import _lepton_cpu
+
+    buf = np.zeros(6, np.float32)
+    with pytest.raises(ValueError, match="hold 5 elements, the buffer 6"):
+        _lepton_cpu.gather([np.ones(5, np.float32)], buf)
+    with pytest.raises(TypeError, match=r"parts\[0\] must have the buffer's dtype"):
+        _lepton_cpu.gather([np.ones(6, np.float64)], buf)
+    with pytest.raises(TypeError, match=r"parts\[1\] must be a numpy.ndarray"):
+        _lepton_cpu.gather([np.ones(3, np.float32), [1.0, 2.0, 3.0]], buf)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _lepton_cpu.scatter(buf, [np.ones(12, np.float32)[::2]])
+    with pytest.raises(ValueError, match="read-only"):
+        ro = np.ones(6, np.float32)
+        ro.flags.writeable = False
+        _lepton_cpu.scatter(buf, [ro])
+    with pytest.raises(ValueError, match="float32 or float64"):
+        _lepton_cpu.gather([np.ones(6, np.int32)], np.zeros(6, np.int32), 0.5)

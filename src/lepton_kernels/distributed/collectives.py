@@ -22,8 +22,9 @@ __all__ = ["all_reduce", "broadcast", "BUCKET_BYTES", "OPS"]
 BUCKET_BYTES = 4 << 20
 #: Reductions accepted by :func:`all_reduce`.
 OPS = ("mean", "sum", "max", "min")
-_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
-                                      np.uint8, np.uint16, np.uint32, np.uint64))
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_DTYPES = _FLOATS + tuple(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                                                np.uint32, np.uint64))
 
 # Staging buffers by dtype, grown up to one bucket and reused by every call.
 _buffers: dict[np.dtype, np.ndarray] = {}
@@ -106,8 +107,50 @@ def _buckets(flats: list[np.ndarray], dtype: np.dtype):
         yield buf[:length], segments
 
 
-def _pack(buf: np.ndarray, flats: list[np.ndarray], segments) -> None:
-    np.concatenate([flats[pos][src:src + count] for pos, src, _, count in segments], out=buf)
+def _native_moves():
+    """The compiled module's gather/scatter (one call per bucket, the GIL released), or None."""
+    try:
+        from .._lepton_cpu import gather, scatter
+    except ImportError:
+        return None
+    return gather, scatter
+
+
+_NATIVE_MOVES = _native_moves()
+
+
+def _parts(flats: list[np.ndarray], segments) -> list[np.ndarray]:
+    """The views of the arrays' elements that one bucket holds, in bucket order."""
+    return [flats[pos][src:src + count] for pos, src, _, count in segments]
+
+
+def pack(buf: np.ndarray, parts: list[np.ndarray], scale=None) -> None:
+    """buf <- the parts' elements in order, times ``scale`` (float buffers) when given."""
+    factor = 1.0 if scale is None else scale
+    if _NATIVE_MOVES is not None and (factor == 1 or buf.dtype in _FLOATS):
+        try:
+            _NATIVE_MOVES[0](parts, buf, factor)
+            return
+        except TypeError:  # a part of another dtype (a float64 gradient of float32 weights): cast below
+            pass
+    np.concatenate(parts, out=buf, casting="same_kind")
+    if factor != 1:
+        np.multiply(buf, factor, out=buf, casting="unsafe")
+
+
+def unpack(buf: np.ndarray, parts: list[np.ndarray], divisor: int = 1) -> None:
+    """Each part <- its slice of buf (in order), divided by ``divisor`` (float buffers, "mean")."""
+    if _NATIVE_MOVES is not None:
+        _NATIVE_MOVES[1](buf, parts, float(divisor))
+        return
+    start = 0
+    for part in parts:
+        piece = buf[start:start + part.size]
+        start += part.size
+        if divisor != 1:
+            np.divide(piece, divisor, out=part)
+        else:
+            part[...] = piece
 
 
 _mpi_ops: dict = {}  # op name -> MPI.Op, filled on the first reduction of a multi-process world
@@ -142,15 +185,12 @@ def reduce_flat(arrays: list[np.ndarray], op: str, scale: float | None = None) -
         return
     for dtype, flats in _groups(arrays).items():
         for buf, segments in _buckets(flats, dtype):
-            _pack(buf, flats, segments)
-            if scale is not None and scale != 1:
-                np.multiply(buf, scale, out=buf, casting="unsafe")
+            parts = _parts(flats, segments)
+            pack(buf, parts, scale)
             if world.size > 1:
                 _reduce_bucket(world, buf, op)
-            if op == "mean":
-                np.divide(buf, world.size, out=buf)
-            for pos, src, dst, count in segments:
-                flats[pos][src:src + count] = buf[dst:dst + count]
+            # "mean" divides on the way back: one pass over the bucket, not two
+            unpack(buf, parts, world.size if op == "mean" else 1)
 
 
 def all_reduce(arrays, op: str = "mean") -> None:
@@ -223,9 +263,9 @@ def broadcast(arrays, root: int = 0) -> None:
     root = int(root)
     for dtype, flats in _groups(arrays).items():
         for buf, segments in _buckets(flats, dtype):
+            parts = _parts(flats, segments)
             if world.rank == root:
-                _pack(buf, flats, segments)
+                pack(buf, parts)
             _world.wait(world.comm.Ibcast(buf, root=root), f"broadcast(root={root})")
             if world.rank != root:
-                for pos, src, dst, count in segments:
-                    flats[pos][src:src + count] = buf[dst:dst + count]
+                unpack(buf, parts)

@@ -14,7 +14,7 @@ import numpy as np
 from ..data.loader import BatchShard
 from ..nn import functional as F
 from . import _world
-from .collectives import broadcast, reduce_contiguous, reduce_flat
+from .collectives import broadcast, pack, reduce_contiguous, reduce_flat
 
 __all__ = ["DistributedDataParallel", "BatchShard"]
 
@@ -201,9 +201,7 @@ class DistributedDataParallel:
         present = [p.grad is not None for p in params]
         pieces = [np.asarray(p.grad).reshape(-1) if has else np.zeros(p.size, flat.dtype)
                   for p, has in zip(params, present)]
-        np.concatenate(pieces + [np.array(present, dtype=flat.dtype)], out=flat)
-        if self._weight != 1:
-            np.multiply(flat, self._weight, out=flat)
+        pack(flat, pieces + [np.array(present, dtype=flat.dtype)], self._weight)  # weighted in the same pass
         reduce_contiguous(flat, "sum")
         for p, view, flag in zip(params, views, flat[-len(params):].tolist()):
             p.grad = view if flag != 0 else None
