@@ -673,11 +673,32 @@ py::tuple conv2d_output_size(const std::string& op, const std::vector<int64_t>& 
 // One call updates every tensor of the lists. Every array is checked (and every
 // pair of arrays for overlap) before any is touched; errors name the list and index.
 struct ListItem {
-  std::string name;  // e.g. "exp_avgs[3]"
+  const char* list;  // e.g. "exp_avgs"
+  size_t index;
   py::array a;
   DType dt = DType::f32;
   bool updated = false;
+
+  std::string name() const { return std::string(list) + "[" + std::to_string(index) + "]"; }  // errors only
 };
+
+// float_arg's checks for the common case, without building the argument's name (a list of
+// forty arrays paid more for the names than for the update): exactly numpy.ndarray,
+// C-contiguous, aligned, native float32/float64, writeable when asked. False sends the
+// caller through float_arg, which names what is wrong.
+bool quick_float(const py::handle& o, bool writeable, DType* dt) {
+  using py::detail::npy_api;
+  if (Py_TYPE(o.ptr()) != npy_api::get().PyArray_Type_) return false;
+  const auto* a = py::detail::array_proxy(o.ptr());
+  const int need = npy_api::NPY_ARRAY_C_CONTIGUOUS_ | npy_api::NPY_ARRAY_ALIGNED_ |
+                   (writeable ? npy_api::NPY_ARRAY_WRITEABLE_ : 0);
+  const auto* d = py::detail::array_descriptor_proxy(a->descr);
+  if ((a->flags & need) != need || d->byteorder == '>') return false;
+  if (d->type_num == npy_api::NPY_FLOAT_) *dt = DType::f32;
+  else if (d->type_num == npy_api::NPY_DOUBLE_) *dt = DType::f64;
+  else return false;
+  return true;
+}
 
 py::list as_list(const std::string& op, const char* name, const py::object& o) {
   if (py::isinstance<py::list>(o)) return py::reinterpret_borrow<py::list>(o);
@@ -696,20 +717,22 @@ bool same_shape(const py::array& a, const py::array& b) {
 // writeable when updated, the param's shape.
 ListItem list_item(const std::string& op, const char* list, size_t i, const py::object& o, bool updated,
                    const ListItem* param, const ListItem* first) {
-  ListItem r;
-  r.name = std::string(list) + "[" + std::to_string(i) + "]";
-  r.updated = updated;
-  if (o.is_none()) value_error(op, r.name + " is None but is needed");
-  Arg a = float_arg(op, r.name.c_str(), o, updated);
-  r.a = a.a;
-  r.dt = a.dt;
+  ListItem r{list, i, py::array(), DType::f32, updated};
+  if (o.is_none()) value_error(op, r.name() + " is None but is needed");
+  if (quick_float(o, updated, &r.dt)) {
+    r.a = py::reinterpret_borrow<py::array>(o);
+  } else {
+    Arg a = float_arg(op, r.name().c_str(), o, updated);
+    r.a = a.a;
+    r.dt = a.dt;
+  }
   if (first && first->dt != r.dt)
-    type_error(op, r.name + " must have the dtype of " + first->name + " (" + dtype_str(first->a) +
+    type_error(op, r.name() + " must have the dtype of " + first->name() + " (" + dtype_str(first->a) +
                        "), got " + dtype_str(r.a));
   // The same shape exactly, as documented: (1, 8) for an (8,) param would update
   // correctly here but hides a caller's mix-up (and broadcasts differently elsewhere).
   if (param && !same_shape(param->a, r.a))
-    value_error(op, r.name + " must have the shape of " + param->name + " " + shape_str(shape_of(param->a)) +
+    value_error(op, r.name() + " must have the shape of " + param->name() + " " + shape_str(shape_of(param->a)) +
                         ", got " + shape_str(shape_of(r.a)));
   return r;
 }
@@ -735,7 +758,7 @@ void expect_list_disjoint(const std::string& op, const std::vector<const ListIte
     if (s.item->updated && s.lo < end_all) other = owner_all;
     if (!s.item->updated && s.lo < end_upd) other = owner_upd;
     if (other)
-      value_error(op, s.item->name + " shares memory with " + other->name +
+      value_error(op, s.item->name() + " shares memory with " + other->name() +
                           "; every updated array must be separate from every other array");
     if (s.hi > end_all) end_all = s.hi, owner_all = s.item;
     if (s.item->updated && s.hi > end_upd) end_upd = s.hi, owner_upd = s.item;

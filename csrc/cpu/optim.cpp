@@ -26,7 +26,13 @@ namespace {
 
 // 64K elements: 256 KiB of float32 per array, so a chunk's arrays stay near L2 size
 // and a 16M-parameter model splits into ~256 chunks (balanced across threads).
+// Work is cut into chunks of at most kChunk elements, each within one tensor. The
+// chunk length follows the total, so that every thread gets several chunks: a
+// model's tensors differ in size by orders of magnitude (LeNet-5: 6 to 48,000), and
+// one chunk per tensor left one of two threads with 80% of the work.
 constexpr int64_t kChunk = 65536;
+constexpr int64_t kMinChunk = 1024;
+constexpr int64_t kChunksPerThread = 4;
 
 struct Chunk {
   int64_t tensor, begin, len;
@@ -36,25 +42,30 @@ template <class Tensor>
 Status make_chunks(const Tensor* tensors, int64_t num, std::vector<Chunk>* chunks, int64_t* total) {
   if (num < 0) return Status::Invalid("num_tensors must be non-negative");
   if (num > 0 && !tensors) return Status::Invalid("null tensor list");
-  int64_t sum = 0, count = 0;
+  int64_t sum = 0;
   for (int64_t t = 0; t < num; ++t) {
     if (tensors[t].count < 0) return Status::Invalid("tensor " + std::to_string(t) + ": negative count");
-    sum += tensors[t].count;
-    count += (tensors[t].count + kChunk - 1) / kChunk;
+    if (__builtin_add_overflow(sum, tensors[t].count, &sum)) return Status::Invalid("element count overflows int64");
   }
+  const int64_t share = (sum + detail::threads_for(sum) * kChunksPerThread - 1) /
+                        std::max<int64_t>(1, detail::threads_for(sum) * kChunksPerThread);
+  const int64_t len = std::clamp<int64_t>((share + 255) / 256 * 256, kMinChunk, kChunk);
+  int64_t count = 0;
+  for (int64_t t = 0; t < num; ++t) count += (tensors[t].count + len - 1) / len;
   try {
     chunks->reserve(static_cast<size_t>(count));
   } catch (...) {
     return Status::Internal("out of memory");
   }
   for (int64_t t = 0; t < num; ++t)
-    for (int64_t b = 0; b < tensors[t].count; b += kChunk)
-      chunks->push_back({t, b, std::min(kChunk, tensors[t].count - b)});
+    for (int64_t b = 0; b < tensors[t].count; b += len)
+      chunks->push_back({t, b, std::min(len, tensors[t].count - b)});
   *total = sum;
   return Status::Ok();
 }
 
-// Runs fn(chunk) over every chunk: serial below the parallel threshold.
+// Chunks are taken one at a time (dynamic): their lengths differ (a tensor's last chunk,
+// small tensors), and there are few of them, so a static split would leave a thread idle.
 template <class F>
 void for_chunks(const std::vector<Chunk>& chunks, int64_t total, F fn) {
   const int nt = detail::threads_for(total);
@@ -63,7 +74,7 @@ void for_chunks(const std::vector<Chunk>& chunks, int64_t total, F fn) {
     for (const Chunk& c : chunks) fn(c);
     return;
   }
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t k = 0; k < nc; ++k) fn(chunks[static_cast<size_t>(k)]);
 }
 
