@@ -1,7 +1,7 @@
 // bind_common.h -- what the source files of the _lepton_cpu module share:
 // bind_cpu.cpp (kernels into caller-preallocated outputs), bind_calls.cpp
 // (whole calls that also allocate) and bind_buffers.cpp (staging-buffer moves).
-// Internal to the module: not installed.
+// Internal to the modules (bind_geometry.cpp uses the messages' helpers too): not installed.
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -23,6 +23,16 @@ inline void raise_status(const std::string& op, const lepton::Status& st) {
   if (st.ok()) return;
   if (st.code == lepton::StatusCode::invalid_argument) throw py::value_error(op + ": " + st.message);
   throw std::runtime_error(op + ": " + st.message);
+}
+
+// "(2, 3)", "(4,)": a shape as Python prints a tuple, for messages.
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) r += ", ";
+    r += std::to_string(s[i]);
+  }
+  return r + (s.size() == 1 ? ",)" : ")");
 }
 
 // Results of at least this many bytes start on a cache line (malloc gives 16 bytes):

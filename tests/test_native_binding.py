@@ -69,8 +69,10 @@ def test_isa_variants_and_probes():
 
 
 # ---------------------------------------------------------------- shared geometry rules
-# pool2d_output_size / conv2d_output_size are lepton::pool2d_output_size /
-# conv2d_output_size (csrc/geometry), the rules the CPU and CUDA kernels validate with.
+# pool2d_output_size / conv2d_output_size (module _lepton_geometry) are
+# lepton::pool2d_output_size / conv2d_output_size (csrc/geometry), the rules the CPU and
+# CUDA kernels validate with and the Python ops size their outputs by.
+geometry = pytest.importorskip("lepton_kernels._lepton_geometry")
 # They must give the shapes the Python ops give today, and PyTorch's where it accepts
 # the geometry; past int64 they refuse, naming the op and the argument.
 
@@ -82,7 +84,7 @@ def _pool_size(shape, kernel, stride, pads, dilation, ceil_mode):
     sh, sw = stride
     pt, pb, pl, pr = pads
     dh, dw = dilation
-    return c.pool2d_output_size("max_pool2d", shape, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil_mode)
+    return geometry.pool2d_output_size("max_pool2d", shape, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil_mode)
 
 
 def _torch_rule(size, k, s, before, after, d, ceil_mode):
@@ -180,11 +182,11 @@ def test_pool2d_output_size_refuses_naming_the_argument(args, words):
             assert word in str(info.value), f"{word!r} not in {info.value}"
         assert str(info.value).startswith("max_pool2d: ")
     with pytest.raises(ValueError, match="^avg_pool2d: "):  # the op named is the caller's
-        c.pool2d_output_size("avg_pool2d", a["shape"], *a["kernel"], *a["stride"], *a["pads"], *a["dilation"], False)
+        geometry.pool2d_output_size("avg_pool2d", a["shape"], *a["kernel"], *a["stride"], *a["pads"], *a["dilation"], False)
 
 
 def _conv_size(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, op="conv2d"):
-    return c.conv2d_output_size(op, x_shape, w_shape, *stride, *pads, *dilation, groups)
+    return geometry.conv2d_output_size(op, x_shape, w_shape, *stride, *pads, *dilation, groups)
 
 
 def test_conv2d_output_size_matches_the_python_op_and_torch():

@@ -6,10 +6,11 @@ Arguments follow ``torch.nn.functional.conv2d``; padding also takes
 from __future__ import annotations
 
 from .. import _backend
+from .. import _lepton_geometry as geometry
 from .._backend import ConvParams
 from . import _arrays as arr
 from .linear import _relu_output, check_activation
-from .pool import _check_output_count, _padded_size, _padding, _pair
+from .pool import _padding, _pair
 
 
 def _conv_padding(op, padding, stride, kernel, dilation):
@@ -63,15 +64,9 @@ def _parse_geometry(op, x_shape, w_shape, stride, padding, dilation, groups):
                          f"({w_shape[1]} per group x {groups} groups) but x has {c_in}")
     if min(kernel) < 1:
         raise ValueError(f"{op}: weight's kernel size must be positive, got {kernel}")
-    out = []
-    for axis, size, k, s, d, before, after in (("height", x_shape[2], kernel[0], stride[0], dilation[0], pt, pb),
-                                                ("width", x_shape[3], kernel[1], stride[1], dilation[1], pl, pr)):
-        span = _padded_size(op, axis, int(size), before, after) - d * (k - 1) - 1
-        if span < 0:
-            raise ValueError(f"{op}: kernel {kernel} with dilation {dilation} spans {d * (k - 1) + 1} along "
-                             f"{axis}, larger than the padded input ({size} + padding {before}+{after})")
-        out.append(span // s + 1)
-    _check_output_count(op, (int(x_shape[0]), c_out) + tuple(out))
+    # the output size, and every check of the window against the input, by csrc/geometry's rule
+    out = geometry.conv2d_output_size(op, tuple(int(s) for s in x_shape), tuple(int(s) for s in w_shape),
+                                      *stride, pt, pb, pl, pr, *dilation, groups)
     params = ConvParams(stride[0], stride[1], pt, pb, pl, pr, dilation[0], dilation[1], groups)
     return params, tuple(out)
 

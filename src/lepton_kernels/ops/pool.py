@@ -11,6 +11,7 @@ import numbers
 import numpy as np
 
 from .. import _backend
+from .. import _lepton_geometry as geometry
 from .._backend import PoolParams
 from . import _arrays as arr
 
@@ -25,26 +26,6 @@ def _int(op, name, v):
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
     return arr.check_int64(op, name, int(v))
-
-
-def _padded_size(op, axis, size, before, after):
-    """size + padding along one axis, refused (naming padding) past int64, where the
-    kernels' index arithmetic would overflow."""
-    total = size + before + after
-    if total > arr.INT64_MAX:
-        raise ValueError(f"{op}: padding {before}+{after} along {axis} makes the padded input ({total}) "
-                         f"overflow int64")
-    return total
-
-
-def _check_output_count(op, shape):
-    """Refuse (naming stride and padding) an output whose element count int64 cannot hold."""
-    count = 1
-    for s in shape:
-        count *= s
-    if count > arr.INT64_MAX:
-        raise ValueError(f"{op}: stride and padding give an output of shape {shape}, {count} elements, "
-                         f"more than int64 can count")
 
 
 def _pair(op, name, v, minimum):
@@ -70,17 +51,6 @@ def _padding(op, padding):
         return t, b, l, r
     ph, pw = _pair(op, "padding", padding, 0)
     return ph, ph, pw, pw
-
-
-def _out_size(size, kernel, stride, before, after, dilation, ceil_mode):
-    span = size + before + after - dilation * (kernel - 1) - 1
-    floor_out = span // stride + 1
-    if not ceil_mode or span % stride == 0:
-        return floor_out
-    # PyTorch's rule: the extra window ceil mode adds must start inside the input or the
-    # leading padding. Applied to that window only, so ceil never gives fewer than floor
-    # (which it otherwise could with a large trailing padding).
-    return floor_out + 1 if floor_out * stride < size + before else floor_out
 
 
 _geometries: dict = {}  # (shape and every geometry argument) -> _geometry's result
@@ -114,15 +84,9 @@ def _parse_geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode
         divisor_override = _int(op, "divisor_override", divisor_override)
         if divisor_override <= 0:
             raise ValueError(f"{op}: divisor_override must be a positive int or None, got {divisor_override}")
-    H, W = int(shape[-2]), int(shape[-1])
-    for axis, size, k, d, before, after in (("height", H, kh, dh, pt, pb), ("width", W, kw, dw, pl, pr)):
-        if d * (k - 1) + 1 > _padded_size(op, axis, size, before, after):
-            raise ValueError(
-                f"{op}: kernel_size {(kh, kw)} with dilation {(dh, dw)} spans {d * (k - 1) + 1} along "
-                f"{axis}, larger than the padded input ({size} + padding {before}+{after})")
-    oh = _out_size(H, kh, sh, pt, pb, dh, bool(ceil_mode))
-    ow = _out_size(W, kw, sw, pl, pr, dw, bool(ceil_mode))
-    _check_output_count(op, tuple(int(s) for s in shape[:-2]) + (oh, ow))
+    # the output size, and every check of the window against the input, by csrc/geometry's rule
+    oh, ow = geometry.pool2d_output_size(op, tuple(int(s) for s in shape), kh, kw, sh, sw, pt, pb, pl, pr, dh, dw,
+                                         bool(ceil_mode))
     params = PoolParams(kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, bool(count_include_pad),
                         divisor_override or 0)
     return params, (oh, ow)
