@@ -72,27 +72,121 @@ def _restore():
         _lepton_cpu.set_isa(_lepton_cpu.detected_isa())
 
 
+# ---------------------------------------------------------------- the one tolerance rule
+# Every comparison against the float64 reference uses one bound per element:
+#
+#     |got - ref| <= atol + rtol * |ref| + (4 * sqrt(K) + 2) * eps * magnitude
+#
+# (rtol, atol) per dtype covers element-wise rounding (a few ulps, and libm's exp/log);
+# the last term covers a result that sums K rounded products: eps is the dtype's machine
+# epsilon and `magnitude` the same computation on absolute values (|a| @ |b| for a
+# product), so cancellation in the sum is allowed for and nothing else is. K = 1 (an
+# element-wise op) leaves the first two terms. A test may tighten the bound (rtol=0,
+# atol=0 for exact ops such as ReLU), never loosen it past this rule.
 TOLERANCES = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-13)}
 
 
-def assert_close(got, expected, dtype, rtol=None, atol=None, what=""):
-    """max|got - ref| <= atol + rtol*|ref|, NaN where the reference has NaN, same infs."""
+def error_bound(expected, dtype, *, reduction=1, magnitude=None, rtol=None, atol=None):
+    """The rule above, per element of ``expected`` (float64 arrays)."""
     base_rtol, base_atol = TOLERANCES[np.dtype(dtype).type]
     rtol = base_rtol if rtol is None else rtol
     atol = base_atol if atol is None else atol
+    def finite_abs(a):  # infinities and NaN are compared exactly, elsewhere
+        a = np.asarray(a, np.float64)
+        return np.abs(np.where(np.isfinite(a), a, 0.0))
+
+    bound = atol + rtol * finite_abs(expected)
+    if reduction > 1:
+        eps = np.finfo(dtype).eps
+        bound = bound + (4 * np.sqrt(reduction) + 2) * eps * finite_abs(expected if magnitude is None else magnitude)
+    return bound
+
+
+def _check_bound(got, expected, bound, what):
     got = np.asarray(got, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"{what}: NaN positions")
+    infinite = np.isinf(expected)
+    np.testing.assert_array_equal(got[infinite], expected[infinite], err_msg=f"{what}: infinities")
     finite = np.isfinite(expected)
-    np.testing.assert_array_equal(got[~finite & ~np.isnan(expected)], expected[~finite & ~np.isnan(expected)],
-                                  err_msg=f"{what}: infinities")
+    bound = np.broadcast_to(bound, expected.shape)[finite]
     err = np.abs(got[finite] - expected[finite])
-    bound = atol + rtol * np.abs(expected[finite])
     if err.size and not np.all(err <= bound):
         worst = np.argmax(err - bound)
-        raise AssertionError(f"{what}: max error {err[worst]:.3e} exceeds bound {bound[worst]:.3e} "
-                             f"(rtol={rtol}, atol={atol})")
+        raise AssertionError(f"{what}: max error {err[worst]:.3e} exceeds bound {bound[worst]:.3e}")
+
+
+def assert_close(got, expected, dtype, rtol=None, atol=None, what=""):
+    """Element-wise results against the reference: the one rule with K = 1 (NaN where the
+    reference has NaN, the same infinities)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    _check_bound(got, expected, error_bound(expected, dtype, rtol=rtol, atol=atol), what)
+
+
+def assert_reduction_close(got, expected, abs_expected, reduction, dtype, what=""):
+    """Sums of ``reduction`` products against the reference: the one rule, with
+    ``abs_expected`` the same computation on absolute values."""
+    expected = np.asarray(expected, dtype=np.float64)
+    bound = error_bound(expected, dtype, reduction=reduction, magnitude=np.asarray(abs_expected, np.float64))
+    _check_bound(got, expected, bound, f"{what} (reduction length {reduction})")
+
+
+def _backend_names():
+    """Every available CPU backend that runs ops fast enough for a sweep, by fixture name."""
+    return [p for p in FAST_CPU_BACKENDS if isinstance(p, str)]
+
+
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def check_op(op, *args, terms=1, magnitudes=False, magnitude_args=None, rtol=None, atol=None, backends=None,
+             **kwargs):
+    """Runs ``lepton_kernels.<op>(*args, **kwargs)`` on every available CPU backend (each
+    native ISA variant and Numba) and checks every output against
+    ``lepton_kernels.reference.<op>`` on the same arguments, under the one tolerance rule.
+
+    ``terms`` is the number of products each output sums (K above); with
+    ``magnitudes`` the reference also runs on the absolute values of the float
+    arguments to give the cancellation-free magnitude (multilinear ops: conv, linear),
+    or on ``magnitude_args`` when the op is not multilinear in all of them (a mask).
+    The arguments must come back unchanged. Returns the reference's outputs.
+    """
+    from lepton_kernels import reference as ref
+
+    floats = [a for a in args if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+    dtype = floats[0].dtype if floats else np.float64
+    before = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    expected = _as_tuple(getattr(ref, op)(*args, **kwargs))
+    magnitude = [None] * len(expected)
+    if magnitudes and magnitude_args is None:
+        magnitude_args = [np.abs(a) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args]
+    if magnitude_args is not None:
+        magnitude = [None if m is None else np.abs(np.asarray(m, np.float64))
+                     for m in _as_tuple(getattr(ref, op)(*magnitude_args, **kwargs))]
+    for name in backends or _backend_names():
+        _activate(name)
+        try:
+            got = _as_tuple(getattr(lk, op)(*args, **kwargs))
+        finally:
+            _restore()
+        assert len(got) == len(expected), f"{op} on {name}: {len(got)} outputs, the reference gives {len(expected)}"
+        for i, (g, e, m) in enumerate(zip(got, expected, magnitude)):
+            what = f"{op} on {name}, output {i}"
+            if e is None:
+                assert g is None, what
+                continue
+            if np.asarray(e).dtype.kind != "f":  # indices and other exact outputs
+                np.testing.assert_array_equal(g, e, err_msg=what)
+                continue
+            assert np.asarray(g).dtype == dtype, f"{what}: dtype {np.asarray(g).dtype}, expected {dtype}"
+            e64 = np.asarray(e, np.float64)
+            _check_bound(g, e64, error_bound(e64, dtype, reduction=terms, magnitude=m, rtol=rtol, atol=atol), what)
+        for a, b in zip(args, before):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b, err_msg=f"{op} on {name} changed an argument")
+    return expected
 
 
 @pytest.fixture
@@ -138,23 +232,6 @@ def backend(request, cp):
         reason = _backend.unavailable_reason(request.param, "cuda")
         pytest.skip(f"cuda backend {request.param!r} unavailable: {reason}")
     return module
-
-
-def assert_reduction_close(got, expected, abs_expected, reduction, dtype, what=""):
-    """For sums of `reduction` products: |got - ref| <= (4*sqrt(K) + 2) * eps * (|a|@|b|) + tiny,
-    where abs_expected is the same computation on absolute values (so cancellation is allowed for)."""
-    eps = np.finfo(dtype).eps
-    got = np.asarray(got, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"{what}: NaN positions")
-    finite = np.isfinite(expected)
-    bound = (4 * np.sqrt(max(reduction, 1)) + 2) * eps * np.abs(np.asarray(abs_expected))[finite] + 1e-30
-    err = np.abs(got[finite] - expected[finite])
-    if err.size and not np.all(err <= bound):
-        worst = np.argmax(err - bound)
-        raise AssertionError(f"{what}: error {err[worst]:.3e} exceeds bound {bound[worst]:.3e} "
-                             f"(reduction length {reduction})")
 
 
 # ---------------------------------------------------------------- guard pages

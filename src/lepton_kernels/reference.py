@@ -130,6 +130,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     A window lying entirely in padding gives -inf and index -1 (int8 / uint8 input:
     the type's minimum; the result keeps the integer dtype).
     """
+    if np.ndim(x) == 3:  # (C, H, W): one image
+        y, idx = max_pool2d(np.asarray(x)[None], kernel_size, stride, padding, dilation, ceil_mode, True)
+        return (y[0], idx[0]) if return_indices else y[0]
     in_dtype = np.asarray(x).dtype
     if in_dtype in _QRANGE:  # int8 / uint8: exact in float64; empty windows give the type's minimum
         y, idx = max_pool2d(np.asarray(x).astype(np.float64), kernel_size, stride, padding, dilation,
@@ -167,6 +170,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
     """Scatter-add grad_out into the input plane at indices (-1 is skipped)."""
+    if len(input_shape) == 3:  # (C, H, W): one image
+        return max_pool2d_backward(np.asarray(grad_out)[None], np.asarray(indices)[None], (1, *input_shape))[0]
     g = _f64(grad_out)
     indices = np.asarray(indices, dtype=np.int64)
     N, C, H, W = tuple(input_shape)
@@ -206,6 +211,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     (count_include_pad) or the number of taps inside the input. A window with
     no tap inside the input gives 0.
     """
+    if np.ndim(x) == 3:  # (C, H, W): one image
+        return avg_pool2d(np.asarray(x)[None], kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override)[0]
     x = _f64(x)
     (kh, kw), (sh, sw), (pt, pb, pl, pr), _, (oh, ow) = _geometry(
         x.shape, kernel_size, stride, padding, 1, ceil_mode)
@@ -226,6 +234,9 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
                         ceil_mode=False, count_include_pad=True, divisor_override=None, *,
                         out=None):
     """Each window spreads grad_out / divisor over its taps inside the input."""
+    if len(input_shape) == 3:  # (C, H, W): one image
+        return avg_pool2d_backward(np.asarray(grad_out)[None], (1, *input_shape), kernel_size, stride, padding,
+                                   ceil_mode, count_include_pad, divisor_override)[0]
     g = _f64(grad_out)
     N, C, H, W = tuple(input_shape)
     (kh, kw), (sh, sw), (pt, pb, pl, pr), _, (oh, ow) = _geometry(
