@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <string>
@@ -315,6 +316,51 @@ py::object call_relu(const py::handle& xo) {
   return y.release();
 }
 
+// A NumPy array that repeats one value through stride 0 on every axis (np.broadcast_to of a
+// scalar: the gradient autograd hands down from a sum), as that value.
+template <class T>
+bool broadcast_scalar(const py::handle& o, const View& like, T* value) {
+  if (Py_TYPE(o.ptr()) != npy_api::get().PyArray_Type_) return false;
+  const auto* a = py::detail::array_proxy(o.ptr());
+  const auto* d = py::detail::array_descriptor_proxy(a->descr);
+  if (d->type_num != like.type || d->byteorder == '>' || a->nd != like.nd) return false;
+  for (int i = 0; i < a->nd; ++i)
+    if (a->dimensions[i] != like.dims[i] || a->strides[i] != 0) return false;
+  std::memcpy(value, a->data, sizeof(T));  // no alignment assumed
+  return true;
+}
+
+// relu_backward(grad_out, x): grad_out a plain array of x's shape, or one value broadcast
+// over it (read as that value, never copied out to x's size).
+py::object call_relu_backward(const py::handle& go, const py::handle& xo) {
+  View x, g;
+  if (!float_view(xo, &x)) return py::none();
+  const bool plain_grad = view_of(go, &g) && g.type == x.type && g.shape() == x.shape();
+  Result y(x, x.type, x.shape());
+  const int64_t n = x.count();
+  bool taken = false;
+  lepton::Status st;
+  with_float(x, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = x.ptr<T>();
+    T* yp = y.ptr<T>();
+    T value{};
+    if (plain_grad) {
+      const T* gp = g.ptr<T>();
+      py::gil_scoped_release nogil;
+      st = lepton::relu_backward(gp, xp, yp, n);
+      taken = true;
+    } else if (broadcast_scalar<T>(go, x, &value)) {
+      py::gil_scoped_release nogil;
+      for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] <= T(0) ? T(0) : value;  // a NaN x passes the gradient
+      taken = true;
+    }
+  });
+  if (!taken) return py::none();
+  raise_status("relu_backward", st);
+  return y.release();
+}
+
 py::object call_bias_relu(const py::handle& xo, const py::handle& bo) {
   View x, b;
   if (!float_view(xo, &x) || x.nd < 2 || !same_dtype(bo, x, &b, false) || b.nd != 1 || b.dim(0) != x.dim(1))
@@ -521,6 +567,9 @@ py::object call_cross_entropy(const py::handle& zo, const py::handle& to, int64_
 void register_calls(py::module_& m) {
   const char* none_doc = " None when the arguments are not the plain case (the op's general path then runs).";
   m.def("call_relu", &call_relu, py::arg("x"), (std::string("relu(x), allocated.") + none_doc).c_str());
+  m.def("call_relu_backward", &call_relu_backward, py::arg("grad_out"), py::arg("x"),
+        (std::string("relu_backward(grad_out, x), allocated; grad_out may be one value broadcast (stride 0).") +
+         none_doc).c_str());
   m.def("call_bias_relu", &call_bias_relu, py::arg("x"), py::arg("bias"),
         (std::string("bias_relu(x, bias), allocated.") + none_doc).c_str());
   m.def("call_max_pool2d", &call_max_pool2d, py::arg("x"), py::arg("kernel_size"), py::arg("stride"),

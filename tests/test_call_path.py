@@ -19,7 +19,7 @@ from lepton_kernels import _backend
 native = _backend.get_named_backend("native", "cpu")
 pytestmark = pytest.mark.skipif(native is None, reason="the native CPU module is not built")
 
-WHOLE_CALL_OPS = ("relu", "bias_relu", "max_pool2d", "avg_pool2d", "conv2d", "linear", "cross_entropy")
+WHOLE_CALL_OPS = ("relu", "relu_backward", "bias_relu", "max_pool2d", "avg_pool2d", "conv2d", "linear", "cross_entropy")
 
 
 @pytest.fixture
@@ -58,6 +58,8 @@ def _cases(rng, dtype):
     t = np.array([1, 9, -100, 0, 3])
     return {
         "relu": lambda: lk.relu(x),
+        "relu_backward": lambda: lk.relu_backward(x[:, :, ::-1].copy(), x),
+        "relu_backward broadcast": lambda: lk.relu_backward(np.broadcast_to(dtype(2.5), x.shape), x),
         "bias_relu": lambda: lk.bias_relu(x, x[0, :, 0, 0].copy()),
         "max_pool2d": lambda: lk.max_pool2d(x, 3, 2, 1, ceil_mode=True),
         "max_pool2d chw": lambda: lk.max_pool2d(x[0], (2, 3), (1, 2), ((1, 0), (0, 1)), dilation=(2, 1)),
@@ -152,6 +154,16 @@ def test_forced_backends_keep_their_meaning(spies, monkeypatch):
     assert spies["relu"] == 1
 
 
+def test_relu_backward_reads_a_broadcast_gradient_as_its_value(spies):
+    x = np.array([[-1.0, 0.0, 2.0, np.nan], [3.0, -0.0, np.inf, -np.inf]], np.float32)
+    got = lk.relu_backward(np.broadcast_to(np.float32(1.5), x.shape), x)
+    np.testing.assert_array_equal(got, [[0, 0, 1.5, 1.5], [1.5, 0, 1.5, 0]])  # a NaN x passes (as torch)
+    assert spies["relu_backward"] == 1
+    partly = np.broadcast_to(np.arange(4, dtype=np.float32), x.shape)  # stride 0 on one axis only
+    np.testing.assert_array_equal(lk.relu_backward(partly, x), np.where(x <= 0, 0, partly))
+    assert spies["relu_backward"] == 1  # that one took the general path
+
+
 def test_large_results_start_on_a_cache_line():
     x = np.ones(2 ** 18 + 5, np.float32)  # 1 MiB and a little more
     y = lk.relu(x)
@@ -205,6 +217,7 @@ def test_torch_tensors_go_through_capsules(torch_module, spies):
     before = x.clone()
     cases = [
         (lk.relu(x), torch.relu(x)),
+        (lk.relu_backward(x.flip(0).contiguous(), x), torch.where(x <= 0, 0.0, x.flip(0))),
         (lk.bias_relu(x, b[:6].contiguous()), torch.relu(x + b[:6].view(1, 6, 1, 1))),
         (lk.max_pool2d(x, 2), F.max_pool2d(x, 2)),
         (lk.avg_pool2d(x, 3, 1, 1), F.avg_pool2d(x, 3, 1, 1)),

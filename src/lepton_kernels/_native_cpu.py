@@ -19,6 +19,7 @@ bias_relu_backward = _cpu.bias_relu_backward
 # Whole-call entries (csrc/bind_calls.cpp): the plain NumPy call of an op checked, allocated
 # and run in one C++ call; each returns None for anything else (see _backend.whole_call).
 call_relu = _cpu.call_relu
+call_relu_backward = _cpu.call_relu_backward
 call_bias_relu = _cpu.call_bias_relu
 call_max_pool2d = _cpu.call_max_pool2d
 call_avg_pool2d = _cpu.call_avg_pool2d

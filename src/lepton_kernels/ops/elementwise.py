@@ -63,6 +63,8 @@ def relu_backward(grad_out, x, *, out=None):
     array
         ``grad_in``, same shape and dtype as ``grad_out``.
     """
+    if out is None and (y := arr.call_whole("relu_backward", grad_out, x)) is not None:
+        return y  # the small-call path; a broadcast grad_out (autograd's sum) is read as its one value
     op = "relu_backward"
     ga, gkind = arr.intake(op, "grad_out", grad_out)
     xa, xkind = arr.intake(op, "x", x)
