@@ -32,19 +32,6 @@ namespace lepton_bind {
 
 using py::detail::npy_api;
 
-// ---------------------------------------------------------------- allocation
-py::array new_array(const py::dtype& dtype, const std::vector<int64_t>& shape) {
-  int64_t nbytes = dtype.itemsize();
-  for (int64_t s : shape)
-    if (s < 0 || __builtin_mul_overflow(nbytes, s, &nbytes) || nbytes > kInt64Max - kAlign)
-      throw py::value_error("empty: the shape's byte count is negative or overflows int64");
-  if (nbytes < kAlignFromBytes) return py::array(dtype, shape);
-  py::array_t<uint8_t> raw(nbytes + kAlign);
-  uint8_t* start = raw.mutable_data();
-  start += (kAlign - reinterpret_cast<uintptr_t>(start) % kAlign) % kAlign;
-  return py::array(dtype, shape, {}, start, raw);  // a view keeping raw alive
-}
-
 namespace {
 
 // ---------------------------------------------------------------- operands
@@ -586,13 +573,6 @@ void register_calls(py::module_& m) {
   m.def("call_cross_entropy", &call_cross_entropy, py::arg("logits"), py::arg("target"), py::arg("ignore_index"),
         py::arg("label_smoothing"), py::arg("reduction"),
         (std::string("cross_entropy without class weights; reduction 0 none, 1 mean, 2 sum.") + none_doc).c_str());
-  m.def("empty", [](const py::tuple& shape, const py::dtype& dtype) {
-          std::vector<int64_t> s;
-          for (const py::handle& v : shape) s.push_back(v.cast<int64_t>());
-          return new_array(dtype, s);
-        },
-        py::arg("shape"), py::arg("dtype"),
-        "A new C-contiguous array; results of 1 MiB or more start on a 64-byte line.");
 }
 
 }  // namespace lepton_bind

@@ -44,8 +44,11 @@ constexpr int64_t kAlignFromBytes = int64_t(1) << 20;
 constexpr int64_t kAlign = 64;
 constexpr int64_t kInt64Max = INT64_MAX;
 
-// A new C-contiguous NumPy array of `dtype` and `shape` (sizes already validated).
+// A new C-contiguous NumPy array of `dtype` and `shape` (bind_alloc.cpp).
 py::array new_array(const py::dtype& dtype, const std::vector<int64_t>& shape);
+
+// Registers empty and the result cache's controls (bind_alloc.cpp).
+void register_alloc(py::module_& m);
 
 // Registers the whole-call entries (bind_calls.cpp) on the module.
 void register_calls(py::module_& m);

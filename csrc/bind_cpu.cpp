@@ -1360,6 +1360,7 @@ PYBIND11_MODULE(_lepton_cpu, m) {
             "NumPy arrays written in place.";
   const char* version = LEPTON_VERSION;
   m.attr("__version__") = (version[0] ? version : "0.0.0");
+  lepton_bind::register_alloc(m);
   lepton_bind::register_calls(m);
   lepton_bind::register_buffers(m);
 

@@ -75,10 +75,22 @@ def unbroadcast(grad, shape):
     return grad.reshape(shape)
 
 
+_LARGE_BYTES = 1 << 20  # the size from which the native allocator caches results (csrc/bind_alloc.cpp)
+
+
+def _binary(ufunc, a, b):
+    """``ufunc(a, b)``; a large NumPy result is written into a block of the ops' result cache,
+    so a training step does not fault in (and zero) fresh pages for it at every step."""
+    if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype and (
+            a.nbytes >= _LARGE_BYTES or b.nbytes >= _LARGE_BYTES):
+        return ufunc(a, b, out=arr.empty(a, np.broadcast_shapes(a.shape, b.shape), a.dtype))
+    return ufunc(a, b)
+
+
 class Add(Function):
     def forward(self, a, b):
         self.shapes = (_shape(a), _shape(b))
-        return a + b
+        return _binary(np.add, a, b)
 
     def backward(self, grad):
         return unbroadcast(grad, self.shapes[0]), unbroadcast(grad, self.shapes[1])
@@ -87,7 +99,7 @@ class Add(Function):
 class Sub(Function):
     def forward(self, a, b):
         self.shapes = (_shape(a), _shape(b))
-        return a - b
+        return _binary(np.subtract, a, b)
 
     def backward(self, grad):
         return unbroadcast(grad, self.shapes[0]), unbroadcast(-grad, self.shapes[1])
@@ -96,7 +108,7 @@ class Sub(Function):
 class Mul(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a * b
+        return _binary(np.multiply, a, b)
 
     def backward(self, grad):
         return (self._times(grad, self.b, self.a) if self.needs[0] else None,
