@@ -247,3 +247,30 @@ def test_torch_tensors_the_capsules_do_not_cover(torch_module, spies):
     with pytest.raises(TypeError):
         lk.relu(torch.ones(3, dtype=torch.int32))
     assert spies["relu"] == 0  # the strided view and the int32 tensor were offered and declined
+
+
+# ---------------------------------------------------------------- the result cache
+def test_large_results_reuse_cached_blocks_and_the_cache_is_bounded():
+    from lepton_kernels import _lepton_cpu
+
+    _lepton_cpu.empty_memory_cache()
+    x = np.ones((512, 1024), np.float32)  # 2 MiB
+    y = lk.relu(x)
+    address = y.ctypes.data
+    assert _lepton_cpu.memory_cache_info() == (0, 0)
+    del y  # its block goes back to the cache, still mapped
+    blocks, cached = _lepton_cpu.memory_cache_info()
+    assert blocks == 1 and cached >= x.nbytes
+    z = lk.relu(-x)  # the same size class: the same block, written afresh
+    assert z.ctypes.data == address and np.all(z == 0)
+    view = z[3:5]
+    del z
+    assert _lepton_cpu.memory_cache_info()[0] == 0  # a view keeps the block in use
+    assert np.all(view == 0)
+    del view
+    assert _lepton_cpu.memory_cache_info()[0] == 1
+    huge = _lepton_cpu.empty((257 << 20,), np.dtype(np.uint8))  # past the largest block cached
+    del huge
+    assert _lepton_cpu.memory_cache_info()[0] == 1
+    _lepton_cpu.empty_memory_cache()
+    assert _lepton_cpu.memory_cache_info() == (0, 0)
