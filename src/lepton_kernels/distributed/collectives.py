@@ -65,11 +65,11 @@ def _check_disjoint(fn: str, arrays: list[np.ndarray]) -> None:
 
 
 def _groups(arrays: list[np.ndarray]) -> dict[np.dtype, list[np.ndarray]]:
-    """Non-empty arrays flattened (views) and grouped by dtype, in call order."""
+    """Non-empty arrays grouped by dtype, in call order (each seen as its C-order elements)."""
     groups: dict[np.dtype, list[np.ndarray]] = {}
     for a in arrays:
         if a.size:
-            groups.setdefault(a.dtype, []).append(a.reshape(-1))
+            groups.setdefault(a.dtype, []).append(a)
     return groups
 
 
@@ -120,8 +120,10 @@ _NATIVE_MOVES = _native_moves()
 
 
 def _parts(flats: list[np.ndarray], segments) -> list[np.ndarray]:
-    """The views of the arrays' elements that one bucket holds, in bucket order."""
-    return [flats[pos][src:src + count] for pos, src, _, count in segments]
+    """The arrays, or views of their elements, that one bucket holds, in bucket order (an array
+    the bucket holds whole is passed as it is: a model's gradients are usually one bucket)."""
+    return [flats[pos] if count == flats[pos].size else flats[pos].reshape(-1)[src:src + count]
+            for pos, src, _, count in segments]
 
 
 def pack(buf: np.ndarray, parts: list[np.ndarray], scale=None) -> None:
@@ -133,7 +135,7 @@ def pack(buf: np.ndarray, parts: list[np.ndarray], scale=None) -> None:
             return
         except TypeError:  # a part of another dtype (a float64 gradient of float32 weights): cast below
             pass
-    np.concatenate(parts, out=buf, casting="same_kind")
+    np.concatenate([p.reshape(-1) for p in parts], out=buf, casting="same_kind")
     if factor != 1:
         np.multiply(buf, factor, out=buf, casting="unsafe")
 
@@ -147,6 +149,7 @@ def unpack(buf: np.ndarray, parts: list[np.ndarray], divisor: int = 1) -> None:
     for part in parts:
         piece = buf[start:start + part.size]
         start += part.size
+        part = part.reshape(-1)  # a view: the parts are C-contiguous
         if divisor != 1:
             np.divide(piece, divisor, out=part)
         else:
