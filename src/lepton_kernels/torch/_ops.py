@@ -1,0 +1,334 @@
+"""The ``lepton`` namespace of torch custom operators: the library's kernels inside torch's
+dispatcher, with fake (meta) implementations and autograd through the library's public
+backward ops, on CPU (NumPy views) and CUDA (CuPy views) tensors.
+
+Registered from Python, never a C++ extension built against one torch ABI. The real
+implementations call the library's ops on the (detached) tensors themselves: a CPU
+tensor goes to the kernel as a DLPack capsule and its result comes back as a new torch
+tensor in the same native call (the small-call path), where allocating the output with
+torch and passing NumPy views as ``out=`` cost 15 us of argument checks per call. A
+fake implementation allocates the same shape; output sizes come from the one C++
+geometry rule (``_lepton_geometry``). Backward ops return every gradient their
+``output_mask`` asks for and an empty tensor for the others (a custom op cannot return
+None).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .. import ops as lk
+from .. import _lepton_geometry as geometry
+
+_REDUCTIONS = ("none", "mean", "sum")  # torch's enum order (at::Reduction)
+
+
+def _d(t: Optional[Tensor]):
+    """The tensor as the kernels take it: detached (the autograd registration records the
+    graph; a tensor that requires grad is refused by DLPack)."""
+    return None if t is None else t.detach()
+
+
+def _unused(like: Tensor) -> Tensor:
+    """What a backward op returns for a gradient its output_mask did not ask for."""
+    return like.new_empty((0,))
+
+
+# --------------------------------------------------------------------------- relu
+@torch.library.custom_op("lepton::relu", mutates_args=(),
+                         schema="(Tensor self) -> Tensor")
+def relu(self: Tensor) -> Tensor:
+    return lk.relu(_d(self))
+
+
+@relu.register_fake
+def _(self):
+    return torch.empty(self.shape, dtype=self.dtype, device=self.device)
+
+
+@torch.library.custom_op("lepton::relu_backward", mutates_args=())
+def relu_backward(grad_output: Tensor, result: Tensor) -> Tensor:
+    return lk.relu_backward(_d(grad_output), _d(result))
+
+
+@relu_backward.register_fake
+def _(grad_output, result):
+    return torch.empty(result.shape, dtype=result.dtype, device=result.device)
+
+
+def _relu_setup(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+def _relu_grad(ctx, grad):
+    (result,) = ctx.saved_tensors
+    return torch.ops.lepton.relu_backward(grad, result)
+
+
+relu.register_autograd(_relu_grad, setup_context=_relu_setup)
+
+
+# --------------------------------------------------------------------------- linear
+def _linear_shape(input, weight):
+    return (*input.shape[:-1], weight.shape[0])
+
+
+@torch.library.custom_op("lepton::linear", mutates_args=(),
+                         schema="(Tensor input, Tensor weight, Tensor? bias) -> Tensor")
+def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    return lk.linear(_d(input), _d(weight), _d(bias))
+
+
+@linear.register_fake
+def _(input, weight, bias):
+    return input.new_empty(_linear_shape(input, weight))
+
+
+@torch.library.custom_op("lepton::linear_backward", mutates_args=())
+def linear_backward(grad_output: Tensor, input: Tensor, weight: Tensor,
+                    output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    k, n = weight.shape[1], weight.shape[0]
+    gx, gw, gb = lk.linear_backward(_d(grad_output).reshape(-1, n), _d(input).reshape(-1, k), _d(weight),
+                                    needs_input_grad=output_mask[0], needs_weight_grad=output_mask[1],
+                                    needs_bias_grad=output_mask[2])
+    return (gx.reshape(input.shape) if output_mask[0] else _unused(input),
+            gw if output_mask[1] else _unused(weight), gb if output_mask[2] else _unused(weight))
+
+
+@linear_backward.register_fake
+def _(grad_output, input, weight, output_mask):
+    return (input.new_empty(input.shape) if output_mask[0] else _unused(input),
+            weight.new_empty(weight.shape) if output_mask[1] else _unused(weight),
+            weight.new_empty((weight.shape[0],)) if output_mask[2] else _unused(weight))
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*(t for t in inputs[:2]))
+    ctx.has_bias = inputs[2] is not None
+    ctx.args = inputs[3:]
+
+
+def _mask(ctx):
+    return [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+
+
+def _gradients(ctx, grads):
+    mask = _mask(ctx)
+    gx, gw, gb = grads
+    return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None)
+
+
+def _linear_grad(ctx, grad):
+    input, weight = ctx.saved_tensors
+    grads = torch.ops.lepton.linear_backward(grad, input, weight, _mask(ctx))
+    return _gradients(ctx, grads)
+
+
+linear.register_autograd(_linear_grad, setup_context=_save_inputs)
+
+
+# --------------------------------------------------------------------------- conv2d
+def _conv_shape(input, weight, stride, padding, dilation, groups):
+    oh, ow = geometry.conv2d_output_size("conv2d", tuple(input.shape), tuple(weight.shape), stride[0], stride[1],
+                                         padding[0], padding[0], padding[1], padding[1], dilation[0], dilation[1],
+                                         groups)
+    return (input.shape[0], weight.shape[0], oh, ow)
+
+
+@torch.library.custom_op("lepton::conv2d", mutates_args=(),
+                         schema="(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor")
+def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int], padding: Sequence[int],
+           dilation: Sequence[int], groups: int) -> Tensor:
+    return lk.conv2d(_d(input), _d(weight), _d(bias), tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+@conv2d.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups):
+    return input.new_empty(_conv_shape(input, weight, stride, padding, dilation, groups))
+
+
+@torch.library.custom_op("lepton::conv2d_backward", mutates_args=())
+def conv2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, stride: Sequence[int],
+                    padding: Sequence[int], dilation: Sequence[int], groups: int,
+                    output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    gx, gw, gb = lk.conv2d_backward(_d(grad_output), _d(input), _d(weight), tuple(stride), tuple(padding),
+                                    tuple(dilation), groups, needs_input_grad=output_mask[0],
+                                    needs_weight_grad=output_mask[1], needs_bias_grad=output_mask[2])
+    return (gx if output_mask[0] else _unused(input), gw if output_mask[1] else _unused(weight),
+            gb if output_mask[2] else _unused(weight))
+
+
+@conv2d_backward.register_fake
+def _(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
+    return (input.new_empty(input.shape) if output_mask[0] else _unused(input),
+            weight.new_empty(weight.shape) if output_mask[1] else _unused(weight),
+            weight.new_empty((weight.shape[0],)) if output_mask[2] else _unused(weight))
+
+
+def _conv_grad(ctx, grad):
+    input, weight = ctx.saved_tensors
+    grads = torch.ops.lepton.conv2d_backward(grad, input, weight, *ctx.args, _mask(ctx))
+    return (*_gradients(ctx, grads), None, None, None, None)
+
+
+conv2d.register_autograd(_conv_grad, setup_context=_save_inputs)
+
+
+# --------------------------------------------------------------------------- pooling
+def _pool_shape(input, kernel_size, stride, padding, dilation, ceil_mode):
+    oh, ow = geometry.pool2d_output_size("max_pool2d", tuple(input.shape), kernel_size[0], kernel_size[1],
+                                         stride[0], stride[1], padding[0], padding[0], padding[1], padding[1],
+                                         dilation[0], dilation[1], ceil_mode)
+    return (*input.shape[:-2], oh, ow)
+
+
+def _stride(kernel_size, stride):
+    return tuple(stride) if len(stride) else tuple(kernel_size)  # aten: an empty stride means the kernel size
+
+
+@torch.library.custom_op("lepton::max_pool2d_with_indices", mutates_args=(),
+                         schema="(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)")
+def max_pool2d_with_indices(self: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+                            padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> tuple[Tensor, Tensor]:
+    return lk.max_pool2d(_d(self), tuple(kernel_size), _stride(kernel_size, stride), tuple(padding),
+                         tuple(dilation), ceil_mode, return_indices=True)
+
+
+@max_pool2d_with_indices.register_fake
+def _(self, kernel_size, stride, padding, dilation, ceil_mode):
+    shape = _pool_shape(self, kernel_size, _stride(kernel_size, stride), padding, dilation, ceil_mode)
+    return self.new_empty(shape), self.new_empty(shape, dtype=torch.int64)
+
+
+@torch.library.custom_op("lepton::max_pool2d", mutates_args=(),
+                         schema="(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor")
+def max_pool2d(self: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+               dilation: Sequence[int], ceil_mode: bool) -> Tensor:
+    return lk.max_pool2d(_d(self), tuple(kernel_size), _stride(kernel_size, stride), tuple(padding),
+                         tuple(dilation), ceil_mode)
+
+
+@max_pool2d.register_fake
+def _(self, kernel_size, stride, padding, dilation, ceil_mode):
+    return self.new_empty(_pool_shape(self, kernel_size, _stride(kernel_size, stride), padding, dilation, ceil_mode))
+
+
+@torch.library.custom_op("lepton::max_pool2d_backward", mutates_args=())
+def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_shape: Sequence[int]) -> Tensor:
+    return lk.max_pool2d_backward(_d(grad_output), _d(indices), tuple(input_shape))
+
+
+@max_pool2d_backward.register_fake
+def _(grad_output, indices, input_shape):
+    return grad_output.new_empty(tuple(input_shape))
+
+
+def _pool_indices_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+    ctx.input_shape = tuple(inputs[0].shape)
+
+
+def _pool_indices_grad(ctx, grad, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    return torch.ops.lepton.max_pool2d_backward(grad, indices, ctx.input_shape), None, None, None, None, None
+
+
+max_pool2d_with_indices.register_autograd(_pool_indices_grad, setup_context=_pool_indices_setup)
+
+
+def _max_pool_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.args = inputs[1:]
+
+
+def _max_pool_grad(ctx, grad):
+    # max_pool2d keeps no indices (inference needs none): find them again from the input
+    (input,) = ctx.saved_tensors
+    _, indices = torch.ops.lepton.max_pool2d_with_indices(input.detach(), *ctx.args)
+    return torch.ops.lepton.max_pool2d_backward(grad, indices, tuple(input.shape)), None, None, None, None, None
+
+
+max_pool2d.register_autograd(_max_pool_grad, setup_context=_max_pool_setup)
+
+
+@torch.library.custom_op("lepton::avg_pool2d", mutates_args=(),
+                         schema="(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor")
+def avg_pool2d(self: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+               ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
+    return lk.avg_pool2d(_d(self), tuple(kernel_size), _stride(kernel_size, stride), tuple(padding), ceil_mode,
+                         count_include_pad, divisor_override)
+
+
+@avg_pool2d.register_fake
+def _(self, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    return self.new_empty(_pool_shape(self, kernel_size, _stride(kernel_size, stride), padding, (1, 1), ceil_mode))
+
+
+@torch.library.custom_op("lepton::avg_pool2d_backward", mutates_args=())
+def avg_pool2d_backward(grad_output: Tensor, input_shape: Sequence[int], kernel_size: Sequence[int],
+                        stride: Sequence[int], padding: Sequence[int], ceil_mode: bool, count_include_pad: bool,
+                        divisor_override: Optional[int]) -> Tensor:
+    return lk.avg_pool2d_backward(_d(grad_output), tuple(input_shape), tuple(kernel_size),
+                                  _stride(kernel_size, stride), tuple(padding), ceil_mode, count_include_pad,
+                                  divisor_override)
+
+
+@avg_pool2d_backward.register_fake
+def _(grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    return grad_output.new_empty(tuple(input_shape))
+
+
+def _avg_pool_setup(ctx, inputs, output):
+    ctx.input_shape = tuple(inputs[0].shape)
+    ctx.args = inputs[1:]
+
+
+def _avg_pool_grad(ctx, grad):
+    return (torch.ops.lepton.avg_pool2d_backward(grad, ctx.input_shape, *ctx.args), None, None, None, None, None,
+            None)
+
+
+avg_pool2d.register_autograd(_avg_pool_grad, setup_context=_avg_pool_setup)
+
+
+# --------------------------------------------------------------------------- cross_entropy
+@torch.library.custom_op("lepton::cross_entropy", mutates_args=())
+def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor], reduction: int, ignore_index: int,
+                  label_smoothing: float) -> Tensor:
+    return lk.cross_entropy(_d(input), _d(target), _d(weight), ignore_index, _REDUCTIONS[reduction],
+                            label_smoothing)
+
+
+@cross_entropy.register_fake
+def _(input, target, weight, reduction, ignore_index, label_smoothing):
+    return input.new_empty((input.shape[0],) if _REDUCTIONS[reduction] == "none" else ())
+
+
+@torch.library.custom_op("lepton::cross_entropy_backward", mutates_args=())
+def cross_entropy_backward(grad_output: Tensor, input: Tensor, target: Tensor, weight: Optional[Tensor],
+                           reduction: int, ignore_index: int, label_smoothing: float) -> Tensor:
+    return lk.cross_entropy_backward(_d(grad_output), _d(input), _d(target), _d(weight), ignore_index,
+                                     _REDUCTIONS[reduction], label_smoothing)
+
+
+@cross_entropy_backward.register_fake
+def _(grad_output, input, target, weight, reduction, ignore_index, label_smoothing):
+    return input.new_empty(input.shape)
+
+
+def _cross_entropy_setup(ctx, inputs, output):
+    input, target, weight = inputs[:3]
+    ctx.save_for_backward(input, target, *(() if weight is None else (weight,)))
+    ctx.args = inputs[3:]
+
+
+def _cross_entropy_grad(ctx, grad):
+    input, target, *weight = ctx.saved_tensors
+    g = torch.ops.lepton.cross_entropy_backward(grad, input, target, weight[0] if weight else None, *ctx.args)
+    return g, None, None, None, None, None
+
+
+cross_entropy.register_autograd(_cross_entropy_grad, setup_context=_cross_entropy_setup)

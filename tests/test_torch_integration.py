@@ -1,0 +1,206 @@
+"""lepton_kernels.torch: the torch.ops.lepton custom operators (opcheck, gradients against
+torch's), the module subclasses, swap_modules, the fallbacks and torch.compile."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import lepton_kernels.torch as lt  # noqa: E402
+
+F = torch.nn.functional
+OPS = torch.ops.lepton
+
+
+def _t(*shape, grad=False, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed + sum(shape))
+    return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_(grad)
+
+
+# ---------------------------------------------------------------- the custom operators
+def _opcheck_cases():
+    x4 = _t(2, 3, 9, 9, grad=True)
+    w = _t(4, 3, 3, 3, grad=True)
+    b = _t(4, grad=True)
+    xg = _t(2, 4, 8, 8, grad=True)
+    wg = _t(6, 2, 3, 3, grad=True)
+    xl = _t(2, 5, 7, grad=True)
+    wl = _t(3, 7, grad=True)
+    z = _t(6, 5, grad=True)
+    target = torch.tensor([0, 4, -100, 2, 1, 3])
+    return [
+        ("relu", OPS.relu, (_t(3, 17, grad=True),)),
+        ("relu_backward", OPS.relu_backward, (_t(3, 4), torch.relu(_t(3, 4, seed=1)))),
+        ("linear", OPS.linear, (xl, wl, _t(3, grad=True))),
+        ("linear no bias", OPS.linear, (xl, wl, None)),
+        ("linear_backward", OPS.linear_backward, (_t(2, 5, 3), xl.detach(), wl.detach(), [True, True, True])),
+        ("conv2d", OPS.conv2d, (x4, w, b, [1, 1], [1, 1], [1, 1], 1)),
+        ("conv2d groups", OPS.conv2d, (xg, wg, None, [2, 1], [0, 1], [1, 2], 2)),
+        ("conv2d_backward", OPS.conv2d_backward,
+         (_t(2, 4, 9, 9), x4.detach(), w.detach(), [1, 1], [1, 1], [1, 1], 1, [False, True, True])),
+        ("max_pool2d", OPS.max_pool2d, (x4, [2, 2], [2, 2], [0, 0], [1, 1], False)),
+        ("max_pool2d ceil", OPS.max_pool2d, (x4, [3, 3], [2, 2], [1, 1], [1, 1], True)),
+        ("max_pool2d_with_indices", OPS.max_pool2d_with_indices, (x4, [2, 2], [], [0, 0], [1, 1], False)),
+        ("avg_pool2d", OPS.avg_pool2d, (x4, [3, 3], [2, 2], [1, 1], True, False, None)),
+        ("avg_pool2d divisor", OPS.avg_pool2d, (x4, [2, 2], [2, 2], [0, 0], False, True, 3)),
+        ("cross_entropy mean", OPS.cross_entropy, (z, target, None, 1, -100, 0.0)),
+        ("cross_entropy none weighted", OPS.cross_entropy, (z, target, torch.rand(5) + 0.5, 0, -100, 0.1)),
+        ("cross_entropy sum", OPS.cross_entropy, (z, target, None, 2, -100, 0.0)),
+    ]
+
+
+@pytest.mark.parametrize("name, op, args", _opcheck_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_opcheck(name, op, args):
+    torch.library.opcheck(op, args)
+
+
+def test_public_schemas_mirror_aten():
+    assert str(OPS.conv2d.default._schema) == (
+        "lepton::conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+        "int[2] dilation, int groups) -> Tensor")
+    assert str(OPS.max_pool2d.default._schema) == (
+        "lepton::max_pool2d(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+        "bool ceil_mode) -> Tensor")
+    assert str(OPS.avg_pool2d.default._schema).startswith(
+        "lepton::avg_pool2d(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, "
+        "bool count_include_pad, int? divisor_override)")
+    assert str(OPS.linear.default._schema) == "lepton::linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor"
+    assert str(OPS.relu.default._schema) == "lepton::relu(Tensor self) -> Tensor"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradients_match_torch(dtype):
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    cases = [
+        (lambda x, w, b: OPS.conv2d(x, w, b, [2, 1], [1, 2], [1, 1], 1),
+         lambda x, w, b: F.conv2d(x, w, b, (2, 1), (1, 2)), ((2, 3, 9, 8), (5, 3, 3, 3), (5,))),
+        (lambda x, w, b: OPS.linear(x, w, b), F.linear, ((4, 6, 10), (7, 10), (7,))),
+        (lambda x: OPS.relu(x), torch.relu, ((5, 9),)),
+        (lambda x: OPS.max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], True),
+         lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), ((2, 3, 9, 9),)),
+        (lambda x: OPS.max_pool2d_with_indices(x, [2, 2], [2, 2], [0, 0], [1, 1], False)[0],
+         lambda x: F.max_pool2d(x, 2), ((2, 3, 8, 8),)),
+        (lambda x: OPS.avg_pool2d(x, [3, 3], [2, 2], [1, 1], False, False, None),
+         lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False), ((2, 3, 9, 9),)),
+    ]
+    for lk_fn, torch_fn, shapes in cases:
+        args = [_t(*s, grad=True, dtype=dtype, seed=i) for i, s in enumerate(shapes)]
+        twins = [a.detach().clone().requires_grad_() for a in args]
+        y, ty = lk_fn(*args), torch_fn(*twins)
+        torch.testing.assert_close(y, ty, **tol)
+        g = _t(*y.shape, dtype=dtype, seed=7)
+        (y * g).sum().backward()
+        (ty * g).sum().backward()
+        for a, ta in zip(args, twins):
+            torch.testing.assert_close(a.grad, ta.grad, **tol)
+
+
+def test_cross_entropy_matches_torch():
+    z, tz = _t(8, 6, grad=True), None
+    tz = z.detach().clone().requires_grad_()
+    target = torch.tensor([0, 5, -100, 2, 1, 3, 3, 4])
+    weight = torch.rand(6) + 0.5
+    for reduction in ("mean", "sum", "none"):
+        z.grad = tz.grad = None
+        loss = lt.nn.CrossEntropyLoss(weight=weight, reduction=reduction, label_smoothing=0.1)(z, target)
+        tloss = nn.CrossEntropyLoss(weight=weight, reduction=reduction, label_smoothing=0.1)(tz, target)
+        torch.testing.assert_close(loss, tloss)
+        loss.sum().backward()
+        tloss.sum().backward()
+        torch.testing.assert_close(z.grad, tz.grad)
+
+
+# ---------------------------------------------------------------- modules and swap_modules
+class _Net(nn.Module):
+    """A residual-free CNN with every swappable module, and a user module of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(6, 16, 3, padding="same"), nn.ReLU(), nn.AvgPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16 * 7 * 7, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_swap_modules_keeps_parameters_and_matches_torch():
+    torch.manual_seed(0)
+    model = _Net()
+    twin = copy.deepcopy(model)
+    params = list(model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    keys = list(model.state_dict())
+    swapped = lt.swap_modules(model)
+    assert swapped == {"features.0": "Conv2d", "features.1": "ReLU", "features.2": "MaxPool2d",
+                       "features.3": "Conv2d", "features.4": "ReLU", "features.5": "AvgPool2d",
+                       "head.1": "Linear", "head.2": "ReLU", "head.3": "Linear"}
+    assert all(a is b for a, b in zip(params, model.parameters())) and list(model.state_dict()) == keys
+    assert isinstance(model.features[0], nn.Conv2d) and type(model.features[0]) is lt.nn.Conv2d
+    x = torch.randn(4, 1, 28, 28)
+    target = torch.tensor([1, 2, 3, 4])
+    for mode in ("train", "eval"):
+        getattr(model, mode)(), getattr(twin, mode)()
+        model.zero_grad(), twin.zero_grad()
+        loss = F.cross_entropy(model(x), target)
+        tloss = F.cross_entropy(twin(x), target)
+        torch.testing.assert_close(loss, tloss, rtol=1e-5, atol=1e-6)
+        loss.backward()
+        tloss.backward()
+        for p, tp in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(p.grad, tp.grad, rtol=1e-4, atol=1e-5)
+    opt.step()  # the optimizer built before the swap updates the same parameters
+    assert not torch.equal(params[0], twin.features[0].weight)
+
+
+def test_swap_modules_filter_and_errors():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Linear(4, 4))
+    assert lt.swap_modules(model, lambda name, m: isinstance(m, nn.ReLU)) == {"1": "ReLU"}
+    assert type(model[0]) is nn.Conv2d
+
+    class MyConv(nn.Conv2d):  # a user's subclass may change forward: left alone
+        pass
+
+    assert lt.swap_modules(nn.Sequential(MyConv(1, 1, 1))) == {}
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        lt.swap_modules([nn.ReLU()])
+
+
+def test_uncovered_configurations_run_torch_after_one_warning():
+    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect")
+    relu = nn.ReLU(inplace=True)
+    lt.swap_modules(conv), lt.swap_modules(relu)
+    x = torch.randn(1, 2, 5, 5)
+    with pytest.warns(UserWarning, match="Conv2d runs torch's own forward: padding_mode='reflect'"):
+        y = conv(x)
+    torch.testing.assert_close(y, nn.Conv2d.forward(conv, x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conv(x)  # once per module and reason
+    with pytest.warns(UserWarning, match="inplace=True"):
+        relu(x.clone())
+    r = nn.ReLU()
+    lt.swap_modules(r)
+    with pytest.warns(UserWarning, match="dtype torch.int32"):
+        r(torch.ones(3, dtype=torch.int32))
+
+
+def test_torch_compile_fullgraph_forward_and_backward():
+    torch.manual_seed(0)
+    model = _Net()
+    twin = copy.deepcopy(model)
+    lt.swap_modules(model)
+    compiled = torch.compile(model, fullgraph=True)  # inductor: the custom ops stay opaque calls
+    x = torch.randn(2, 1, 28, 28)
+    out = compiled(x)
+    out.sum().backward()
+    tout = twin(x)
+    tout.sum().backward()
+    torch.testing.assert_close(out, tout, rtol=1e-5, atol=1e-6)
+    for p, tp in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, tp.grad, rtol=1e-4, atol=1e-5)
