@@ -24,6 +24,57 @@ from .. import _lepton_geometry as geometry
 
 _REDUCTIONS = ("none", "mean", "sum")  # torch's enum order (at::Reduction)
 
+# The ops are defined on one torch.library.Library (kept alive here: dropping it would
+# unregister them) with the plain dispatcher API rather than torch.library.custom_op,
+# whose wrappers cost 15 us per call: a CPU/CUDA kernel, a fake kernel, and an Autograd
+# kernel that runs the op straight through when no gradient is wanted and through one
+# autograd.Function otherwise.
+_LIB = torch.library.Library("lepton", "DEF")
+
+
+class _Op:
+    """One ``lepton::<name>`` operator; the decorator and the two registration methods
+    mirror torch.library.custom_op's (``register_fake``, ``register_autograd``)."""
+
+    def __init__(self, name: str, schema: str, impl):
+        _LIB.define(name + schema)
+        for key in ("CPU", "CUDA"):
+            _LIB.impl(name, impl, key)
+        self.name, self.impl = name, impl
+
+    def __call__(self, *args):
+        return getattr(torch.ops.lepton, self.name)(*args)
+
+    def register_fake(self, fake):
+        torch.library.register_fake(f"lepton::{self.name}", fake, lib=_LIB)
+        return fake
+
+    def register_autograd(self, backward, *, setup_context):
+        op = getattr(torch.ops.lepton, self.name).default
+        function = type(f"{self.name}_autograd", (torch.autograd.Function,), {
+            "forward": staticmethod(lambda ctx, *args: _forward(ctx, op, setup_context, args)),
+            "backward": staticmethod(lambda ctx, *grads: backward(ctx, *grads)),
+        })
+
+        def autograd_kernel(*args):
+            if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+                return function.apply(*args)
+            with torch._C._AutoDispatchBelowAutograd():  # as custom_op: the backend (or fake) kernel
+                return op(*args)
+
+        _LIB.impl(self.name, autograd_kernel, "Autograd")
+
+
+def _forward(ctx, op, setup_context, args):
+    with torch._C._AutoDispatchBelowAutograd():
+        output = op(*args)
+    setup_context(ctx, args, output)
+    return output
+
+
+def _op(name: str, schema: str):
+    return lambda impl: _Op(name, schema, impl)
+
 
 def _d(t: Optional[Tensor]):
     """The tensor as the kernels take it: detached (the autograd registration records the
@@ -37,8 +88,8 @@ def _unused(like: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- relu
-@torch.library.custom_op("lepton::relu", mutates_args=(),
-                         schema="(Tensor self) -> Tensor")
+@_op("relu",
+     "(Tensor self) -> Tensor")
 def relu(self: Tensor) -> Tensor:
     return lk.relu(_d(self))
 
@@ -48,7 +99,8 @@ def _(self):
     return torch.empty(self.shape, dtype=self.dtype, device=self.device)
 
 
-@torch.library.custom_op("lepton::relu_backward", mutates_args=())
+@_op("relu_backward",
+     "(Tensor grad_output, Tensor result) -> Tensor")
 def relu_backward(grad_output: Tensor, result: Tensor) -> Tensor:
     return lk.relu_backward(_d(grad_output), _d(result))
 
@@ -75,8 +127,8 @@ def _linear_shape(input, weight):
     return (*input.shape[:-1], weight.shape[0])
 
 
-@torch.library.custom_op("lepton::linear", mutates_args=(),
-                         schema="(Tensor input, Tensor weight, Tensor? bias) -> Tensor")
+@_op("linear",
+     "(Tensor input, Tensor weight, Tensor? bias) -> Tensor")
 def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     return lk.linear(_d(input), _d(weight), _d(bias))
 
@@ -86,7 +138,8 @@ def _(input, weight, bias):
     return input.new_empty(_linear_shape(input, weight))
 
 
-@torch.library.custom_op("lepton::linear_backward", mutates_args=())
+@_op("linear_backward",
+     "(Tensor grad_output, Tensor input, Tensor weight, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
 def linear_backward(grad_output: Tensor, input: Tensor, weight: Tensor,
                     output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor]:
     k, n = weight.shape[1], weight.shape[0]
@@ -137,8 +190,8 @@ def _conv_shape(input, weight, stride, padding, dilation, groups):
     return (input.shape[0], weight.shape[0], oh, ow)
 
 
-@torch.library.custom_op("lepton::conv2d", mutates_args=(),
-                         schema="(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor")
+@_op("conv2d",
+     "(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor")
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int], padding: Sequence[int],
            dilation: Sequence[int], groups: int) -> Tensor:
     return lk.conv2d(_d(input), _d(weight), _d(bias), tuple(stride), tuple(padding), tuple(dilation), groups)
@@ -149,7 +202,8 @@ def _(input, weight, bias, stride, padding, dilation, groups):
     return input.new_empty(_conv_shape(input, weight, stride, padding, dilation, groups))
 
 
-@torch.library.custom_op("lepton::conv2d_backward", mutates_args=())
+@_op("conv2d_backward",
+     "(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
 def conv2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, stride: Sequence[int],
                     padding: Sequence[int], dilation: Sequence[int], groups: int,
                     output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor]:
@@ -188,8 +242,8 @@ def _stride(kernel_size, stride):
     return tuple(stride) if len(stride) else tuple(kernel_size)  # aten: an empty stride means the kernel size
 
 
-@torch.library.custom_op("lepton::max_pool2d_with_indices", mutates_args=(),
-                         schema="(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)")
+@_op("max_pool2d_with_indices",
+     "(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)")
 def max_pool2d_with_indices(self: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
                             padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> tuple[Tensor, Tensor]:
     return lk.max_pool2d(_d(self), tuple(kernel_size), _stride(kernel_size, stride), tuple(padding),
@@ -202,8 +256,8 @@ def _(self, kernel_size, stride, padding, dilation, ceil_mode):
     return self.new_empty(shape), self.new_empty(shape, dtype=torch.int64)
 
 
-@torch.library.custom_op("lepton::max_pool2d", mutates_args=(),
-                         schema="(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor")
+@_op("max_pool2d",
+     "(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor")
 def max_pool2d(self: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
                dilation: Sequence[int], ceil_mode: bool) -> Tensor:
     return lk.max_pool2d(_d(self), tuple(kernel_size), _stride(kernel_size, stride), tuple(padding),
@@ -215,7 +269,8 @@ def _(self, kernel_size, stride, padding, dilation, ceil_mode):
     return self.new_empty(_pool_shape(self, kernel_size, _stride(kernel_size, stride), padding, dilation, ceil_mode))
 
 
-@torch.library.custom_op("lepton::max_pool2d_backward", mutates_args=())
+@_op("max_pool2d_backward",
+     "(Tensor grad_output, Tensor indices, int[] input_shape) -> Tensor")
 def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_shape: Sequence[int]) -> Tensor:
     return lk.max_pool2d_backward(_d(grad_output), _d(indices), tuple(input_shape))
 
@@ -254,8 +309,8 @@ def _max_pool_grad(ctx, grad):
 max_pool2d.register_autograd(_max_pool_grad, setup_context=_max_pool_setup)
 
 
-@torch.library.custom_op("lepton::avg_pool2d", mutates_args=(),
-                         schema="(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor")
+@_op("avg_pool2d",
+     "(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor")
 def avg_pool2d(self: Tensor, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
                ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
     return lk.avg_pool2d(_d(self), tuple(kernel_size), _stride(kernel_size, stride), tuple(padding), ceil_mode,
@@ -267,7 +322,8 @@ def _(self, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_
     return self.new_empty(_pool_shape(self, kernel_size, _stride(kernel_size, stride), padding, (1, 1), ceil_mode))
 
 
-@torch.library.custom_op("lepton::avg_pool2d_backward", mutates_args=())
+@_op("avg_pool2d_backward",
+     "(Tensor grad_output, int[] input_shape, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor")
 def avg_pool2d_backward(grad_output: Tensor, input_shape: Sequence[int], kernel_size: Sequence[int],
                         stride: Sequence[int], padding: Sequence[int], ceil_mode: bool, count_include_pad: bool,
                         divisor_override: Optional[int]) -> Tensor:
@@ -295,7 +351,8 @@ avg_pool2d.register_autograd(_avg_pool_grad, setup_context=_avg_pool_setup)
 
 
 # --------------------------------------------------------------------------- cross_entropy
-@torch.library.custom_op("lepton::cross_entropy", mutates_args=())
+@_op("cross_entropy",
+     "(Tensor input, Tensor target, Tensor? weight, int reduction, int ignore_index, float label_smoothing) -> Tensor")
 def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor], reduction: int, ignore_index: int,
                   label_smoothing: float) -> Tensor:
     return lk.cross_entropy(_d(input), _d(target), _d(weight), ignore_index, _REDUCTIONS[reduction],
@@ -307,7 +364,8 @@ def _(input, target, weight, reduction, ignore_index, label_smoothing):
     return input.new_empty((input.shape[0],) if _REDUCTIONS[reduction] == "none" else ())
 
 
-@torch.library.custom_op("lepton::cross_entropy_backward", mutates_args=())
+@_op("cross_entropy_backward",
+     "(Tensor grad_output, Tensor input, Tensor target, Tensor? weight, int reduction, int ignore_index, float label_smoothing) -> Tensor")
 def cross_entropy_backward(grad_output: Tensor, input: Tensor, target: Tensor, weight: Optional[Tensor],
                            reduction: int, ignore_index: int, label_smoothing: float) -> Tensor:
     return lk.cross_entropy_backward(_d(grad_output), _d(input), _d(target), _d(weight), ignore_index,
