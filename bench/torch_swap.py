@@ -2,8 +2,9 @@
 and batch-1 inference, and the per-call cost of ``torch.ops.lepton.relu``.
 
 Each case builds one model, deep-copies it, swaps the copy's modules
-(``lepton_kernels.torch.swap_modules``) and times both with the same optimizer
-(Adam) and data; rounds alternate so a noisy neighbour hits both. Both sides use
+(``lepton_kernels.torch.swap_modules``) and times both on the same data with the same
+optimizer algorithm (``lepton_kernels.torch.optim.Adam`` on the swapped copy,
+``torch.optim.Adam`` on the original); rounds alternate so a noisy neighbour hits both. Both sides use
 ``--threads`` threads.
 
 Run: ``python bench/torch_swap.py [--threads 2] [--rounds 15]``. Prints
@@ -41,8 +42,8 @@ def cifar_cnn():
                          nn.ReLU(), nn.Linear(64, 10))
 
 
-def _train_step(model, x, y):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+def _train_step(model, x, y, optimizer=torch.optim.Adam):
+    opt = optimizer(model.parameters(), lr=1e-4)
     loss_fn = nn.CrossEntropyLoss()
 
     def step():
@@ -61,7 +62,8 @@ def _cases():
         swapped = copy.deepcopy(model)
         lt.swap_modules(swapped)
         x, y = torch.randn(64, *shape), torch.randint(0, 10, (64,))
-        cases.append((f"{name} Adam train step batch 64", _train_step(swapped, x, y), _train_step(model, x, y), 20))
+        cases.append((f"{name} Adam train step batch 64", _train_step(swapped, x, y, lt.optim.Adam),
+                      _train_step(model, x, y), 20))
     model = lenet5().eval()
     swapped = copy.deepcopy(model)
     lt.swap_modules(swapped)

@@ -204,3 +204,63 @@ def test_torch_compile_fullgraph_forward_and_backward():
     torch.testing.assert_close(out, tout, rtol=1e-5, atol=1e-6)
     for p, tp in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(p.grad, tp.grad, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- optimizers
+def _params(seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(*s, generator=g, dtype=dtype)) for s in ((6, 3, 5, 5), (6,), (10, 7))]
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2)),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, maximize=True)),
+    ("Adam", dict(lr=1e-2)),
+    ("Adam", dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2, amsgrad=True)),
+    ("Adam", dict(lr=1e-2, maximize=True, decoupled_weight_decay=True, weight_decay=0.1)),
+    ("AdamW", dict(lr=1e-2)),
+    ("AdamW", dict(lr=1e-2, amsgrad=True, weight_decay=0.05)),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_optimizers_match_torch_and_share_its_state_dict(name, kwargs, dtype):
+    ours, theirs = _params(1, dtype), _params(1, dtype)
+    opt = getattr(lt.optim, name)(ours, **kwargs)
+    topt = getattr(torch.optim, name)(theirs, **kwargs)
+    assert isinstance(opt, getattr(torch.optim, name))
+    g = torch.Generator().manual_seed(2)
+    for step in range(5):
+        grads = [torch.randn(p.shape, generator=g, dtype=dtype) for p in ours]
+        for p, tp, grad in zip(ours, theirs, grads):
+            p.grad, tp.grad = grad.clone(), grad.clone()
+        if step == 2:  # a parameter without a gradient is left alone, as by torch
+            ours[1].grad = theirs[1].grad = None
+        opt.step()
+        topt.step()
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    for p, tp in zip(ours, theirs):
+        torch.testing.assert_close(p, tp, **tol)
+    state, tstate = opt.state_dict(), topt.state_dict()
+    assert state["param_groups"] == tstate["param_groups"]
+    for i in tstate["state"]:
+        assert state["state"][i].keys() == tstate["state"][i].keys()
+        for key, value in tstate["state"][i].items():
+            torch.testing.assert_close(state["state"][i][key], value, **tol)
+    fresh = getattr(lt.optim, name)(_params(3, dtype), **kwargs)
+    fresh.load_state_dict(tstate)  # torch's checkpoint loads into ours, and steps on
+    for i, entries in tstate["state"].items():
+        for key, value in entries.items():
+            torch.testing.assert_close(fresh.state_dict()["state"][i][key], value)
+
+
+def test_optimizer_falls_back_to_torch_with_one_warning():
+    ours, theirs = _params(4, torch.float16), _params(4, torch.float16)
+    opt = lt.optim.SGD(ours, lr=1e-2, momentum=0.9)
+    topt = torch.optim.SGD(theirs, lr=1e-2, momentum=0.9)
+    for p, tp in zip(ours, theirs):
+        p.grad, tp.grad = torch.ones_like(p), torch.ones_like(tp)
+    with pytest.warns(UserWarning, match="SGD steps with torch's own implementation: a torch.float16 parameter"):
+        opt.step()
+    topt.step()
+    for p, tp in zip(ours, theirs):
+        torch.testing.assert_close(p, tp)
