@@ -38,11 +38,13 @@ def _opcheck_cases():
         ("relu_backward", OPS.relu_backward, (_t(3, 4), torch.relu(_t(3, 4, seed=1)))),
         ("linear", OPS.linear, (xl, wl, _t(3, grad=True))),
         ("linear no bias", OPS.linear, (xl, wl, None)),
-        ("linear_backward", OPS.linear_backward, (_t(2, 5, 3), xl.detach(), wl.detach(), [True, True, True])),
+        ("linear_backward", OPS.linear_backward, (_t(2, 5, 3), xl.detach(), wl.detach(), None, [True, True, True])),
+        ("linear_relu", OPS.linear_relu, (xl, wl, _t(3, grad=True))),
         ("conv2d", OPS.conv2d, (x4, w, b, [1, 1], [1, 1], [1, 1], 1)),
         ("conv2d groups", OPS.conv2d, (xg, wg, None, [2, 1], [0, 1], [1, 2], 2)),
         ("conv2d_backward", OPS.conv2d_backward,
-         (_t(2, 4, 9, 9), x4.detach(), w.detach(), [1, 1], [1, 1], [1, 1], 1, [False, True, True])),
+         (_t(2, 4, 9, 9), x4.detach(), w.detach(), None, [1, 1], [1, 1], [1, 1], 1, [False, True, True])),
+        ("conv2d_relu", OPS.conv2d_relu, (x4, w, b, [1, 1], [1, 1], [1, 1], 1)),
         ("max_pool2d", OPS.max_pool2d, (x4, [2, 2], [2, 2], [0, 0], [1, 1], False)),
         ("max_pool2d ceil", OPS.max_pool2d, (x4, [3, 3], [2, 2], [1, 1], [1, 1], True)),
         ("max_pool2d_with_indices", OPS.max_pool2d_with_indices, (x4, [2, 2], [], [0, 0], [1, 1], False)),
@@ -137,9 +139,10 @@ def test_swap_modules_keeps_parameters_and_matches_torch():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     keys = list(model.state_dict())
     swapped = lt.swap_modules(model)
-    assert swapped == {"features.0": "Conv2d", "features.1": "ReLU", "features.2": "MaxPool2d",
-                       "features.3": "Conv2d", "features.4": "ReLU", "features.5": "AvgPool2d",
-                       "head.1": "Linear", "head.2": "ReLU", "head.3": "Linear"}
+    assert swapped == {"features": "Sequential", "features.0": "Conv2d", "features.1": "ReLU",
+                       "features.2": "MaxPool2d", "features.3": "Conv2d", "features.4": "ReLU",
+                       "features.5": "AvgPool2d", "head": "Sequential", "head.1": "Linear", "head.2": "ReLU",
+                       "head.3": "Linear"}
     assert all(a is b for a, b in zip(params, model.parameters())) and list(model.state_dict()) == keys
     assert isinstance(model.features[0], nn.Conv2d) and type(model.features[0]) is lt.nn.Conv2d
     x = torch.randn(4, 1, 28, 28)
@@ -158,15 +161,41 @@ def test_swap_modules_keeps_parameters_and_matches_torch():
     assert not torch.equal(params[0], twin.features[0].weight)
 
 
+def test_sequential_fuses_conv_and_linear_with_relu_unless_hooked():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.ReLU())
+    twin = copy.deepcopy(model)
+    lt.swap_modules(model)
+    plan = model._lepton_plan()
+    assert [(type(m).__name__, r is not None) for m, r in plan] == [("Conv2d", True), ("Flatten", False),
+                                                                    ("Linear", True)]
+    x = torch.randn(3, 2, 8, 8)
+    calls = []
+    with torch.autograd.profiler.profile() as prof:
+        out = model(x)
+    names = {e.name for e in prof.function_events}
+    assert "lepton::conv2d_relu" in names and "lepton::linear_relu" in names and "lepton::relu" not in names
+    out.square().sum().backward()
+    tout = twin(x)
+    tout.square().sum().backward()
+    torch.testing.assert_close(out, tout, rtol=1e-5, atol=1e-6)
+    for p, tp in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, tp.grad, rtol=1e-4, atol=1e-5)
+    model[1].register_forward_hook(lambda m, i, o: calls.append(type(m).__name__))
+    model(x)
+    assert calls == ["ReLU"]  # a hooked ReLU runs as a module, so its hook sees its output
+    assert [r is not None for _, r in model._lepton_plan()] == [False, False, False, True]
+
+
 def test_swap_modules_filter_and_errors():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Linear(4, 4))
-    assert lt.swap_modules(model, lambda name, m: isinstance(m, nn.ReLU)) == {"1": "ReLU"}
+    assert lt.swap_modules(model, lambda name, m: type(m) is nn.ReLU) == {"1": "ReLU"}
     assert type(model[0]) is nn.Conv2d
 
     class MyConv(nn.Conv2d):  # a user's subclass may change forward: left alone
         pass
 
-    assert lt.swap_modules(nn.Sequential(MyConv(1, 1, 1))) == {}
+    assert lt.swap_modules(nn.Sequential(MyConv(1, 1, 1))) == {"": "Sequential"}
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         lt.swap_modules([nn.ReLU()])
 

@@ -139,11 +139,14 @@ def _(input, weight, bias):
 
 
 @_op("linear_backward",
-     "(Tensor grad_output, Tensor input, Tensor weight, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
-def linear_backward(grad_output: Tensor, input: Tensor, weight: Tensor,
+     "(Tensor grad_output, Tensor input, Tensor weight, Tensor? result, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
+def linear_backward(grad_output: Tensor, input: Tensor, weight: Tensor, result: Optional[Tensor],
                     output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """``result``: the output of a fused linear + ReLU (the gradient is masked where it is <= 0), else None."""
     k, n = weight.shape[1], weight.shape[0]
     gx, gw, gb = lk.linear_backward(_d(grad_output).reshape(-1, n), _d(input).reshape(-1, k), _d(weight),
+                                    activation=None if result is None else "relu",
+                                    output=None if result is None else _d(result).reshape(-1, n),
                                     needs_input_grad=output_mask[0], needs_weight_grad=output_mask[1],
                                     needs_bias_grad=output_mask[2])
     return (gx.reshape(input.shape) if output_mask[0] else _unused(input),
@@ -151,7 +154,7 @@ def linear_backward(grad_output: Tensor, input: Tensor, weight: Tensor,
 
 
 @linear_backward.register_fake
-def _(grad_output, input, weight, output_mask):
+def _(grad_output, input, weight, result, output_mask):
     return (input.new_empty(input.shape) if output_mask[0] else _unused(input),
             weight.new_empty(weight.shape) if output_mask[1] else _unused(weight),
             weight.new_empty((weight.shape[0],)) if output_mask[2] else _unused(weight))
@@ -159,6 +162,13 @@ def _(grad_output, input, weight, output_mask):
 
 def _save_inputs(ctx, inputs, output):
     ctx.save_for_backward(*(t for t in inputs[:2]))
+    ctx.has_bias = inputs[2] is not None
+    ctx.args = inputs[3:]
+
+
+def _save_inputs_and_result(ctx, inputs, output):
+    """As _save_inputs, and the output of the fused ReLU that masks the gradient."""
+    ctx.save_for_backward(inputs[0], inputs[1], output)
     ctx.has_bias = inputs[2] is not None
     ctx.args = inputs[3:]
 
@@ -174,12 +184,27 @@ def _gradients(ctx, grads):
 
 
 def _linear_grad(ctx, grad):
-    input, weight = ctx.saved_tensors
-    grads = torch.ops.lepton.linear_backward(grad, input, weight, _mask(ctx))
+    input, weight, *result = ctx.saved_tensors
+    grads = torch.ops.lepton.linear_backward(grad, input, weight, result[0] if result else None, _mask(ctx))
     return _gradients(ctx, grads)
 
 
 linear.register_autograd(_linear_grad, setup_context=_save_inputs)
+
+
+@_op("linear_relu",
+     "(Tensor input, Tensor weight, Tensor? bias) -> Tensor")
+def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """relu(linear(...)) in one kernel (the ReLU in the GEMM's output write)."""
+    return lk.linear(_d(input), _d(weight), _d(bias), activation="relu")
+
+
+@linear_relu.register_fake
+def _(input, weight, bias):
+    return input.new_empty(_linear_shape(input, weight))
+
+
+linear_relu.register_autograd(_linear_grad, setup_context=_save_inputs_and_result)
 
 
 # --------------------------------------------------------------------------- conv2d
@@ -203,31 +228,51 @@ def _(input, weight, bias, stride, padding, dilation, groups):
 
 
 @_op("conv2d_backward",
-     "(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
-def conv2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, stride: Sequence[int],
-                    padding: Sequence[int], dilation: Sequence[int], groups: int,
+     "(Tensor grad_output, Tensor input, Tensor weight, Tensor? result, int[2] stride, int[2] padding, int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
+def conv2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, result: Optional[Tensor],
+                    stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
                     output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """``result``: the output of a fused conv2d + ReLU (the gradient is masked where it is <= 0), else None."""
     gx, gw, gb = lk.conv2d_backward(_d(grad_output), _d(input), _d(weight), tuple(stride), tuple(padding),
-                                    tuple(dilation), groups, needs_input_grad=output_mask[0],
+                                    tuple(dilation), groups, activation=None if result is None else "relu",
+                                    output=_d(result), needs_input_grad=output_mask[0],
                                     needs_weight_grad=output_mask[1], needs_bias_grad=output_mask[2])
     return (gx if output_mask[0] else _unused(input), gw if output_mask[1] else _unused(weight),
             gb if output_mask[2] else _unused(weight))
 
 
 @conv2d_backward.register_fake
-def _(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
+def _(grad_output, input, weight, result, stride, padding, dilation, groups, output_mask):
     return (input.new_empty(input.shape) if output_mask[0] else _unused(input),
             weight.new_empty(weight.shape) if output_mask[1] else _unused(weight),
             weight.new_empty((weight.shape[0],)) if output_mask[2] else _unused(weight))
 
 
 def _conv_grad(ctx, grad):
-    input, weight = ctx.saved_tensors
-    grads = torch.ops.lepton.conv2d_backward(grad, input, weight, *ctx.args, _mask(ctx))
+    input, weight, *result = ctx.saved_tensors
+    grads = torch.ops.lepton.conv2d_backward(grad, input, weight, result[0] if result else None, *ctx.args,
+                                             _mask(ctx))
     return (*_gradients(ctx, grads), None, None, None, None)
 
 
 conv2d.register_autograd(_conv_grad, setup_context=_save_inputs)
+
+
+@_op("conv2d_relu",
+     "(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor")
+def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
+                padding: Sequence[int], dilation: Sequence[int], groups: int) -> Tensor:
+    """relu(conv2d(...)) in one kernel (the ReLU in the convolution's output write)."""
+    return lk.conv2d(_d(input), _d(weight), _d(bias), tuple(stride), tuple(padding), tuple(dilation), groups,
+                     activation="relu")
+
+
+@conv2d_relu.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups):
+    return input.new_empty(_conv_shape(input, weight, stride, padding, dilation, groups))
+
+
+conv2d_relu.register_autograd(_conv_grad, setup_context=_save_inputs_and_result)
 
 
 # --------------------------------------------------------------------------- pooling

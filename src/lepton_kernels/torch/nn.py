@@ -52,7 +52,8 @@ class Conv2d(_Lepton, nn.Conv2d):
             return None if any(t % 2 for t in totals) else tuple(t // 2 for t in totals)
         return tuple(self.padding)
 
-    def forward(self, input):
+    def _lepton_args(self, input):
+        """The op's arguments, or None (after the warning) when the kernels do not cover the call."""
         padding = self._lepton_padding()
         reason = None
         if self.padding_mode != "zeros":
@@ -60,9 +61,17 @@ class Conv2d(_Lepton, nn.Conv2d):
         elif padding is None:
             reason = "padding='same' with an odd total padding (asymmetric)"
         if not self._covered(input, reason):
-            return super().forward(input)
-        return torch.ops.lepton.conv2d(input, self.weight, self.bias, list(self.stride), list(padding),
-                                       list(self.dilation), self.groups)
+            return None
+        return (input, self.weight, self.bias, list(self.stride), list(padding), list(self.dilation), self.groups)
+
+    def forward(self, input):
+        args = self._lepton_args(input)
+        return super().forward(input) if args is None else torch.ops.lepton.conv2d(*args)
+
+    def _fused_relu(self, input):
+        """relu(self(input)) as one kernel call, or None when the kernels do not cover it."""
+        args = self._lepton_args(input)
+        return None if args is None else torch.ops.lepton.conv2d_relu(*args)
 
 
 class Linear(_Lepton, nn.Linear):
@@ -70,6 +79,10 @@ class Linear(_Lepton, nn.Linear):
         if not self._covered(input):
             return super().forward(input)
         return torch.ops.lepton.linear(input, self.weight, self.bias)
+
+    def _fused_relu(self, input):
+        """relu(self(input)) as one kernel call, or None when the kernels do not cover it."""
+        return torch.ops.lepton.linear_relu(input, self.weight, self.bias) if self._covered(input) else None
 
 
 class ReLU(_Lepton, nn.ReLU):
@@ -112,8 +125,49 @@ class CrossEntropyLoss(_Lepton, nn.CrossEntropyLoss):
                                               self.ignore_index, float(self.label_smoothing))
 
 
+def _hooked(module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
+
+
+class Sequential(nn.Sequential):
+    """nn.Sequential running each lepton Conv2d -> ReLU and Linear -> ReLU pair as one fused call
+    (training and eval). A pair with hooks on either module, or an in-place ReLU, runs module by
+    module, as does a pair whose layer the kernels do not cover for this input."""
+
+    def _lepton_plan(self):
+        """((module, the ReLU fused into it or None), ...) for the current children, cached."""
+        children = tuple(self._modules.values())
+        key = tuple((id(m), _hooked(m)) for m in children)  # a new child or a new hook: plan again
+        cached = self.__dict__.get("_lepton_cached_plan")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        plan, i = [], 0
+        while i < len(children):
+            module = children[i]
+            after = children[i + 1] if i + 1 < len(children) else None
+            fuse = (type(module) in (Conv2d, Linear) and type(after) is ReLU and not after.inplace
+                    and not _hooked(module) and not _hooked(after))
+            plan.append((module, after if fuse else None))
+            i += 2 if fuse else 1
+        plan = tuple(plan)
+        self.__dict__["_lepton_cached_plan"] = (key, plan)
+        return plan
+
+    def forward(self, input):
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return super().forward(input)  # every module's hooks must run
+        for module, relu in self._lepton_plan():
+            if relu is None:
+                input = module(input)
+                continue
+            fused = module._fused_relu(input)
+            input = fused if fused is not None else relu(module(input))
+        return input
+
+
 #: torch module class -> the lepton subclass swap_modules puts in its place
 SWAPS = {nn.Conv2d: Conv2d, nn.Linear: Linear, nn.ReLU: ReLU, nn.MaxPool2d: MaxPool2d, nn.AvgPool2d: AvgPool2d,
-         nn.CrossEntropyLoss: CrossEntropyLoss}
+         nn.CrossEntropyLoss: CrossEntropyLoss, nn.Sequential: Sequential}
 
-__all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "CrossEntropyLoss", "SWAPS"]
+__all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "CrossEntropyLoss", "Sequential", "SWAPS"]
