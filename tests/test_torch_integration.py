@@ -293,3 +293,20 @@ def test_optimizer_falls_back_to_torch_with_one_warning():
     topt.step()
     for p, tp in zip(ours, theirs):
         torch.testing.assert_close(p, tp)
+
+
+# ---------------------------------------------------------------- DistributedDataParallel
+def test_ddp_gloo_two_processes_match_one(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("torch_ddp_worker.py")
+    procs = [subprocess.Popen([sys.executable, str(worker), str(rank), "2", str(tmp_path / "init"),
+                               str(tmp_path / "two.pt")]) for rank in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    subprocess.run([sys.executable, str(worker), "0", "1", str(tmp_path / "init1"), str(tmp_path / "one.pt")],
+                   check=True, timeout=120)
+    two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
+    for key in one:  # DDP's state_dict prefixes the wrapped model's keys with "module."
+        torch.testing.assert_close(two[f"module.{key}"], one[key], rtol=1e-4, atol=1e-5)
