@@ -187,6 +187,24 @@ def test_sequential_fuses_conv_and_linear_with_relu_unless_hooked():
     assert [r is not None for _, r in model._lepton_plan()] == [False, False, False, True]
 
 
+@pytest.mark.parametrize("output_size, shape, covered", [
+    (1, (2, 3, 7, 5), True), ((2, 5), (2, 3, 8, 5), True), ((None, 1), (3, 6, 4), True), (3, (1, 2, 7, 7), False)])
+def test_adaptive_avg_pool_runs_as_a_fixed_window_when_it_divides(output_size, shape, covered):
+    pool = nn.AdaptiveAvgPool2d(output_size)
+    lt.swap_modules(pool)
+    x = _t(*shape, grad=True)
+    tx = x.detach().clone().requires_grad_()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = pool(x)
+    assert (not caught) == covered, [str(w.message) for w in caught]
+    ty = F.adaptive_avg_pool2d(tx, output_size)
+    torch.testing.assert_close(y, ty)
+    y.square().sum().backward()
+    ty.square().sum().backward()
+    torch.testing.assert_close(x.grad, tx.grad)
+
+
 def test_swap_modules_filter_and_errors():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Linear(4, 4))
     assert lt.swap_modules(model, lambda name, m: type(m) is nn.ReLU) == {"1": "ReLU"}

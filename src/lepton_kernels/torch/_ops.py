@@ -56,13 +56,22 @@ class _Op:
             "backward": staticmethod(lambda ctx, *grads: backward(ctx, *grads)),
         })
 
+        impl = self.impl
+
         def autograd_kernel(*args):
             if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
                 return function.apply(*args)
+            if all(type(a) is Tensor for a in args if isinstance(a, Tensor)) and not _tracing():
+                return impl(*args)  # plain tensors, no gradient: the kernel itself, without a second dispatch
             with torch._C._AutoDispatchBelowAutograd():  # as custom_op: the backend (or fake) kernel
                 return op(*args)
 
         _LIB.impl(self.name, autograd_kernel, "Autograd")
+
+
+def _tracing() -> bool:
+    """A dispatch mode is active (fake tensors, tracing, a user's mode): go through the dispatcher."""
+    return torch._C._len_torch_dispatch_stack() > 0
 
 
 def _forward(ctx, op, setup_context, args):

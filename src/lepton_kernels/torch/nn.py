@@ -114,6 +114,25 @@ class AvgPool2d(_Lepton, nn.AvgPool2d):
             list(_pair(self.padding)), bool(self.ceil_mode), bool(self.count_include_pad), self.divisor_override)
 
 
+class AdaptiveAvgPool2d(_Lepton, nn.AdaptiveAvgPool2d):
+    """Runs as an average pooling with a fixed window when the output size divides the input's
+    (global pooling to 1x1 included); torch's own otherwise."""
+
+    def forward(self, input):
+        size = _pair(self.output_size)
+        h, w = input.shape[-2:]
+        out = tuple(d if s is None else s for s, d in zip(size, (h, w)))  # None keeps the input's size
+        reason = None
+        if input.dim() not in (3, 4):
+            reason = f"a {input.dim()}-D input"
+        elif not (out[0] and out[1] and h % out[0] == 0 and w % out[1] == 0):
+            reason = f"output size {out} not dividing the input's {(h, w)} (windows of different sizes)"
+        if not self._covered(input, reason):
+            return super().forward(input)
+        window = [h // out[0], w // out[1]]
+        return torch.ops.lepton.avg_pool2d(input, window, window, [0, 0], False, True, None)
+
+
 class CrossEntropyLoss(_Lepton, nn.CrossEntropyLoss):
     def forward(self, input, target):
         reason = None
@@ -168,6 +187,7 @@ class Sequential(nn.Sequential):
 
 #: torch module class -> the lepton subclass swap_modules puts in its place
 SWAPS = {nn.Conv2d: Conv2d, nn.Linear: Linear, nn.ReLU: ReLU, nn.MaxPool2d: MaxPool2d, nn.AvgPool2d: AvgPool2d,
-         nn.CrossEntropyLoss: CrossEntropyLoss, nn.Sequential: Sequential}
+         nn.CrossEntropyLoss: CrossEntropyLoss, nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d, nn.Sequential: Sequential}
 
-__all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "CrossEntropyLoss", "Sequential", "SWAPS"]
+__all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "CrossEntropyLoss",
+           "Sequential", "SWAPS"]
