@@ -19,6 +19,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bind_common.h"
@@ -243,6 +244,26 @@ class Result {
   void* data_ = nullptr;
 };
 
+// Runs kernel(x's data, y's data) as const T* / T* for x's float type T with the GIL
+// released, raises a non-ok Status naming `op`, and hands y back.
+template <class F>
+py::object run_float(const char* op, const View& x, Result& y, F&& kernel) {
+  lepton::Status st;
+  with_float(x, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = x.ptr<T>();
+    T* yp = y.ptr<T>();
+    py::gil_scoped_release nogil;
+    st = kernel(xp, yp);
+  });
+  raise_status(op, st);
+  return y.release();
+}
+
+// The element type T of a `const T*` a generic kernel lambda receives.
+template <class P>
+using Elem = std::remove_const_t<std::remove_pointer_t<P>>;
+
 // ---------------------------------------------------------------- plain geometry arguments
 // The spellings the general path's memo calls plain (_arrays.plain): an exact int (a
 // bool is not one), or an exact tuple of them. Anything else -- a float, a list, a
@@ -291,16 +312,7 @@ py::object call_relu(const py::handle& xo) {
   if (!float_view(xo, &x)) return py::none();
   Result y(x, x.type, x.shape());
   const int64_t n = x.count();
-  lepton::Status st;
-  with_float(x, [&](auto t) {
-    using T = decltype(t);
-    const T* xp = x.ptr<T>();
-    T* yp = y.ptr<T>();
-    py::gil_scoped_release nogil;
-    st = lepton::relu(xp, yp, n);
-  });
-  raise_status("relu", st);
-  return y.release();
+  return run_float("relu", x, y, [&](auto xp, auto yp) { return lepton::relu(xp, yp, n); });
 }
 
 // A NumPy array that repeats one value through stride 0 on every axis (np.broadcast_to of a
@@ -355,16 +367,9 @@ py::object call_bias_relu(const py::handle& xo, const py::handle& bo) {
   lepton::BiasReluDesc d;
   d.n = x.dim(0), d.c = x.dim(1), d.s = x.count() / (d.n * d.c);
   Result y(x, x.type, x.shape());
-  lepton::Status st;
-  with_float(x, [&](auto t) {
-    using T = decltype(t);
-    const T *xp = x.ptr<T>(), *bp = b.ptr<T>();
-    T* yp = y.ptr<T>();
-    py::gil_scoped_release nogil;
-    st = lepton::bias_relu(d, xp, bp, yp);
+  return run_float("bias_relu", x, y, [&](auto xp, auto yp) {
+    return lepton::bias_relu(d, xp, b.ptr<Elem<decltype(xp)>>(), yp);
   });
-  raise_status("bias_relu", st);
-  return y.release();
 }
 
 // ---------------------------------------------------------------- pooling
@@ -437,16 +442,7 @@ py::object call_avg_pool2d(const py::handle& xo, const py::handle& kernel_size, 
   if (!divisor_override.is_none() && !(exact_int(divisor_override, &d.divisor_override) && d.divisor_override > 0))
     return py::none();
   Result y(x, x.type, pooled_shape(x, d));
-  lepton::Status st;
-  with_float(x, [&](auto t) {
-    using T = decltype(t);
-    const T* xp = x.ptr<T>();
-    T* yp = y.ptr<T>();
-    py::gil_scoped_release nogil;
-    st = lepton::avg_pool2d(d, xp, yp);
-  });
-  raise_status("avg_pool2d", st);
-  return y.release();
+  return run_float("avg_pool2d", x, y, [&](auto xp, auto yp) { return lepton::avg_pool2d(d, xp, yp); });
 }
 
 // ---------------------------------------------------------------- convolution and dense layers
@@ -469,16 +465,10 @@ py::object call_conv2d(const py::handle& xo, const py::handle& wo, const py::han
       !lepton::conv2d_output_size(d, &d.out_h, &d.out_w).ok())
     return py::none();
   Result y(x, x.type, {d.n, d.c_out, d.out_h, d.out_w});
-  lepton::Status st;
-  with_float(x, [&](auto t) {
-    using T = decltype(t);
-    const T *xp = x.ptr<T>(), *wp = w.ptr<T>(), *bp = b.ptr<T>();
-    T* yp = y.ptr<T>();
-    py::gil_scoped_release nogil;
-    st = lepton::conv2d(d, xp, wp, bp, yp);
+  return run_float("conv2d", x, y, [&](auto xp, auto yp) {
+    using T = Elem<decltype(xp)>;
+    return lepton::conv2d(d, xp, w.ptr<T>(), b.ptr<T>(), yp);
   });
-  raise_status("conv2d", st);
-  return y.release();
 }
 
 // x (..., K) @ weight(N, K).T + bias, leading dims flattened into rows.
@@ -492,16 +482,10 @@ py::object call_linear(const py::handle& xo, const py::handle& wo, const py::han
   std::vector<int64_t> shape = x.shape();
   shape.back() = d.n;
   Result y(x, x.type, std::move(shape));
-  lepton::Status st;
-  with_float(x, [&](auto t) {
-    using T = decltype(t);
-    const T *xp = x.ptr<T>(), *wp = w.ptr<T>(), *bp = b.ptr<T>();
-    T* yp = y.ptr<T>();
-    py::gil_scoped_release nogil;
-    st = lepton::linear(d, xp, wp, bp, yp);
+  return run_float("linear", x, y, [&](auto xp, auto yp) {
+    using T = Elem<decltype(xp)>;
+    return lepton::linear(d, xp, w.ptr<T>(), b.ptr<T>(), yp);
   });
-  raise_status("linear", st);
-  return y.release();
 }
 
 // ---------------------------------------------------------------- losses
