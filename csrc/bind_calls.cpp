@@ -129,7 +129,12 @@ bool dlpack_view(const py::handle& o, View* v) {
   const auto* m = static_cast<const DLManagedTensor*>(PyCapsule_GetPointer(o.ptr(), kCapsuleName));
   const DLTensor& t = m->dl_tensor;
   const int type = dlpack_type(t.dtype);
-  if (t.device.device_type != kDLCPU || type < 0 || t.ndim < 0 || (t.ndim > 0 && t.shape == nullptr)) return false;
+  if (t.device.device_type != kDLCPU || type < 0 || t.ndim < 0 || t.ndim > 64 || (t.ndim > 0 && t.shape == nullptr) ||
+      (t.data == nullptr && t.ndim > 0))
+    return false;
+  int64_t bytes = item_size(type);  // a producer's sizes are not trusted: non-negative, no overflow
+  for (int i = 0; i < t.ndim; ++i)
+    if (t.shape[i] < 0 || __builtin_mul_overflow(bytes, t.shape[i], &bytes)) return false;
   if (t.strides != nullptr) {  // C-contiguous; the stride of a size-1 axis is free
     int64_t expected = 1;
     for (int i = t.ndim - 1; i >= 0; --i) {

@@ -274,3 +274,64 @@ def test_large_results_reuse_cached_blocks_and_the_cache_is_bounded():
     assert _lepton_cpu.memory_cache_info()[0] == 1
     _lepton_cpu.empty_memory_cache()
     assert _lepton_cpu.memory_cache_info() == (0, 0)
+
+
+# ---------------------------------------------------------------- capsules that lie
+class _DLTensor(__import__("ctypes").Structure):
+    import ctypes as _c
+    _fields_ = [("data", _c.c_void_p), ("device_type", _c.c_int32), ("device_id", _c.c_int32),
+                ("ndim", _c.c_int32), ("code", _c.c_uint8), ("bits", _c.c_uint8), ("lanes", _c.c_uint16),
+                ("shape", _c.POINTER(_c.c_int64)), ("strides", _c.POINTER(_c.c_int64)),
+                ("byte_offset", _c.c_uint64), ("manager_ctx", _c.c_void_p), ("deleter", _c.c_void_p)]
+
+
+def _capsule(data, shape, *, code=2, bits=32, device=1, strides=None):
+    """A "dltensor" capsule over ``data`` (kept alive by the caller) claiming ``shape``."""
+    import ctypes
+
+    dims = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+    steps = None if strides is None else (ctypes.c_int64 * len(strides))(*strides)
+    t = _DLTensor(data.ctypes.data, device, 0, len(shape), code, bits, 1, dims,
+                  None if steps is None else steps, 0, None, None)
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    return new(ctypes.addressof(t), b"dltensor", None), (t, dims, steps)
+
+
+@pytest.mark.parametrize("shape, kwargs", [
+    ((-4, -2), {}),                      # negative sizes whose product is positive
+    ((2 ** 40, 2 ** 40), {}),            # an element count past int64
+    ((4, 2), dict(device=2)),            # not on the CPU
+    ((4, 2), dict(code=2, bits=16)),     # float16
+    ((4, 2), dict(strides=(1, 4))),      # not C-contiguous
+])
+def test_capsules_that_lie_are_declined(shape, kwargs):
+    from lepton_kernels import _lepton_cpu
+
+    data = np.arange(8, dtype=np.float32)
+    capsule, keep = _capsule(data, shape, **kwargs)
+    assert _lepton_cpu.call_relu(capsule) is None
+
+
+def test_an_honest_capsule_is_read_and_not_consumed():
+    from lepton_kernels import _lepton_cpu
+
+    data = np.array([-1.0, 2.0, -3.0, 4.0], np.float32)
+    capsule, keep = _capsule(data, (2, 2))
+    result = _lepton_cpu.call_relu(capsule)
+    assert type(result).__name__ == "PyCapsule"  # the result goes back as a capsule
+    np.testing.assert_array_equal(np.from_dlpack(_Holder(result)), [[0, 2], [0, 4]])
+    assert _lepton_cpu.call_relu(capsule) is not None  # still readable: never renamed "used_dltensor"
+
+
+class _Holder:
+    """An object with __dlpack__ over a capsule, for numpy.from_dlpack."""
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, **kwargs):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)
