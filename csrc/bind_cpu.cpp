@@ -23,6 +23,7 @@
 #include "lepton/gemm.h"
 #include "lepton/linear.h"
 #include "lepton/loss.h"
+#include "lepton/norm.h"
 #include "lepton/optim.h"
 #include "lepton/pool.h"
 #include "lepton/quant.h"
@@ -849,6 +850,121 @@ void cross_entropy(const py::object& zo, const py::object& to, const py::object&
   raise_status(op, st);
 }
 
+// ---------------------------------------------------------------- batch normalization
+// Runs f(T{}) for the arrays' float type.
+template <class F>
+lepton::Status for_dtype(DType dt, F f) {
+  return dt == DType::f32 ? f(float{}) : f(double{});
+}
+
+lepton::BatchNormDesc norm_desc(const std::string& op, const Arg& x3) {
+  expect_ndim(op, x3, 3, "(N, C, S)");
+  lepton::BatchNormDesc d;
+  d.n = x3.a.shape(0), d.c = x3.a.shape(1), d.s = x3.a.shape(2);
+  return d;
+}
+
+// (C,) vectors of x3's dtype, checked; `writeable` for outputs.
+std::vector<Arg> channel_args(const std::string& op, const Arg& x3, int64_t c,
+                              std::initializer_list<std::pair<const char*, const py::object*>> named, bool writeable) {
+  std::vector<Arg> out;
+  for (const auto& [name, o] : named) {
+    out.push_back(float_arg(op, name, *o, writeable, &x3));
+    expect_shape(op, out.back(), {c});
+  }
+  return out;
+}
+
+void batch_norm_stats(const py::object& xo, const py::object& mo, const py::object& vo) {
+  const std::string op = "batch_norm_stats";
+  Arg x = float_arg(op, "x3", xo, false);
+  const lepton::BatchNormDesc d = norm_desc(op, x);
+  std::vector<Arg> mv = channel_args(op, x, d.c, {{"mean", &mo}, {"var", &vo}}, true);
+  expect_outputs_disjoint(op, {&mv[0], &mv[1]}, {&x});
+  raise_status(op, for_dtype(x.dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T *mp = mptr<T>(mv[0]), *vp = mptr<T>(mv[1]);
+    py::gil_scoped_release nogil;
+    return lepton::batch_norm_stats(d, xp, mp, vp);
+  }));
+}
+
+void batch_norm_apply(const py::object& xo, const py::object& ao, const py::object& bo, const py::object& oo,
+                      bool relu) {
+  const std::string op = "batch_norm_apply";
+  Arg x = float_arg(op, "x3", xo, false);
+  const lepton::BatchNormDesc d = norm_desc(op, x);
+  std::vector<Arg> ab = channel_args(op, x, d.c, {{"scale", &ao}, {"shift", &bo}}, false);
+  Arg out = float_arg(op, "out3", oo, true, &x);
+  expect_shape(op, out, shape_of(x.a));
+  expect_outputs_disjoint(op, {&out}, {&x, &ab[0], &ab[1]});
+  raise_status(op, for_dtype(x.dt, [&](auto t) {
+    using T = decltype(t);
+    const T *xp = cptr<T>(x), *ap = cptr<T>(ab[0]), *bp = cptr<T>(ab[1]);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    return lepton::batch_norm_apply(d, xp, ap, bp, relu, yp);
+  }));
+}
+
+// grad_out3 and x3 of one shape, mean (C,), and the fused ReLU's output y3 (or None).
+struct NormGrads {
+  Arg g, x, mean;
+  std::optional<Arg> y;
+  lepton::BatchNormDesc d;
+};
+
+NormGrads norm_grads(const std::string& op, const py::object& go, const py::object& xo, const py::object& mo,
+                     const py::object& yo) {
+  Arg g = float_arg(op, "grad_out3", go, false);
+  Arg x = float_arg(op, "x3", xo, false, &g);
+  const lepton::BatchNormDesc d = norm_desc(op, g);
+  expect_shape(op, x, shape_of(g.a));
+  Arg mean = channel_args(op, g, d.c, {{"mean", &mo}}, false)[0];
+  std::optional<Arg> y = optional_float(op, "y3", yo, false, &g);
+  if (y) expect_shape(op, *y, shape_of(g.a));
+  return {g, x, mean, y, d};
+}
+
+void batch_norm_backward_reduce(const py::object& go, const py::object& xo, const py::object& mo,
+                                const py::object& yo, const py::object& sgo, const py::object& sgxo) {
+  const std::string op = "batch_norm_backward_reduce";
+  NormGrads a = norm_grads(op, go, xo, mo, yo);
+  std::vector<Arg> sums = channel_args(op, a.g, a.d.c, {{"sum_g", &sgo}, {"sum_gx", &sgxo}}, true);
+  std::vector<const Arg*> ins{&a.g, &a.x, &a.mean};
+  if (a.y) ins.push_back(&*a.y);
+  expect_outputs_disjoint(op, {&sums[0], &sums[1]}, ins);
+  raise_status(op, for_dtype(a.g.dt, [&](auto t) {
+    using T = decltype(t);
+    const T *gp = cptr<T>(a.g), *xp = cptr<T>(a.x), *mp = cptr<T>(a.mean), *yp = opt_cptr<T>(a.y);
+    T *sg = mptr<T>(sums[0]), *sgx = mptr<T>(sums[1]);
+    py::gil_scoped_release nogil;
+    return lepton::batch_norm_backward_reduce(a.d, gp, xp, mp, yp, sg, sgx);
+  }));
+}
+
+void batch_norm_backward_apply(const py::object& go, const py::object& xo, const py::object& mo,
+                               const py::object& yo, const py::object& k1o, const py::object& k2o,
+                               const py::object& k3o, const py::object& gxo) {
+  const std::string op = "batch_norm_backward_apply";
+  NormGrads a = norm_grads(op, go, xo, mo, yo);
+  std::vector<Arg> k = channel_args(op, a.g, a.d.c, {{"k1", &k1o}, {"k2", &k2o}, {"k3", &k3o}}, false);
+  Arg gx = float_arg(op, "grad_x3", gxo, true, &a.g);
+  expect_shape(op, gx, shape_of(a.g.a));
+  std::vector<const Arg*> ins{&a.g, &a.x, &a.mean, &k[0], &k[1], &k[2]};
+  if (a.y) ins.push_back(&*a.y);
+  expect_outputs_disjoint(op, {&gx}, ins);
+  raise_status(op, for_dtype(a.g.dt, [&](auto t) {
+    using T = decltype(t);
+    const T *gp = cptr<T>(a.g), *xp = cptr<T>(a.x), *mp = cptr<T>(a.mean), *yp = opt_cptr<T>(a.y);
+    const T *p1 = cptr<T>(k[0]), *p2 = cptr<T>(k[1]), *p3 = cptr<T>(k[2]);
+    T* out = mptr<T>(gx);
+    py::gil_scoped_release nogil;
+    return lepton::batch_norm_backward_apply(a.d, gp, xp, mp, yp, p1, p2, p3, out);
+  }));
+}
+
 // ---------------------------------------------------------------- runtime
 void set_isa(const std::string& name) {
   lepton::Isa isa;
@@ -1450,6 +1566,16 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         "losses (N,) and, unless None, dlogits (N, C) = d loss_i / d logits. A target outside [0, C) that is "
         "not ignore_index raises ValueError.");
 
+  m.def("batch_norm_stats", &batch_norm_stats, py::arg("x3"), py::arg("mean"), py::arg("var"),
+        "Per channel of x3 (N, C, S): mean and biased variance (sums in double).");
+  m.def("batch_norm_apply", &batch_norm_apply, py::arg("x3"), py::arg("scale"), py::arg("shift"), py::arg("out3"),
+        py::arg("relu") = false, "out3 = x3 * scale[c] + shift[c] (then ReLU, NaN kept, when relu).");
+  m.def("batch_norm_backward_reduce", &batch_norm_backward_reduce, py::arg("grad_out3"), py::arg("x3"),
+        py::arg("mean"), py::arg("y3"), py::arg("sum_g"), py::arg("sum_gx"),
+        "sum_g[c] = sum g', sum_gx[c] = sum g' (x - mean[c]); g' = grad_out masked where y3 <= 0 (y3 may be None).");
+  m.def("batch_norm_backward_apply", &batch_norm_backward_apply, py::arg("grad_out3"), py::arg("x3"),
+        py::arg("mean"), py::arg("y3"), py::arg("k1"), py::arg("k2"), py::arg("k3"), py::arg("grad_x3"),
+        "grad_x3 = k1[c] g' + k2[c] (x - mean[c]) + k3[c], g' as batch_norm_backward_reduce's.");
   m.def("isa", [] { return std::string(lepton::isa_name(lepton::active_isa())); },
         "The SIMD variant kernels use now: 'generic', 'avx2' or 'avx512'.");
   m.def("detected_isa", [] { return std::string(lepton::isa_name(lepton::detected_isa())); },

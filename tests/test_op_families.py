@@ -1,4 +1,4 @@
-"""Every float op of the registry's element-wise, pool, conv, linear and loss families,
+"""Every float op of the registry's element-wise, pool, conv, linear, loss and norm families,
 on every available CPU backend, against the float64 reference through ``check_op``
 (tests/conftest.py: one helper, one tolerance rule), over random shapes and the
 edge sizes of the SIMD widths.
@@ -18,7 +18,7 @@ from lepton_kernels import _registry
 
 from conftest import check_op
 
-FAMILIES = ("elementwise", "pool", "conv", "linear", "loss")
+FAMILIES = ("elementwise", "pool", "conv", "linear", "loss", "norm")
 DTYPES = (np.float32, np.float64)
 # element counts around the vector widths (8 fp32 on AVX2, 16 on AVX-512) and a prime
 EDGE = (1, 7, 16, 17, 33)
@@ -151,6 +151,37 @@ def _cross_entropy_backward(rng, dtype):
         yield (_normal(rng, n, dtype), z, t), dict(reduction="none"), dict(terms=c)
 
 
+def _bn_args(rng, dtype, shape):
+    c = shape[1]
+    return (_normal(rng, shape, dtype) * 2 + 1, np.abs(_normal(rng, c, dtype)) + 0.5, _normal(rng, c, dtype))
+
+
+def _batch_norm(rng, dtype):
+    # running statistics in evaluation; None in training (check_op wants the arguments unchanged:
+    # the in-place update of the running statistics is checked against torch in test_norm.py)
+    for shape in ((5, 3), (2, 4, 5, 7), (3, 17, 2, 2)):
+        x, w, b = _bn_args(rng, dtype, shape)
+        mean, var = _normal(rng, shape[1], dtype), np.abs(_normal(rng, shape[1], dtype)) + 0.1
+        terms = x.size // shape[1]
+        for activation in (None, "relu"):
+            yield (x, mean, var, w, b), dict(training=False, activation=activation), {}
+            yield (x, None, None, w, b), dict(training=True, activation=activation), dict(terms=terms)
+        yield (x, mean, var), dict(training=False, eps=1e-3), {}
+
+
+def _batch_norm_backward(rng, dtype):
+    for shape in ((5, 3), (2, 4, 5, 7), (3, 17, 2, 2)):
+        x, w, _ = _bn_args(rng, dtype, shape)
+        mean, var = _normal(rng, shape[1], dtype), np.abs(_normal(rng, shape[1], dtype)) + 0.1
+        g = _normal(rng, shape, dtype)
+        terms = x.size // shape[1]
+        yield (g, x, w, mean, var), dict(training=False), dict(terms=terms)
+        yield (g, x, w, None, None), dict(training=True), dict(terms=terms)
+        y = lk.batch_norm(x, None, None, w, None, training=True, activation="relu")
+        yield ((g, x, w, None, None), dict(training=True, activation="relu", output=y),
+               dict(terms=terms))
+
+
 SWEEPS = {
     "relu": _relu, "relu_backward": _relu_backward, "bias_relu": _bias_relu,
     "bias_relu_backward": _bias_relu_backward, "max_pool2d": _max_pool2d,
@@ -158,6 +189,7 @@ SWEEPS = {
     "avg_pool2d_backward": _avg_pool2d_backward, "conv2d": _conv2d, "conv2d_backward": _conv2d_backward,
     "linear": _linear, "linear_backward": _linear_backward, "matmul": _matmul,
     "cross_entropy": _cross_entropy, "cross_entropy_backward": _cross_entropy_backward,
+    "batch_norm": _batch_norm, "batch_norm_backward": _batch_norm_backward,
 }
 FAMILY_OPS = [spec.name for family in FAMILIES for spec in _registry.ops_in_family(family)]
 

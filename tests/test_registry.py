@@ -30,6 +30,7 @@ OPS_BEFORE = {
     "relu_backward", "bias_relu", "bias_relu_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward",
 }
+OPS_ADDED = {"batch_norm", "batch_norm_backward"}  # new ops add to the names; none is renamed or dropped
 TOP_LEVEL_BEFORE = {
     "__version__", "backends", "use_backend", "set_num_threads", "get_num_threads", "max_num_threads", "autograd",
     "data", "models", "nn", "optim", "quant", "reference", "Tensor", "no_grad", "save", "load",
@@ -40,15 +41,16 @@ KERNELS_BEFORE = {
     "qlinear_conv2d", "relu", "relu_backward", "bias_relu", "bias_relu_backward", "max_pool2d",
     "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
 }
+KERNELS_ADDED = {"batch_norm_stats", "batch_norm_apply", "batch_norm_backward_reduce", "batch_norm_backward_apply"}
 
 
 # ------------------------------------------------------------------ generated public names
 
 def test_public_names_are_unchanged():
-    assert set(ops.__all__) == OPS_BEFORE
-    assert len(ops.__all__) == len(OPS_BEFORE)
-    assert set(lk.__all__) == TOP_LEVEL_BEFORE
-    assert len(lk.__all__) == len(TOP_LEVEL_BEFORE)
+    assert set(ops.__all__) == OPS_BEFORE | OPS_ADDED
+    assert len(ops.__all__) == len(OPS_BEFORE | OPS_ADDED)
+    assert set(lk.__all__) == TOP_LEVEL_BEFORE | OPS_ADDED
+    assert len(lk.__all__) == len(TOP_LEVEL_BEFORE | OPS_ADDED)
 
 
 @pytest.mark.parametrize("spec", _registry.OPS, ids=lambda s: s.name)
@@ -82,7 +84,7 @@ def test_bad_declarations_are_refused():
 
 def test_kernel_names_come_from_the_registry_and_are_documented():
     assert _backend.KERNEL_NAMES == _registry.kernel_names()
-    assert set(_backend.KERNEL_NAMES) == KERNELS_BEFORE
+    assert set(_backend.KERNEL_NAMES) == KERNELS_BEFORE | KERNELS_ADDED
     for name in _backend.KERNEL_NAMES + _registry.optional_kernel_names():
         assert f"\n    {name}(" in _backend.__doc__, f"{name} is not described in _backend's docstring"
 
@@ -143,7 +145,7 @@ def test_the_interface_check_catches_a_missing_and_an_unclaimed_kernel():
     assert interface_mismatch(_registry.NATIVE_CPU, full) == ([], [])
     assert interface_mismatch(_registry.NATIVE_CPU, full - {"avg_pool2d"}) == (["avg_pool2d"], [])
     assert interface_mismatch(_registry.NUMBA_CUDA, full) == (
-        [], ["conv2d_integer", "matmul_integer", "qlinear_conv2d", "qlinear_matmul"])
+        [], sorted(["conv2d_integer", "matmul_integer", "qlinear_conv2d", "qlinear_matmul", *KERNELS_ADDED]))
 
 
 # ------------------------------------------------------------------ bench grouping
@@ -315,8 +317,9 @@ def test_remembered_geometry_keeps_every_error():
     x = np.zeros((1, 2, 6, 6), np.float32)
     w = np.zeros((2, 2, 3, 3), np.float32)
     for _ in range(2):  # the second round finds the geometries remembered
-        assert lk.max_pool2d(x, 2, ceil_mode=True).shape == (1, 2, 3, 3)
-        assert lk.conv2d(x, w, groups=1).shape == (1, 2, 4, 4)
+        # (return_indices and out= take the general path, the one that remembers geometries)
+        assert lk.max_pool2d(x, 2, ceil_mode=True, return_indices=True)[0].shape == (1, 2, 3, 3)
+        assert lk.conv2d(x, w, groups=1, out=np.empty((1, 2, 4, 4), np.float32)).shape == (1, 2, 4, 4)
         # values equal to the remembered ones as dict keys, refused all the same
         with pytest.raises(TypeError, match="max_pool2d: ceil_mode must be a bool, got 1"):
             lk.max_pool2d(x, 2, ceil_mode=1)

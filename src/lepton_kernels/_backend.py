@@ -24,6 +24,12 @@ Every backend module exposes the same functions (the *kernel interface*)::
     cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses, dlogits)
         # logits (N, C); target int64 (N,) already checked; per-row losses and, unless
         # dlogits is None, d loss_i / d logits (see ops/loss.py)
+    batch_norm_stats(x3, mean, var)                  # x3 (N, C, S); per-channel mean, biased var (C,)
+    batch_norm_apply(x3, scale, shift, out3, relu)   # out3 = x3 * scale[c] + shift[c] (+ ReLU)
+    batch_norm_backward_reduce(grad_out3, x3, mean, y3, sum_g, sum_gx)
+        # g' = grad_out3 masked where y3 <= 0 (y3 None: no mask); sum_g = sum g', sum_gx = sum g'(x - mean)
+    batch_norm_backward_apply(grad_out3, x3, mean, y3, k1, k2, k3, grad_x3)
+        # grad_x3 = k1[c] g' + k2[c] (x3 - mean[c]) + k3[c]
     quantize(x3, scale, zero_point, q3)              # x3 float32 (outer, channels, inner); per-channel
     dequantize(q3, scale, zero_point, y3)            # float32 scale / int32 zero point of length channels
     dynamic_quantize(x, q) -> (scale, zero_point)    # flat float32 -> uint8

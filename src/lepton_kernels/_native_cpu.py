@@ -28,6 +28,15 @@ call_linear = _cpu.call_linear
 call_cross_entropy = _cpu.call_cross_entropy
 
 
+batch_norm_stats = _cpu.batch_norm_stats  # the bindings themselves, as relu above
+batch_norm_backward_reduce = _cpu.batch_norm_backward_reduce
+batch_norm_backward_apply = _cpu.batch_norm_backward_apply
+
+
+def batch_norm_apply(x3, scale, shift, out3, relu):
+    _cpu.batch_norm_apply(x3, scale, shift, out3, bool(relu))
+
+
 def _window(p):
     return (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w,
             p.pad_top, p.pad_bottom, p.pad_left, p.pad_right)

@@ -5,7 +5,7 @@ Adapts the kernel interface of _backend to the public-signature functions of
 """
 from __future__ import annotations
 
-
+import numpy as np
 
 from . import reference as ref
 
@@ -173,3 +173,32 @@ def qlinear_matmul(a, b, a_zero_point, b_zero_point, bias, multiplier, y_zero_po
 def qlinear_conv2d(x, w, x_zero_point, w_zero_point, bias, multiplier, y_zero_point, relu, out, c):
     acc = ref.conv2d_integer(x, w, x_zero_point, w_zero_point, *_conv_args(c))
     out[...] = ref.requantize(acc, bias, multiplier, y_zero_point, out.dtype, relu, 1)
+
+
+# batch normalization: the four passes of csrc/lepton/norm.h, in float64
+def batch_norm_stats(x3, mean, var):
+    x = ref._f64(x3)
+    mean[...] = x.mean(axis=(0, 2))
+    var[...] = x.var(axis=(0, 2))
+
+
+def batch_norm_apply(x3, scale, shift, out3, relu):
+    y = ref._f64(x3) * ref._f64(scale)[None, :, None] + ref._f64(shift)[None, :, None]
+    out3[...] = ref.relu(y) if relu else y
+
+
+def _masked(g3, y3):
+    g = ref._f64(g3)
+    return g if y3 is None else np.where(ref._f64(y3) <= 0, 0.0, g)
+
+
+def batch_norm_backward_reduce(g3, x3, mean, y3, sum_g, sum_gx):
+    g = _masked(g3, y3)
+    sum_g[...] = g.sum(axis=(0, 2))
+    sum_gx[...] = (g * (ref._f64(x3) - ref._f64(mean)[None, :, None])).sum(axis=(0, 2))
+
+
+def batch_norm_backward_apply(g3, x3, mean, y3, k1, k2, k3, grad_x3):
+    centered = ref._f64(x3) - ref._f64(mean)[None, :, None]
+    grad_x3[...] = (ref._f64(k1)[None, :, None] * _masked(g3, y3) + ref._f64(k2)[None, :, None] * centered
+                    + ref._f64(k3)[None, :, None])

@@ -22,13 +22,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-FAMILIES = ("elementwise", "pool", "conv", "linear", "loss", "optim", "quant")
+FAMILIES = ("elementwise", "pool", "conv", "linear", "loss", "optim", "quant", "norm")
 
 # Backend keys "<name>/<device>", as _backend._SPECS lists them.
 NATIVE_CPU, NUMBA_CPU, REFERENCE_CPU = "native/cpu", "numba/cpu", "reference/cpu"
 NATIVE_CUDA, CUPY, NUMBA_CUDA = "native/cuda", "cupy/cuda", "numba/cuda"
 BACKEND_KEYS = (NATIVE_CPU, NUMBA_CPU, REFERENCE_CPU, NATIVE_CUDA, CUPY, NUMBA_CUDA)
 WITHOUT_NUMBA_CUDA = tuple(k for k in BACKEND_KEYS if k != NUMBA_CUDA)
+CPU_BACKENDS = (NATIVE_CPU, NUMBA_CPU, REFERENCE_CPU)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,10 @@ OPS: tuple[OpSpec, ...] = (
     _op("max_pool2d_backward", "pool", "pool", ("max_pool2d_backward",)),
     _op("avg_pool2d", "pool", "pool", ("avg_pool2d",)),
     _op("avg_pool2d_backward", "pool", "pool", ("avg_pool2d_backward",)),
+    # CPU backends first; the CUDA ones (native, CuPy, numba.cuda) come with their kernels
+    _op("batch_norm", "norm", "norm", ("batch_norm_stats", "batch_norm_apply"), backends=CPU_BACKENDS),
+    _op("batch_norm_backward", "norm", "norm",
+        ("batch_norm_stats", "batch_norm_backward_reduce", "batch_norm_backward_apply"), backends=CPU_BACKENDS),
 )
 
 BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}

@@ -33,6 +33,8 @@ __all__ = [
     "adam_step",
     "cross_entropy",
     "cross_entropy_backward",
+    "batch_norm",
+    "batch_norm_backward",
     "quantize",
     "dequantize",
     "dynamic_quantize",
@@ -451,6 +453,63 @@ def cross_entropy_backward(grad, input, target, weight=None, ignore_index=-100, 
 
 # --------------------------------------------------------------------------- int8 (ONNX numerics)
 _QRANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+
+# --------------------------------------------------------------------------- batch normalization
+def _channel_view(v, ndim):
+    return _f64(v).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _batch_stats(x):
+    """Per-channel mean and biased variance of x (N, C, ...), over every axis but 1."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    return x.mean(axis=axes), x.var(axis=axes)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
+               activation=None):
+    """torch.nn.functional.batch_norm. In training the batch's mean and biased variance
+    normalize, and the running statistics (when given) move in place by ``momentum``
+    towards the mean and the unbiased variance; otherwise the running statistics normalize."""
+    x = _f64(x)
+    if training:
+        mean, var = _batch_stats(x)
+        count = x.size // x.shape[1]
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * _f64(running_mean) + momentum * mean
+        if running_var is not None:
+            running_var[...] = (1 - momentum) * _f64(running_var) + momentum * var * count / (count - 1)
+    else:
+        mean, var = _f64(running_mean), _f64(running_var)
+    y = (x - _channel_view(mean, x.ndim)) / np.sqrt(_channel_view(var, x.ndim) + eps)
+    if weight is not None:
+        y = y * _channel_view(weight, x.ndim)
+    if bias is not None:
+        y = y + _channel_view(bias, x.ndim)
+    return _activation(y, activation)
+
+
+def batch_norm_backward(grad_out, x, weight, running_mean, running_var, training=False, eps=1e-5, *,
+                        activation=None, output=None):
+    """(grad_x, grad_weight, grad_bias) of :func:`batch_norm` (grad_out masked where
+    ``output <= 0`` for a fused ReLU). In training the batch statistics depend on x."""
+    x, g = _f64(x), _f64(grad_out)
+    if activation == "relu":
+        g = np.where(_f64(output) <= 0, 0.0, g)
+    mean, var = _batch_stats(x) if training else (_f64(running_mean), _f64(running_var))
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - _channel_view(mean, x.ndim)) * _channel_view(invstd, x.ndim)
+    axes = (0,) + tuple(range(2, x.ndim))
+    grad_bias = g.sum(axis=axes)
+    grad_weight = (g * xhat).sum(axis=axes)
+    w = np.ones_like(mean) if weight is None else _f64(weight)
+    scale = _channel_view(w * invstd, x.ndim)
+    if training:
+        count = x.size // x.shape[1]
+        grad_x = scale / count * (count * g - _channel_view(grad_bias, x.ndim) - xhat * _channel_view(grad_weight, x.ndim))
+    else:
+        grad_x = g * scale
+    return grad_x, grad_weight, grad_bias
 
 
 def _per_axis(value, ndim, axis):

@@ -64,6 +64,23 @@ def bias_relu_backward(grad_out3, y3, grad_x3, grad_bias):
         _k.bias_relu_backward_bias_kernel(grad_out3, y3, grad_x3, grad_bias)
 
 
+def batch_norm_stats(x3, mean, var):
+    _k.batch_norm_stats_kernel(x3, mean, var)
+
+
+def batch_norm_apply(x3, scale, shift, out3, relu):
+    _k.batch_norm_apply_kernel(x3, scale, shift, out3, bool(relu))
+
+
+def batch_norm_backward_reduce(g3, x3, mean, y3, sum_g, sum_gx):
+    _k.batch_norm_backward_reduce_kernel(g3, x3, mean, g3 if y3 is None else y3, y3 is not None, sum_g, sum_gx)
+
+
+def batch_norm_backward_apply(g3, x3, mean, y3, k1, k2, k3, grad_x3):
+    _k.batch_norm_backward_apply_kernel(g3, x3, mean, g3 if y3 is None else y3, y3 is not None, k1, k2, k3,
+                                        grad_x3)
+
+
 def _geometry(p):
     return (
         int(p.kernel_h), int(p.kernel_w), int(p.stride_h), int(p.stride_w),

@@ -173,3 +173,61 @@ def avg_pool2d_backward_kernel(grad_out, grad_in, kh, kw, sh, sw, pt, pb, pl, pr
                 for ih in range(h0, h1):
                     for iw in range(w0, w1):
                         grad_in[b, ch, ih, iw] += g
+
+
+# ---------------------------------------------------------------- batch normalization
+# The passes of csrc/lepton/norm.h over x3 (N, C, S), parallel over channels, sums in float64.
+@njit(**_JIT)
+def batch_norm_stats_kernel(x3, mean, var):
+    n, c, s = x3.shape
+    for ch in prange(c):
+        total = 0.0
+        for i in range(n):
+            for j in range(s):
+                total += x3[i, ch, j]
+        m = total / (n * s)
+        sq = 0.0
+        for i in range(n):
+            for j in range(s):
+                v = x3[i, ch, j] - m
+                sq += v * v
+        mean[ch] = m
+        var[ch] = sq / (n * s)
+
+
+@njit(**_JIT)
+def batch_norm_apply_kernel(x3, scale, shift, out3, relu):
+    n, c, s = x3.shape
+    for ch in prange(c):
+        a, b = scale[ch], shift[ch]
+        for i in range(n):
+            for j in range(s):
+                v = x3[i, ch, j] * a + b
+                out3[i, ch, j] = 0 if (relu and v < 0) else v
+
+
+@njit(**_JIT)
+def batch_norm_backward_reduce_kernel(g3, x3, mean, y3, has_y, sum_g, sum_gx):
+    n, c, s = g3.shape
+    for ch in prange(c):
+        sg = 0.0
+        sgx = 0.0
+        m = mean[ch]
+        for i in range(n):
+            for j in range(s):
+                g = 0.0 if (has_y and y3[i, ch, j] <= 0) else g3[i, ch, j]
+                sg += g
+                sgx += g * (x3[i, ch, j] - m)
+        sum_g[ch] = sg
+        sum_gx[ch] = sgx
+
+
+@njit(**_JIT)
+def batch_norm_backward_apply_kernel(g3, x3, mean, y3, has_y, k1, k2, k3, grad_x3):
+    n, c, s = g3.shape
+    for ch in prange(c):
+        a, b, e, m = k1[ch], k2[ch], k3[ch], mean[ch]
+        for i in range(n):
+            for j in range(s):
+                g = 0.0 if (has_y and y3[i, ch, j] <= 0) else g3[i, ch, j]
+                grad_x3[i, ch, j] = a * g + b * (x3[i, ch, j] - m) + e

@@ -1,7 +1,7 @@
 """Public functional API: validation, backend choice, results in the caller's array type.
 
 Each op lives in the module of its family (``elementwise``, ``pool``, ``conv``,
-``linear``, ``loss``, ``optim``, ``quant``) and is declared once in
+``linear``, ``loss``, ``norm``, ``optim``, ``quant``) and is declared once in
 ``lepton_kernels._registry``; this package binds every registered name and
 lists them in ``__all__``, in the registry's order.
 """
