@@ -53,6 +53,13 @@ def _opcheck_cases():
         ("cross_entropy mean", OPS.cross_entropy, (z, target, None, 1, -100, 0.0)),
         ("cross_entropy none weighted", OPS.cross_entropy, (z, target, torch.rand(5) + 0.5, 0, -100, 0.1)),
         ("cross_entropy sum", OPS.cross_entropy, (z, target, None, 2, -100, 0.0)),
+        ("batch_norm training", OPS.batch_norm,
+         (_t(4, 3, 5, 5, grad=True), torch.zeros(3), torch.ones(3), _t(3, grad=True), _t(3, grad=True), True, 0.1,
+          1e-5, False)),
+        ("batch_norm eval relu", OPS.batch_norm,
+         (_t(4, 3, 5, 5, grad=True), torch.rand(3), torch.rand(3) + 0.5, _t(3, grad=True), None, False, 0.1, 1e-5,
+          True)),
+        ("batch_norm no stats", OPS.batch_norm, (_t(6, 4, grad=True), None, None, None, None, True, 0.1, 1e-5, False)),
     ]
 
 
@@ -203,6 +210,30 @@ def test_adaptive_avg_pool_runs_as_a_fixed_window_when_it_divides(output_size, s
     y.square().sum().backward()
     ty.square().sum().backward()
     torch.testing.assert_close(x.grad, tx.grad)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(momentum=None), dict(affine=False), dict(track_running_stats=False)])
+def test_batch_norm_module_matches_torch_with_its_buffers(kwargs):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8, **kwargs), nn.ReLU(), nn.Conv2d(8, 4, 3),
+                          nn.BatchNorm2d(4, **kwargs))
+    twin = copy.deepcopy(model)
+    lt.swap_modules(model)
+    assert [(type(m).__name__, r is not None) for m, r in model._lepton_plan()] == [
+        ("Conv2d", False), ("BatchNorm2d", True), ("Conv2d", False), ("BatchNorm2d", False)]
+    x = torch.randn(4, 3, 8, 8)
+    for mode in ("train", "train", "eval"):
+        getattr(model, mode)(), getattr(twin, mode)()
+        model.zero_grad(), twin.zero_grad()
+        y, ty = model(x), twin(x)
+        torch.testing.assert_close(y, ty, rtol=1e-4, atol=1e-5)
+        (y * y).sum().backward()
+        (ty * ty).sum().backward()
+        for p, tp in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(p.grad, tp.grad, rtol=1e-4, atol=1e-4)
+        for (name, b), tb in zip(model.named_buffers(), twin.buffers()):
+            torch.testing.assert_close(b, tb, rtol=1e-5, atol=1e-6, msg=name)
+    assert list(model.state_dict()) == list(twin.state_dict())
 
 
 def test_swap_modules_filter_and_errors():

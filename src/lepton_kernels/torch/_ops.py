@@ -444,3 +444,61 @@ def _cross_entropy_grad(ctx, grad):
 
 
 cross_entropy.register_autograd(_cross_entropy_grad, setup_context=_cross_entropy_setup)
+
+
+# --------------------------------------------------------------------------- batch_norm
+@_op("batch_norm",
+     "(Tensor input, Tensor(a!)? running_mean, Tensor(b!)? running_var, Tensor? weight, Tensor? bias, "
+     "bool training, float momentum, float eps, bool relu) -> Tensor")
+def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor], weight: Optional[Tensor],
+               bias: Optional[Tensor], training: bool, momentum: float, eps: float, relu: bool) -> Tensor:
+    """torch.nn.functional.batch_norm (+ ReLU); in training the running statistics move in place."""
+    return lk.batch_norm(_d(input), _d(running_mean), _d(running_var), _d(weight), _d(bias), training, momentum, eps,
+                         activation="relu" if relu else None)
+
+
+@batch_norm.register_fake
+def _(input, running_mean, running_var, weight, bias, training, momentum, eps, relu):
+    return torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
+@_op("batch_norm_backward",
+     "(Tensor grad_output, Tensor input, Tensor? weight, Tensor? running_mean, Tensor? running_var, bool training, "
+     "float eps, Tensor? result, bool[3] output_mask) -> (Tensor, Tensor, Tensor)")
+def batch_norm_backward(grad_output: Tensor, input: Tensor, weight: Optional[Tensor], running_mean: Optional[Tensor],
+                        running_var: Optional[Tensor], training: bool, eps: float, result: Optional[Tensor],
+                        output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """``result``: the output of a fused batch_norm + ReLU (the gradient is masked where it is <= 0), else None."""
+    gx, gw, gb = lk.batch_norm_backward(
+        _d(grad_output), _d(input), _d(weight), _d(running_mean), _d(running_var), training, eps,
+        activation=None if result is None else "relu", output=_d(result), needs_input_grad=output_mask[0],
+        needs_weight_grad=output_mask[1], needs_bias_grad=output_mask[2])
+    return (gx if gx is not None else _unused(input), gw if gw is not None else _unused(input),
+            gb if gb is not None else _unused(input))
+
+
+@batch_norm_backward.register_fake
+def _(grad_output, input, weight, running_mean, running_var, training, eps, result, output_mask):
+    c = input.shape[1]
+    return (torch.empty_like(input, memory_format=torch.contiguous_format) if output_mask[0] else _unused(input),
+            input.new_empty((c,)) if output_mask[1] and weight is not None else _unused(input),
+            input.new_empty((c,)) if output_mask[2] else _unused(input))
+
+
+def _batch_norm_setup(ctx, inputs, output):
+    input, running_mean, running_var, weight, bias, training, momentum, eps, relu = inputs
+    ctx.save_for_backward(input, weight, running_mean, running_var, output if relu else None)
+    ctx.training, ctx.eps = training, eps
+    ctx.has = (weight is not None, bias is not None)
+
+
+def _batch_norm_grad(ctx, grad):
+    input, weight, running_mean, running_var, result = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.has[0] and ctx.needs_input_grad[3], ctx.has[1] and ctx.needs_input_grad[4]]
+    gx, gw, gb = torch.ops.lepton.batch_norm_backward(grad, input, weight, running_mean, running_var, ctx.training,
+                                                      ctx.eps, result, mask)
+    return (gx if mask[0] else None, None, None, gw if mask[1] else None, gb if mask[2] else None,
+            None, None, None, None)
+
+
+batch_norm.register_autograd(_batch_norm_grad, setup_context=_batch_norm_setup)

@@ -133,6 +133,33 @@ class AdaptiveAvgPool2d(_Lepton, nn.AdaptiveAvgPool2d):
         return torch.ops.lepton.avg_pool2d(input, window, window, [0, 0], False, True, None)
 
 
+class BatchNorm2d(_Lepton, nn.BatchNorm2d):
+    """torch.nn.BatchNorm2d on the library's batch_norm (running statistics, momentum=None's
+    cumulative average and num_batches_tracked exactly as torch's module keeps them)."""
+
+    def _lepton_args(self, input):
+        reason = None if input.dim() == 4 else f"a {input.dim()}-D input (BatchNorm2d takes (N, C, H, W))"
+        if not self._covered(input, reason):
+            return None
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats  # torch passes no statistics otherwise
+        return (input, self.running_mean if keep else None, self.running_var if keep else None, self.weight,
+                self.bias, use_batch, float(factor), float(self.eps))
+
+    def forward(self, input):
+        args = self._lepton_args(input)
+        return super().forward(input) if args is None else torch.ops.lepton.batch_norm(*args, False)
+
+    def _fused_relu(self, input):
+        """relu(self(input)) as one kernel pass, or None when the kernels do not cover it."""
+        args = self._lepton_args(input)
+        return None if args is None else torch.ops.lepton.batch_norm(*args, True)
+
+
 class CrossEntropyLoss(_Lepton, nn.CrossEntropyLoss):
     def forward(self, input, target):
         reason = None
@@ -150,7 +177,7 @@ def _hooked(module) -> bool:
 
 
 class Sequential(nn.Sequential):
-    """nn.Sequential running each lepton Conv2d -> ReLU and Linear -> ReLU pair as one fused call
+    """nn.Sequential running each lepton Conv2d, Linear or BatchNorm2d -> ReLU pair as one fused call
     (training and eval). A pair with hooks on either module, or an in-place ReLU, runs module by
     module, as does a pair whose layer the kernels do not cover for this input."""
 
@@ -165,7 +192,7 @@ class Sequential(nn.Sequential):
         while i < len(children):
             module = children[i]
             after = children[i + 1] if i + 1 < len(children) else None
-            fuse = (type(module) in (Conv2d, Linear) and type(after) is ReLU and not after.inplace
+            fuse = (type(module) in (Conv2d, Linear, BatchNorm2d) and type(after) is ReLU and not after.inplace
                     and not _hooked(module) and not _hooked(after))
             plan.append((module, after if fuse else None))
             i += 2 if fuse else 1
@@ -187,7 +214,8 @@ class Sequential(nn.Sequential):
 
 #: torch module class -> the lepton subclass swap_modules puts in its place
 SWAPS = {nn.Conv2d: Conv2d, nn.Linear: Linear, nn.ReLU: ReLU, nn.MaxPool2d: MaxPool2d, nn.AvgPool2d: AvgPool2d,
-         nn.CrossEntropyLoss: CrossEntropyLoss, nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d, nn.Sequential: Sequential}
+         nn.CrossEntropyLoss: CrossEntropyLoss, nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d, nn.BatchNorm2d: BatchNorm2d,
+         nn.Sequential: Sequential}
 
-__all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "CrossEntropyLoss",
-           "Sequential", "SWAPS"]
+__all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d",
+           "CrossEntropyLoss", "Sequential", "SWAPS"]
