@@ -42,6 +42,26 @@ def cifar_cnn():
                          nn.ReLU(), nn.Linear(64, 10))
 
 
+class _Block(nn.Module):
+    """He et al.'s CIFAR basic block: conv-BN-ReLU-conv-BN plus the (1x1 projected) input, ReLU."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                                  nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = (nn.Sequential() if stride == 1 and c_in == c_out else
+                         nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+def resnet8():
+    """ResNet-8 for 32x32 inputs (6n+2 layers, n = 1: 16/32/64 channels)."""
+    return nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), _Block(16, 16, 1),
+                         _Block(16, 32, 2), _Block(32, 64, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
 def _train_step(model, x, y, optimizer=torch.optim.Adam):
     opt = optimizer(model.parameters(), lr=1e-4)
     loss_fn = nn.CrossEntropyLoss()
@@ -57,7 +77,7 @@ def _cases():
     torch.manual_seed(0)
     cases = []
     for name, build, shape in (("LeNet-5", lenet5, (1, 28, 28)), ("LeptonCNN", lepton_cnn, (3, 14, 14)),
-                               ("CIFAR CNN", cifar_cnn, (3, 32, 32))):
+                               ("CIFAR CNN", cifar_cnn, (3, 32, 32)), ("ResNet-8", resnet8, (3, 32, 32))):
         model = build()
         swapped = copy.deepcopy(model)
         lt.swap_modules(swapped)
