@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bind_common.h"
+#include "lepton/activation.h"
 #include "lepton/conv.h"
 #include "lepton/elementwise.h"
 #include "lepton/gemm.h"
@@ -965,6 +966,56 @@ void batch_norm_backward_apply(const py::object& go, const py::object& xo, const
   }));
 }
 
+// ---------------------------------------------------------------- activations
+lepton::Activation activation_kind(const std::string& op, const std::string& name) {
+  static const std::pair<const char*, lepton::Activation> kinds[] = {
+      {"relu6", lepton::Activation::relu6},     {"leaky_relu", lepton::Activation::leaky_relu},
+      {"sigmoid", lepton::Activation::sigmoid}, {"tanh", lepton::Activation::tanh},
+      {"silu", lepton::Activation::silu},       {"gelu", lepton::Activation::gelu},
+      {"gelu_tanh", lepton::Activation::gelu_tanh}, {"hardswish", lepton::Activation::hardswish}};
+  for (const auto& [n, k] : kinds)
+    if (name == n) return k;
+  value_error(op, "unknown activation '" + name + "'");
+}
+
+void activation(const py::object& xo, const py::object& oo, const std::string& kind, double param) {
+  const std::string op = "activation";
+  const lepton::Activation a = activation_kind(op, kind);
+  Arg x = float_arg(op, "x", xo, false);
+  Arg out = float_arg(op, "out", oo, true, &x);
+  expect_shape(op, out, shape_of(x.a));
+  expect_disjoint(op, out, x, true);
+  const int64_t n = x.a.size();
+  raise_status(op, for_dtype(x.dt, [&](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    return lepton::activation(a, xp, yp, n, param);
+  }));
+}
+
+void activation_backward(const py::object& go, const py::object& so, const py::object& oo, const std::string& kind,
+                         double param) {
+  const std::string op = "activation_backward";
+  const lepton::Activation a = activation_kind(op, kind);
+  Arg g = float_arg(op, "grad_out", go, false);
+  Arg saved = float_arg(op, "saved", so, false, &g);
+  Arg out = float_arg(op, "out", oo, true, &g);
+  expect_shape(op, saved, shape_of(g.a));
+  expect_shape(op, out, shape_of(g.a));
+  expect_disjoint(op, out, g, true);
+  expect_disjoint(op, out, saved, true);
+  const int64_t n = g.a.size();
+  raise_status(op, for_dtype(g.dt, [&](auto t) {
+    using T = decltype(t);
+    const T *gp = cptr<T>(g), *sp = cptr<T>(saved);
+    T* op_ = mptr<T>(out);
+    py::gil_scoped_release nogil;
+    return lepton::activation_backward(a, gp, sp, op_, n, param);
+  }));
+}
+
 // ---------------------------------------------------------------- runtime
 void set_isa(const std::string& name) {
   lepton::Isa isa;
@@ -1566,6 +1617,12 @@ PYBIND11_MODULE(_lepton_cpu, m) {
         "losses (N,) and, unless None, dlogits (N, C) = d loss_i / d logits. A target outside [0, C) that is "
         "not ignore_index raises ValueError.");
 
+  m.def("activation", &activation, py::arg("x"), py::arg("out"), py::arg("kind"), py::arg("param") = 0.0,
+        "out = f(x) for kind relu6, leaky_relu (param: negative slope), sigmoid, tanh, silu, gelu, gelu_tanh, "
+        "hardswish; out may be x.");
+  m.def("activation_backward", &activation_backward, py::arg("grad_out"), py::arg("saved"), py::arg("out"),
+        py::arg("kind"), py::arg("param") = 0.0,
+        "out = f'(saved) * grad_out; saved is the forward's x, or its output for sigmoid and tanh.");
   m.def("batch_norm_stats", &batch_norm_stats, py::arg("x3"), py::arg("mean"), py::arg("var"),
         "Per channel of x3 (N, C, S): mean and biased variance (sums in double).");
   m.def("batch_norm_apply", &batch_norm_apply, py::arg("x3"), py::arg("scale"), py::arg("shift"), py::arg("out3"),

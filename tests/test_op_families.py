@@ -1,4 +1,4 @@
-"""Every float op of the registry's element-wise, pool, conv, linear, loss and norm families,
+"""Every float op of the registry's element-wise, activation, pool, conv, linear, loss and norm families,
 on every available CPU backend, against the float64 reference through ``check_op``
 (tests/conftest.py: one helper, one tolerance rule), over random shapes and the
 edge sizes of the SIMD widths.
@@ -18,7 +18,7 @@ from lepton_kernels import _registry
 
 from conftest import check_op
 
-FAMILIES = ("elementwise", "pool", "conv", "linear", "loss", "norm")
+FAMILIES = ("elementwise", "activation", "pool", "conv", "linear", "loss", "norm")
 DTYPES = (np.float32, np.float64)
 # element counts around the vector widths (8 fp32 on AVX2, 16 on AVX-512) and a prime
 EDGE = (1, 7, 16, 17, 33)
@@ -182,6 +182,28 @@ def _batch_norm_backward(rng, dtype):
                dict(terms=terms))
 
 
+def _activation_sweep(op, extra=()):
+    """Values across every branch of the activations (the kinks at 0, +-3 and 6 included)."""
+    def sweep(rng, dtype):
+        for args in extra or ((),):
+            for n in EDGE:
+                x = (_normal(rng, (n, 3), dtype) * 4).astype(dtype)
+                x[0, :] = (-3.0, 0.0, 6.0)[: x.shape[1]]
+                if op.endswith("_backward"):
+                    saved = getattr(lk, op[:-len("_backward")])(x, *args) if op in (
+                        "sigmoid_backward", "tanh_backward") else x
+                    yield (_normal(rng, x.shape, dtype), saved, *args), {}, {}
+                else:
+                    yield (x, *args), {}, {}
+    return sweep
+
+
+_ACTIVATIONS = {"relu6": (), "leaky_relu": ((0.01,), (0.2,)), "sigmoid": (), "tanh": (), "silu": (),
+                "gelu": (("none",), ("tanh",)), "hardswish": ()}
+_ACTIVATION_SWEEPS = {name + suffix: _activation_sweep(name + suffix, extra)
+                      for name, extra in _ACTIVATIONS.items() for suffix in ("", "_backward")}
+
+
 SWEEPS = {
     "relu": _relu, "relu_backward": _relu_backward, "bias_relu": _bias_relu,
     "bias_relu_backward": _bias_relu_backward, "max_pool2d": _max_pool2d,
@@ -190,6 +212,7 @@ SWEEPS = {
     "linear": _linear, "linear_backward": _linear_backward, "matmul": _matmul,
     "cross_entropy": _cross_entropy, "cross_entropy_backward": _cross_entropy_backward,
     "batch_norm": _batch_norm, "batch_norm_backward": _batch_norm_backward,
+    **_ACTIVATION_SWEEPS,
 }
 FAMILY_OPS = [spec.name for family in FAMILIES for spec in _registry.ops_in_family(family)]
 

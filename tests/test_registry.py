@@ -30,7 +30,11 @@ OPS_BEFORE = {
     "relu_backward", "bias_relu", "bias_relu_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward",
 }
-OPS_ADDED = {"batch_norm", "batch_norm_backward"}  # new ops add to the names; none is renamed or dropped
+OPS_ADDED = {  # new ops add to the names; none is renamed or dropped
+    "batch_norm", "batch_norm_backward", "relu6", "relu6_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
+    "sigmoid_backward", "tanh", "tanh_backward", "silu", "silu_backward", "gelu", "gelu_backward", "hardswish",
+    "hardswish_backward",
+}
 TOP_LEVEL_BEFORE = {
     "__version__", "backends", "use_backend", "set_num_threads", "get_num_threads", "max_num_threads", "autograd",
     "data", "models", "nn", "optim", "quant", "reference", "Tensor", "no_grad", "save", "load",
@@ -41,7 +45,8 @@ KERNELS_BEFORE = {
     "qlinear_conv2d", "relu", "relu_backward", "bias_relu", "bias_relu_backward", "max_pool2d",
     "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
 }
-KERNELS_ADDED = {"batch_norm_stats", "batch_norm_apply", "batch_norm_backward_reduce", "batch_norm_backward_apply"}
+KERNELS_ADDED = {"batch_norm_stats", "batch_norm_apply", "batch_norm_backward_reduce", "batch_norm_backward_apply",
+                 "activation", "activation_backward"}
 
 
 # ------------------------------------------------------------------ generated public names

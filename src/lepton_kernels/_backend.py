@@ -24,6 +24,9 @@ Every backend module exposes the same functions (the *kernel interface*)::
     cross_entropy(logits, target, weight, ignore_index, label_smoothing, losses, dlogits)
         # logits (N, C); target int64 (N,) already checked; per-row losses and, unless
         # dlogits is None, d loss_i / d logits (see ops/loss.py)
+    activation(x, out, kind, param)                  # kind: relu6, leaky_relu (param: slope), sigmoid, tanh,
+                                                     # silu, gelu, gelu_tanh, hardswish (csrc/lepton/activation.h)
+    activation_backward(grad_out, saved, out, kind, param)   # saved: x, or the output for sigmoid and tanh
     batch_norm_stats(x3, mean, var)                  # x3 (N, C, S); per-channel mean, biased var (C,)
     batch_norm_apply(x3, scale, shift, out3, relu)   # out3 = x3 * scale[c] + shift[c] (+ ReLU)
     batch_norm_backward_reduce(grad_out3, x3, mean, y3, sum_g, sum_gx)

@@ -28,7 +28,9 @@ call_linear = _cpu.call_linear
 call_cross_entropy = _cpu.call_cross_entropy
 
 
-batch_norm_stats = _cpu.batch_norm_stats  # the bindings themselves, as relu above
+activation = _cpu.activation  # the bindings themselves, as relu above
+activation_backward = _cpu.activation_backward
+batch_norm_stats = _cpu.batch_norm_stats
 batch_norm_backward_reduce = _cpu.batch_norm_backward_reduce
 batch_norm_backward_apply = _cpu.batch_norm_backward_apply
 

@@ -202,3 +202,23 @@ def batch_norm_backward_apply(g3, x3, mean, y3, k1, k2, k3, grad_x3):
     centered = ref._f64(x3) - ref._f64(mean)[None, :, None]
     grad_x3[...] = (ref._f64(k1)[None, :, None] * _masked(g3, y3) + ref._f64(k2)[None, :, None] * centered
                     + ref._f64(k3)[None, :, None])
+
+
+# activations: kind -> (the reference forward, the reference backward, extra argument)
+def _activation_refs(kind, param):
+    if kind == "leaky_relu":
+        return ref.leaky_relu, ref.leaky_relu_backward, (param,)
+    if kind in ("gelu", "gelu_tanh"):
+        approximate = ("tanh" if kind == "gelu_tanh" else "none",)
+        return ref.gelu, ref.gelu_backward, approximate
+    return getattr(ref, kind), getattr(ref, kind + "_backward"), ()
+
+
+def activation(x, out, kind, param):
+    forward, _, extra = _activation_refs(kind, param)
+    out[...] = forward(x, *extra)
+
+
+def activation_backward(grad_out, saved, out, kind, param):
+    _, backward, extra = _activation_refs(kind, param)
+    out[...] = backward(grad_out, saved, *extra)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-FAMILIES = ("elementwise", "pool", "conv", "linear", "loss", "optim", "quant", "norm")
+FAMILIES = ("elementwise", "activation", "pool", "conv", "linear", "loss", "optim", "quant", "norm")
 
 # Backend keys "<name>/<device>", as _backend._SPECS lists them.
 NATIVE_CPU, NUMBA_CPU, REFERENCE_CPU = "native/cpu", "numba/cpu", "reference/cpu"
@@ -129,6 +129,11 @@ OPS: tuple[OpSpec, ...] = (
     _op("avg_pool2d", "pool", "pool", ("avg_pool2d",)),
     _op("avg_pool2d_backward", "pool", "pool", ("avg_pool2d_backward",)),
     # CPU backends first; the CUDA ones (native, CuPy, numba.cuda) come with their kernels
+    *(_op(name, "activation", "activation", ("activation_backward" if name.endswith("_backward") else "activation",),
+          backends=CPU_BACKENDS)
+      for name in ("relu6", "relu6_backward", "leaky_relu", "leaky_relu_backward", "sigmoid", "sigmoid_backward",
+                   "tanh", "tanh_backward", "silu", "silu_backward", "gelu", "gelu_backward", "hardswish",
+                   "hardswish_backward")),
     _op("batch_norm", "norm", "norm", ("batch_norm_stats", "batch_norm_apply"), backends=CPU_BACKENDS),
     _op("batch_norm_backward", "norm", "norm",
         ("batch_norm_stats", "batch_norm_backward_reduce", "batch_norm_backward_apply"), backends=CPU_BACKENDS),

@@ -35,6 +35,20 @@ __all__ = [
     "cross_entropy_backward",
     "batch_norm",
     "batch_norm_backward",
+    "relu6",
+    "relu6_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+    "silu",
+    "silu_backward",
+    "gelu",
+    "gelu_backward",
+    "hardswish",
+    "hardswish_backward",
     "quantize",
     "dequantize",
     "dynamic_quantize",
@@ -453,6 +467,98 @@ def cross_entropy_backward(grad, input, target, weight=None, ignore_index=-100, 
 
 # --------------------------------------------------------------------------- int8 (ONNX numerics)
 _QRANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+
+# --------------------------------------------------------------------------- activations
+# torch.nn.functional's definitions, in float64. Backward ops take the forward's input x,
+# except sigmoid_backward and tanh_backward, which take its output (as torch's).
+def relu6(x, *, out=None):
+    x = _f64(x)
+    return np.where(np.isnan(x), x, np.clip(x, 0.0, 6.0))
+
+
+def relu6_backward(grad_out, x, *, out=None):
+    x = _f64(x)
+    return np.where((x <= 0) | (x >= 6), 0.0, _f64(grad_out))
+
+
+def leaky_relu(x, negative_slope=0.01, *, out=None):
+    x = _f64(x)
+    return np.where(x > 0, x, x * negative_slope)
+
+
+def leaky_relu_backward(grad_out, x, negative_slope=0.01, *, out=None):
+    g = _f64(grad_out)
+    return np.where(_f64(x) > 0, g, g * negative_slope)
+
+
+def sigmoid(x, *, out=None):
+    return 1.0 / (1.0 + np.exp(-_f64(x)))
+
+
+def sigmoid_backward(grad_out, output, *, out=None):
+    y = _f64(output)
+    return _f64(grad_out) * y * (1.0 - y)
+
+
+def tanh(x, *, out=None):
+    return np.tanh(_f64(x))
+
+
+def tanh_backward(grad_out, output, *, out=None):
+    y = _f64(output)
+    return _f64(grad_out) * (1.0 - y * y)
+
+
+def silu(x, *, out=None):
+    x = _f64(x)
+    return x * sigmoid(x)
+
+
+def silu_backward(grad_out, x, *, out=None):
+    x = _f64(x)
+    s = sigmoid(x)
+    return _f64(grad_out) * s * (1.0 + x * (1.0 - s))
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _phi(x):
+    """The standard normal CDF."""
+    return 0.5 * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+
+
+def _gelu_tanh_inner(x):
+    return math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)
+
+
+def gelu(x, approximate="none", *, out=None):
+    x = _f64(x)
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(_gelu_tanh_inner(x)))
+    return x * _phi(x)
+
+
+def gelu_backward(grad_out, x, approximate="none", *, out=None):
+    x, g = _f64(x), _f64(grad_out)
+    if approximate == "tanh":
+        t = np.tanh(_gelu_tanh_inner(x))
+        d_inner = math.sqrt(2.0 / math.pi) * (1.0 + 3 * 0.044715 * x * x)
+        return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner)
+    return g * (_phi(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi))
+
+
+def hardswish(x, *, out=None):
+    """x * relu6(x + 3) / 6, piecewise (so hardswish(-inf) is its limit 0); NaN propagates."""
+    x = _f64(x)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isnan(x), x, np.where(x <= -3, 0.0, np.where(x >= 3, x, x * (x + 3.0) / 6.0)))
+
+
+def hardswish_backward(grad_out, x, *, out=None):
+    x, g = _f64(x), _f64(grad_out)
+    return np.where(x <= -3, 0.0, np.where(x < 3, g * (x / 3.0 + 0.5), g))
 
 
 # --------------------------------------------------------------------------- batch normalization

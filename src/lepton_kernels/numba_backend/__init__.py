@@ -64,6 +64,15 @@ def bias_relu_backward(grad_out3, y3, grad_x3, grad_bias):
         _k.bias_relu_backward_bias_kernel(grad_out3, y3, grad_x3, grad_bias)
 
 
+def activation(x, out, kind, param):
+    _k.activation_kernel(x.reshape(-1), out.reshape(-1), _k.ACTIVATION_CODES[kind], float(param))
+
+
+def activation_backward(grad_out, saved, out, kind, param):
+    _k.activation_backward_kernel(grad_out.reshape(-1), saved.reshape(-1), out.reshape(-1), _k.ACTIVATION_CODES[kind],
+                                  float(param))
+
+
 def batch_norm_stats(x3, mean, var):
     _k.batch_norm_stats_kernel(x3, mean, var)
 

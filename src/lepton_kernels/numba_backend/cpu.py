@@ -7,6 +7,8 @@ count. Pooling arrays are NCHW; bias_relu arrays are (N, C, S).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -231,3 +233,67 @@ def batch_norm_backward_apply_kernel(g3, x3, mean, y3, has_y, k1, k2, k3, grad_x
             for j in range(s):
                 g = 0.0 if (has_y and y3[i, ch, j] <= 0) else g3[i, ch, j]
                 grad_x3[i, ch, j] = a * g + b * (x3[i, ch, j] - m) + e
+
+
+# ---------------------------------------------------------------- activations
+# Kinds by code (the order of csrc/lepton/activation.h's enum).
+ACTIVATION_CODES = {"relu6": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3, "silu": 4, "gelu": 5, "gelu_tanh": 6,
+                    "hardswish": 7}
+_SQRT1_2, _INV_SQRT_2PI, _SQRT_2_OVER_PI, _KAPPA = 0.7071067811865476, 0.3989422804014327, 0.7978845608028654, 0.044715
+
+
+@njit(cache=True, inline="always")
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@njit(cache=True)
+def _activation_one(code, x, slope):
+    if code == 0:
+        return x if x != x else (0.0 if x < 0 else (6.0 if x > 6 else x))
+    if code == 1:
+        return x if x > 0 else x * slope
+    if code == 2:
+        return _sigmoid(x)
+    if code == 3:
+        return math.tanh(x)
+    if code == 4:
+        return x * _sigmoid(x)
+    if code == 5:
+        return 0.5 * x * (1.0 + math.erf(x * _SQRT1_2))
+    if code == 6:
+        return 0.5 * x * (1.0 + math.tanh(_SQRT_2_OVER_PI * (x + _KAPPA * x * x * x)))
+    return x if x != x else (0.0 if x <= -3 else (x if x >= 3 else x * (x + 3.0) / 6.0))
+
+
+@njit(cache=True)
+def _activation_grad_one(code, g, s, slope):
+    if code == 0:
+        return 0.0 if (s <= 0 or s >= 6) else g
+    if code == 1:
+        return g if s > 0 else g * slope
+    if code == 2:
+        return g * s * (1.0 - s)
+    if code == 3:
+        return g * (1.0 - s * s)
+    if code == 4:
+        sg = _sigmoid(s)
+        return g * sg * (1.0 + s * (1.0 - sg))
+    if code == 5:
+        return g * (0.5 * (1.0 + math.erf(s * _SQRT1_2)) + s * math.exp(-0.5 * s * s) * _INV_SQRT_2PI)
+    if code == 6:
+        t = math.tanh(_SQRT_2_OVER_PI * (s + _KAPPA * s * s * s))
+        return g * (0.5 * (1.0 + t) + 0.5 * s * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _KAPPA * s * s))
+    return 0.0 if s <= -3 else (g * (s / 3.0 + 0.5) if s < 3 else g)
+
+
+@njit(**_JIT)
+def activation_kernel(x, out, code, slope):
+    for i in prange(x.size):
+        out[i] = _activation_one(code, x[i], slope)
+
+
+@njit(**_JIT)
+def activation_backward_kernel(g, s, out, code, slope):
+    for i in prange(g.size):
+        out[i] = _activation_grad_one(code, g[i], s[i], slope)

@@ -1,6 +1,6 @@
 """Public functional API: validation, backend choice, results in the caller's array type.
 
-Each op lives in the module of its family (``elementwise``, ``pool``, ``conv``,
+Each op lives in the module of its family (``elementwise``, ``activation``, ``pool``, ``conv``,
 ``linear``, ``loss``, ``norm``, ``optim``, ``quant``) and is declared once in
 ``lepton_kernels._registry``; this package binds every registered name and
 lists them in ``__all__``, in the registry's order.
