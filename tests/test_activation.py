@@ -90,3 +90,37 @@ def test_bad_arguments_are_clear_errors(call, error, words):
 
     with pytest.raises(error, match=re.escape(words)):
         call(np.ones((2, 3), np.float32))
+
+
+# ---------------------------------------------------------------- autograd and nn layers
+@pytest.mark.parametrize("layer, twin", [
+    (lambda: lk.nn.ReLU6(), lambda: torch.nn.ReLU6()),
+    (lambda: lk.nn.LeakyReLU(0.3), lambda: torch.nn.LeakyReLU(0.3)),
+    (lambda: lk.nn.Sigmoid(), lambda: torch.nn.Sigmoid()),
+    (lambda: lk.nn.Tanh(), lambda: torch.nn.Tanh()),
+    (lambda: lk.nn.SiLU(), lambda: torch.nn.SiLU()),
+    (lambda: lk.nn.GELU(), lambda: torch.nn.GELU()),
+    (lambda: lk.nn.GELU("tanh"), lambda: torch.nn.GELU("tanh")),
+    (lambda: lk.nn.Hardswish(), lambda: torch.nn.Hardswish()),
+])
+def test_layers_train_and_infer_like_torch(layer, twin, rng):
+    x = (rng.standard_normal((4, 5)) * 3).astype(np.float32)
+    model = lk.nn.Sequential(lk.nn.Linear(5, 6), layer(), lk.nn.Linear(6, 2))
+    tmodel = torch.nn.Sequential(torch.nn.Linear(5, 6), twin(), torch.nn.Linear(6, 2))
+    for p, tp in zip(model.parameters(), tmodel.parameters()):
+        with torch.no_grad():
+            tp.copy_(torch.from_numpy(p.data))
+    out = model(lk.Tensor(x))
+    out.sum().backward()
+    tout = tmodel(torch.from_numpy(x))
+    tout.sum().backward()
+    np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-5, atol=1e-5)
+    for p, tp in zip(model.parameters(), tmodel.parameters()):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-4, atol=1e-5)
+    with lk.no_grad():  # the inference plan runs the same layers on the arrays
+        np.testing.assert_allclose(model(lk.Tensor(x)).data, out.data, rtol=0, atol=0)
+
+
+def test_gelu_layer_refuses_an_unknown_approximation():
+    with pytest.raises(ValueError, match="GELU: approximate must be 'none' or 'tanh'"):
+        lk.nn.GELU("fast")

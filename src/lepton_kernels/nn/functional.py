@@ -82,6 +82,62 @@ def relu(x):
     return _ReLU.apply(x)
 
 
+class _Activation(Function):
+    """relu6, leaky_relu, sigmoid, tanh, silu, gelu or hardswish: ``ops.<name>`` forward and
+    ``ops.<name>_backward`` from the input, or from the output for sigmoid and tanh."""
+
+    fresh_grads = True  # backward returns new arrays only
+    _FROM_OUTPUT = ("sigmoid", "tanh")
+
+    def forward(self, x, name, extra):
+        self.name, self.extra = name, extra
+        y = getattr(ops, name)(x, *extra)
+        self.saved = y if name in self._FROM_OUTPUT else x
+        return y
+
+    def backward(self, grad):
+        return (getattr(ops, self.name + "_backward")(grad, self.saved, *self.extra),)
+
+
+def _activation(name, x, *extra):
+    return _Activation.apply(x, name=name, extra=extra)
+
+
+def relu6(x):
+    """``min(max(x, 0), 6)`` on Tensors (see :func:`lepton_kernels.relu6`)."""
+    return _activation("relu6", x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """``x if x > 0 else negative_slope * x`` on Tensors."""
+    return _activation("leaky_relu", x, negative_slope)
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` on Tensors."""
+    return _activation("sigmoid", x)
+
+
+def tanh(x):
+    """``tanh(x)`` on Tensors."""
+    return _activation("tanh", x)
+
+
+def silu(x):
+    """``x * sigmoid(x)`` on Tensors."""
+    return _activation("silu", x)
+
+
+def gelu(x, approximate="none"):
+    """GELU on Tensors, the erf form or ``approximate="tanh"``."""
+    return _activation("gelu", x, approximate)
+
+
+def hardswish(x):
+    """``x * relu6(x + 3) / 6`` on Tensors."""
+    return _activation("hardswish", x)
+
+
 class _MaxPool2d(Function):
     fresh_grads = True  # backward returns new arrays only
 
@@ -326,7 +382,8 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean", pos_weight
                    "binary_cross_entropy_with_logits")
 
 
-__all__ = ["conv2d", "linear", "relu", "max_pool2d", "avg_pool2d", "dropout", "batch_shard", "fake_quantize",
+__all__ = ["conv2d", "linear", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "hardswish",
+           "max_pool2d", "avg_pool2d", "dropout", "batch_shard", "fake_quantize",
            "cross_entropy",
            "mse_loss",
            "binary_cross_entropy_with_logits", "is_grad_enabled"]

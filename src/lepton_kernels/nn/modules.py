@@ -198,6 +198,71 @@ class ReLU(Module):
         return ops.relu(a)
 
 
+class _ActivationModule(Module):
+    """An element-wise activation layer: ``F.<name>`` with the layer's arguments."""
+
+    _name = ""
+
+    def _extra(self):
+        return ()
+
+    def forward(self, x):
+        return getattr(F, self._name)(x, *self._extra())
+
+    def _infer(self, a, activation=None):
+        return getattr(ops, self._name)(a, *self._extra())
+
+
+class ReLU6(_ActivationModule):
+    _name = "relu6"
+
+
+class LeakyReLU(_ActivationModule):
+    _name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def _extra(self):
+        return (self.negative_slope,)
+
+    def config(self):
+        return {"class": "LeakyReLU", "negative_slope": self.negative_slope}
+
+
+class Sigmoid(_ActivationModule):
+    _name = "sigmoid"
+
+
+class Tanh(_ActivationModule):
+    _name = "tanh"
+
+
+class SiLU(_ActivationModule):
+    _name = "silu"
+
+
+class GELU(_ActivationModule):
+    _name = "gelu"
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def _extra(self):
+        return (self.approximate,)
+
+    def config(self):
+        return {"class": "GELU", "approximate": self.approximate}
+
+
+class Hardswish(_ActivationModule):
+    _name = "hardswish"
+
+
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
@@ -325,4 +390,4 @@ class Sequential(Module):
 
 
 # layers whose ``_infer`` computes ``forward`` on arrays when no graph is recorded
-_INFERABLE = (Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout)
+_INFERABLE = (Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout, _ActivationModule)
