@@ -96,11 +96,37 @@ def test_views_give_the_contiguous_result(op, name, kind):
         np.testing.assert_array_equal(arrays[k], b, err_msg=f"{op}: input {k!r} was modified")
 
 
-def _inplace_params():
+def _inplace_params(strided_ok=False):
     for op in sorted(CASES):
+        if CASES[op].strided_inplace != strided_ok:
+            continue
         for name in sorted(CASES[op].inplace):
-            for kind in ("reversed", "every_other", "stride0", "readonly"):
+            for kind in (("reversed", "every_other") if strided_ok else ("reversed", "every_other", "stride0",
+                                                                          "readonly")):
                 yield pytest.param(op, name, kind, id=f"{op}-{name}-{kind}")
+
+
+@pytest.mark.parametrize("op, name, kind", _inplace_params(strided_ok=True))
+def test_strided_inplace_targets_are_updated_through_the_view(op, name, kind):
+    """batch_norm's running statistics may be strided views: the update lands in the caller's
+    memory, exactly as on a contiguous copy."""
+    case = CASES[op]
+    want = case(case.fresh_arrays())
+    arrays = case.fresh_arrays()
+    arrays[name] = view_of(arrays[name], kind)
+    got = case(arrays)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    for k in ("stride0", "readonly"):  # these it must refuse: nothing to write the update into
+        arrays = case.fresh_arrays()
+        target = arrays[name].copy()
+        if k == "readonly":
+            target.flags.writeable = False
+        else:
+            target = view_of(arrays[name], k)
+        arrays[name] = target
+        with pytest.raises((ValueError, TypeError)):
+            case(arrays)
 
 
 @pytest.mark.parametrize("op, name, kind", _inplace_params())

@@ -27,6 +27,9 @@ class Case:
     run: Callable[[dict], tuple]
     inplace: frozenset = field(default_factory=frozenset)
     float_op: bool = True  # float in, float out (the determinism tests' ops)
+    # the in-place arrays may be strided views, updated through them (batch_norm's running
+    # statistics: NumPy arithmetic on C numbers); a kernel's in-place targets may not
+    strided_inplace: bool = False
 
     def fresh_arrays(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.arrays.items()}
@@ -50,8 +53,8 @@ def build_cases(seed: int = 0, dtype=np.float32, size: int = 1) -> dict[str, Cas
     n, h = 2 * size, 6 + size
     cases: list[Case] = []
 
-    def add(name, arrays, run, inplace=(), float_op=True):
-        cases.append(Case(name, arrays, run, frozenset(inplace), float_op))
+    def add(name, arrays, run, inplace=(), float_op=True, strided_inplace=False):
+        cases.append(Case(name, arrays, run, frozenset(inplace), float_op, strided_inplace))
 
     # convolution: x (n, 3, h, h-1), w (4, 3, 3, 2), padding 1 -> out (n, 4, h, h)
     conv_out = (n, 4, h, h)
@@ -78,6 +81,23 @@ def build_cases(seed: int = 0, dtype=np.float32, size: int = 1) -> dict[str, Cas
     avg_shape = lk.avg_pool2d(f(n, 3, h, h + 1), 3, stride=2, padding=1).shape
     add("avg_pool2d_backward", dict(g=f(*avg_shape)),
         lambda a: lk.avg_pool2d_backward(a["g"], (n, 3, h, h + 1), 3, stride=2, padding=1))
+    # activations (the backward ops of sigmoid and tanh take the forward's output)
+    for name, extra in (("relu6", ()), ("leaky_relu", (0.2,)), ("sigmoid", ()), ("tanh", ()), ("silu", ()),
+                        ("gelu", ("tanh",)), ("hardswish", ())):
+        forward, backward = getattr(lk, name), getattr(lk, name + "_backward")
+        add(name, dict(x=f(n, 3, h, h) * 4), lambda a, forward=forward, extra=extra: forward(a["x"], *extra))
+        add(name + "_backward", dict(g=f(n, 3, h, h), s=f(n, 3, h, h) * 4),
+            lambda a, backward=backward, extra=extra: backward(a["g"], a["s"], *extra))
+
+    # batch normalization (training moves the running statistics in place)
+    def bn(a):
+        y = lk.batch_norm(a["x"], a["rm"], a["rv"], a["w"], a["b"], training=True, activation="relu")
+        return y, a["rm"], a["rv"]
+
+    add("batch_norm", dict(x=f(n, 3, h, h), rm=f(3), rv=np.abs(f(3)) + 0.5, w=f(3), b=f(3)), bn,
+        inplace=("rm", "rv"), strided_inplace=True)
+    add("batch_norm_backward", dict(g=f(n, 3, h, h), x=f(n, 3, h, h), w=f(3)),
+        lambda a: lk.batch_norm_backward(a["g"], a["x"], a["w"], None, None, training=True))
     # loss
     target = rng.integers(0, 4, size=3 * size).astype(np.int64)
     add("cross_entropy", dict(x=f(3 * size, 4), t=target, wt=np.abs(f(4)) + 0.5),
