@@ -60,6 +60,8 @@ def _opcheck_cases():
          (_t(4, 3, 5, 5, grad=True), torch.rand(3), torch.rand(3) + 0.5, _t(3, grad=True), None, False, 0.1, 1e-5,
           True)),
         ("batch_norm no stats", OPS.batch_norm, (_t(6, 4, grad=True), None, None, None, None, True, 0.1, 1e-5, False)),
+        *((f"activation {kind}", OPS.activation, (_t(3, 7, grad=True), kind, 0.2))
+          for kind in ("relu6", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "gelu_tanh", "hardswish")),
     ]
 
 
@@ -234,6 +236,27 @@ def test_batch_norm_module_matches_torch_with_its_buffers(kwargs):
         for (name, b), tb in zip(model.named_buffers(), twin.buffers()):
             torch.testing.assert_close(b, tb, rtol=1e-5, atol=1e-6, msg=name)
     assert list(model.state_dict()) == list(twin.state_dict())
+
+
+def test_activation_modules_match_torch_and_inplace_falls_back():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Hardswish(), nn.Linear(6, 6), nn.GELU("tanh"), nn.Linear(6, 6),
+                          nn.Sigmoid(), nn.LeakyReLU(0.2), nn.ReLU6(), nn.SiLU(), nn.Tanh(), nn.GELU())
+    twin = copy.deepcopy(model)
+    swapped = lt.swap_modules(model)
+    assert [swapped[str(i)] for i in (1, 3, 5, 6, 7, 8, 9, 10)] == [
+        "Hardswish", "GELU", "Sigmoid", "LeakyReLU", "ReLU6", "SiLU", "Tanh", "GELU"]
+    x = torch.randn(4, 5) * 3
+    y, ty = model(x), twin(x)
+    torch.testing.assert_close(y, ty)
+    y.sum().backward()
+    ty.sum().backward()
+    for p, tp in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, tp.grad)
+    silu = nn.SiLU(inplace=True)
+    lt.swap_modules(silu)
+    with pytest.warns(UserWarning, match="SiLU runs torch's own forward: inplace=True"):
+        silu(x.clone())
 
 
 def test_swap_modules_filter_and_errors():

@@ -502,3 +502,53 @@ def _batch_norm_grad(ctx, grad):
 
 
 batch_norm.register_autograd(_batch_norm_grad, setup_context=_batch_norm_setup)
+
+
+# --------------------------------------------------------------------------- activations
+# kind: relu6, leaky_relu (param: negative slope), sigmoid, tanh, silu, gelu, gelu_tanh,
+# hardswish; the backward takes the input, or the output for sigmoid and tanh.
+_FROM_OUTPUT = ("sigmoid", "tanh")
+
+
+def _activation_call(kind: str, param: float):
+    if kind == "leaky_relu":
+        return "leaky_relu", (param,)
+    if kind in ("gelu", "gelu_tanh"):
+        return "gelu", ("tanh" if kind == "gelu_tanh" else "none",)
+    return kind, ()
+
+
+@_op("activation", "(Tensor self, str kind, float param) -> Tensor")
+def activation(self: Tensor, kind: str, param: float) -> Tensor:
+    name, extra = _activation_call(kind, param)
+    return getattr(lk, name)(_d(self), *extra)
+
+
+@activation.register_fake
+def _(self, kind, param):
+    return torch.empty(self.shape, dtype=self.dtype, device=self.device)
+
+
+@_op("activation_backward", "(Tensor grad_output, Tensor saved, str kind, float param) -> Tensor")
+def activation_backward(grad_output: Tensor, saved: Tensor, kind: str, param: float) -> Tensor:
+    name, extra = _activation_call(kind, param)
+    return getattr(lk, name + "_backward")(_d(grad_output), _d(saved), *extra)
+
+
+@activation_backward.register_fake
+def _(grad_output, saved, kind, param):
+    return torch.empty(saved.shape, dtype=saved.dtype, device=saved.device)
+
+
+def _activation_setup(ctx, inputs, output):
+    self, kind, param = inputs
+    ctx.save_for_backward(output if kind in _FROM_OUTPUT else self)
+    ctx.kind, ctx.param = kind, param
+
+
+def _activation_grad(ctx, grad):
+    (saved,) = ctx.saved_tensors
+    return torch.ops.lepton.activation_backward(grad, saved, ctx.kind, ctx.param), None, None
+
+
+activation.register_autograd(_activation_grad, setup_context=_activation_setup)

@@ -92,6 +92,51 @@ class ReLU(_Lepton, nn.ReLU):
         return torch.ops.lepton.relu(input)
 
 
+class _Activation(_Lepton):
+    """An element-wise activation through ``torch.ops.lepton.activation``."""
+
+    _kind = ""
+
+    def _lepton_kind(self):
+        return self._kind, 0.0
+
+    def forward(self, input):
+        inplace = getattr(self, "inplace", False)
+        if not self._covered(input, "inplace=True (the kernel writes a new tensor)" if inplace else None):
+            return super().forward(input)
+        return torch.ops.lepton.activation(input, *self._lepton_kind())
+
+
+class ReLU6(_Activation, nn.ReLU6):
+    _kind = "relu6"
+
+
+class LeakyReLU(_Activation, nn.LeakyReLU):
+    def _lepton_kind(self):
+        return "leaky_relu", float(self.negative_slope)
+
+
+class Sigmoid(_Activation, nn.Sigmoid):
+    _kind = "sigmoid"
+
+
+class Tanh(_Activation, nn.Tanh):
+    _kind = "tanh"
+
+
+class SiLU(_Activation, nn.SiLU):
+    _kind = "silu"
+
+
+class GELU(_Activation, nn.GELU):
+    def _lepton_kind(self):
+        return ("gelu_tanh" if self.approximate == "tanh" else "gelu"), 0.0
+
+
+class Hardswish(_Activation, nn.Hardswish):
+    _kind = "hardswish"
+
+
 class MaxPool2d(_Lepton, nn.MaxPool2d):
     def forward(self, input):
         if not self._covered(input, "return_indices=True" if self.return_indices else None):
@@ -215,7 +260,8 @@ class Sequential(nn.Sequential):
 #: torch module class -> the lepton subclass swap_modules puts in its place
 SWAPS = {nn.Conv2d: Conv2d, nn.Linear: Linear, nn.ReLU: ReLU, nn.MaxPool2d: MaxPool2d, nn.AvgPool2d: AvgPool2d,
          nn.CrossEntropyLoss: CrossEntropyLoss, nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d, nn.BatchNorm2d: BatchNorm2d,
-         nn.Sequential: Sequential}
+         nn.Sequential: Sequential, nn.ReLU6: ReLU6, nn.LeakyReLU: LeakyReLU, nn.Sigmoid: Sigmoid, nn.Tanh: Tanh,
+         nn.SiLU: SiLU, nn.GELU: GELU, nn.Hardswish: Hardswish}
 
-__all__ = ["Conv2d", "Linear", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d",
-           "CrossEntropyLoss", "Sequential", "SWAPS"]
+__all__ = ["Conv2d", "Linear", "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "SiLU", "GELU", "Hardswish",
+           "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "CrossEntropyLoss", "Sequential", "SWAPS"]
