@@ -15,6 +15,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "bind_common.h"
@@ -133,52 +135,60 @@ T* mptr(Arg& a) {
   return static_cast<T*>(a.a.mutable_data());
 }
 
-// ---------------------------------------------------------------- elementwise
-void relu(const py::object& xo, const py::object& oo) {
-  const std::string op = "relu";
+// Runs f(T{}) for the arrays' float type.
+template <class F>
+lepton::Status for_dtype(DType dt, F f) {
+  return dt == DType::f32 ? f(float{}) : f(double{});
+}
+
+// x and an out of its shape and dtype (out may be exactly x: in place).
+std::pair<Arg, Arg> unary_args(const std::string& op, const py::object& xo, const py::object& oo) {
   Arg x = float_arg(op, "x", xo, false);
   Arg out = float_arg(op, "out", oo, true, &x);
   expect_shape(op, out, shape_of(x.a));
   expect_disjoint(op, out, x, true);
+  return {x, out};
+}
+
+// grad_out, the forward array the derivative reads (`saved_name`), and an out of
+// grad_out's shape and dtype (out may be exactly either input).
+std::tuple<Arg, Arg, Arg> unary_grad_args(const std::string& op, const py::object& go, const char* saved_name,
+                                          const py::object& so, const py::object& oo) {
+  Arg g = float_arg(op, "grad_out", go, false);
+  Arg saved = float_arg(op, saved_name, so, false, &g);
+  Arg out = float_arg(op, "out", oo, true, &g);
+  expect_shape(op, saved, shape_of(g.a));
+  expect_shape(op, out, shape_of(g.a));
+  expect_disjoint(op, out, g, true);
+  expect_disjoint(op, out, saved, true);
+  return {g, saved, out};
+}
+
+// ---------------------------------------------------------------- elementwise
+void relu(const py::object& xo, const py::object& oo) {
+  const std::string op = "relu";
+  auto [x, out] = unary_args(op, xo, oo);
   const int64_t n = x.a.size();
-  lepton::Status st;
-  if (x.dt == DType::f32) {
-    const float* xp = cptr<float>(x);
-    float* yp = mptr<float>(out);
+  raise_status(op, for_dtype(x.dt, [&, &x = x, &out = out](auto t) {
+    using T = decltype(t);
+    const T* xp = cptr<T>(x);
+    T* yp = mptr<T>(out);
     py::gil_scoped_release nogil;
-    st = lepton::relu(xp, yp, n);
-  } else {
-    const double* xp = cptr<double>(x);
-    double* yp = mptr<double>(out);
-    py::gil_scoped_release nogil;
-    st = lepton::relu(xp, yp, n);
-  }
-  raise_status(op, st);
+    return lepton::relu(xp, yp, n);
+  }));
 }
 
 void relu_backward(const py::object& go, const py::object& xo, const py::object& oo) {
   const std::string op = "relu_backward";
-  Arg g = float_arg(op, "grad_out", go, false);
-  Arg x = float_arg(op, "x", xo, false, &g);
-  Arg out = float_arg(op, "out", oo, true, &g);
-  expect_shape(op, x, shape_of(g.a));
-  expect_shape(op, out, shape_of(g.a));
-  expect_disjoint(op, out, g, true);
-  expect_disjoint(op, out, x, true);
+  auto [g, x, out] = unary_grad_args(op, go, "x", xo, oo);
   const int64_t n = g.a.size();
-  lepton::Status st;
-  if (g.dt == DType::f32) {
-    const float *gp = cptr<float>(g), *xp = cptr<float>(x);
-    float* op_ = mptr<float>(out);
+  raise_status(op, for_dtype(g.dt, [&, &g = g, &x = x, &out = out](auto t) {
+    using T = decltype(t);
+    const T *gp = cptr<T>(g), *xp = cptr<T>(x);
+    T* ip = mptr<T>(out);
     py::gil_scoped_release nogil;
-    st = lepton::relu_backward(gp, xp, op_, n);
-  } else {
-    const double *gp = cptr<double>(g), *xp = cptr<double>(x);
-    double* op_ = mptr<double>(out);
-    py::gil_scoped_release nogil;
-    st = lepton::relu_backward(gp, xp, op_, n);
-  }
-  raise_status(op, st);
+    return lepton::relu_backward(gp, xp, ip, n);
+  }));
 }
 
 lepton::BiasReluDesc bias_desc(const Arg& x3) {
@@ -852,12 +862,6 @@ void cross_entropy(const py::object& zo, const py::object& to, const py::object&
 }
 
 // ---------------------------------------------------------------- batch normalization
-// Runs f(T{}) for the arrays' float type.
-template <class F>
-lepton::Status for_dtype(DType dt, F f) {
-  return dt == DType::f32 ? f(float{}) : f(double{});
-}
-
 lepton::BatchNormDesc norm_desc(const std::string& op, const Arg& x3) {
   expect_ndim(op, x3, 3, "(N, C, S)");
   lepton::BatchNormDesc d;
@@ -981,12 +985,9 @@ lepton::Activation activation_kind(const std::string& op, const std::string& nam
 void activation(const py::object& xo, const py::object& oo, const std::string& kind, double param) {
   const std::string op = "activation";
   const lepton::Activation a = activation_kind(op, kind);
-  Arg x = float_arg(op, "x", xo, false);
-  Arg out = float_arg(op, "out", oo, true, &x);
-  expect_shape(op, out, shape_of(x.a));
-  expect_disjoint(op, out, x, true);
+  auto [x, out] = unary_args(op, xo, oo);
   const int64_t n = x.a.size();
-  raise_status(op, for_dtype(x.dt, [&](auto t) {
+  raise_status(op, for_dtype(x.dt, [&, &x = x, &out = out](auto t) {
     using T = decltype(t);
     const T* xp = cptr<T>(x);
     T* yp = mptr<T>(out);
@@ -999,20 +1000,14 @@ void activation_backward(const py::object& go, const py::object& so, const py::o
                          double param) {
   const std::string op = "activation_backward";
   const lepton::Activation a = activation_kind(op, kind);
-  Arg g = float_arg(op, "grad_out", go, false);
-  Arg saved = float_arg(op, "saved", so, false, &g);
-  Arg out = float_arg(op, "out", oo, true, &g);
-  expect_shape(op, saved, shape_of(g.a));
-  expect_shape(op, out, shape_of(g.a));
-  expect_disjoint(op, out, g, true);
-  expect_disjoint(op, out, saved, true);
+  auto [g, saved, out] = unary_grad_args(op, go, "saved", so, oo);
   const int64_t n = g.a.size();
-  raise_status(op, for_dtype(g.dt, [&](auto t) {
+  raise_status(op, for_dtype(g.dt, [&, &g = g, &saved = saved, &out = out](auto t) {
     using T = decltype(t);
     const T *gp = cptr<T>(g), *sp = cptr<T>(saved);
-    T* op_ = mptr<T>(out);
+    T* ip = mptr<T>(out);
     py::gil_scoped_release nogil;
-    return lepton::activation_backward(a, gp, sp, op_, n, param);
+    return lepton::activation_backward(a, gp, sp, ip, n, param);
   }));
 }
 
